@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup test lint demo bench align clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch is pinned and installed first: it is the parity target, and an unpinned
+# torch requirement could pull a multi-GB CUDA build.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
+
+test: setup lint
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile
+
+demo: setup
+	$(BIN)/lrkit demo
+
+bench: setup
+	$(BIN)/python benchmarks/step_overhead.py
+	$(BIN)/python benchmarks/curve.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -1,0 +1,287 @@
+"""The optimizer binding: lrkit's scheduler base class.
+
+It follows PyTorch's ``LRScheduler`` contract (``step()``, ``get_last_lr()``,
+``state_dict()``, ``load_state_dict()``, ``last_epoch``, ``base_lrs``,
+``optimizer``) and, when torch is installed, *is* a
+``torch.optim.lr_scheduler.LRScheduler``, so the HF Trainer, Lightning and
+accelerate treat it as their own. Differences from torch, all deliberate:
+
+* ``optimizer.step`` is never wrapped or patched, and no warnings are emitted on
+  the hot path.
+* State is plain data: ``state_dict()`` holds only JSON-serialisable primitives
+  and names its class under ``"type"``. ``load_state_dict`` validates everything
+  before it changes anything, so a failed load leaves the scheduler as it was.
+* LRs are tracked as Python floats. A ``torch.Tensor`` LR in a param group is
+  updated in place with ``fill_`` (so a compiled optimizer does not recompile),
+  and read back with ``float()``.
+
+The only contact with the optimizer is reading and writing ``param_groups``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from lrkit._checks import check_int
+
+try:  # torch is optional for the math layer, required for binding to a real optimizer.
+    from torch import Tensor as _Tensor
+    from torch.optim.lr_scheduler import LRScheduler as _TorchLRScheduler
+    from torch.optim.lr_scheduler import ReduceLROnPlateau as _TorchReduceLROnPlateau
+
+    HAS_TORCH = True
+except ImportError:  # pragma: no cover - exercised only without torch
+    HAS_TORCH = False
+
+    class _TorchLRScheduler:  # type: ignore[no-redef]
+        """Stand-in base when torch is not installed."""
+
+    class _TorchReduceLROnPlateau(_TorchLRScheduler):  # type: ignore[no-redef]
+        """Stand-in base when torch is not installed."""
+
+    class _Tensor:  # type: ignore[no-redef]
+        """Never instantiated: makes ``isinstance(x, _Tensor)`` false without torch."""
+
+
+__all__ = ["LRScheduler", "StateError", "check_optimizer", "set_group_value", "group_lrs"]
+
+
+class StateError(ValueError):
+    """A state dict that does not fit this scheduler (wrong class, missing or malformed keys)."""
+
+
+def check_optimizer(optimizer: Any, name: str = "optimizer") -> None:
+    """An object with a non-empty ``param_groups`` list of dicts, each holding an ``"lr"``."""
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
+        raise TypeError(
+            f"{name} must be a torch.optim.Optimizer (an object with a non-empty param_groups list), "
+            f"got {name}={type(optimizer).__name__}"
+        )
+    for i, group in enumerate(groups):
+        if "lr" not in group:
+            raise ValueError(f"{name}.param_groups[{i}] has no 'lr' key")
+
+
+def set_group_value(group: dict[str, Any], key: str, value: float) -> None:
+    """Write a hyperparameter into a param group; a Tensor is filled in place (no recompiles)."""
+    current = group.get(key)
+    if isinstance(current, _Tensor):
+        current.fill_(value)
+    else:
+        group[key] = value
+
+
+def group_lrs(optimizer: Any) -> list[float]:
+    """The current LR of every param group, as Python floats."""
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def _plain(value: Any) -> Any:
+    """Recursively convert to JSON primitives: Tensors to floats, tuples to lists, inf/nan to strings."""
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, _Tensor):
+        return _plain(float(value))
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__float__"):
+        return _plain(float(value))
+    raise TypeError(f"cannot store {type(value).__name__} in a plain-data state: {value!r}")
+
+
+def decode_float(name: str, value: Any) -> float:
+    """Inverse of :func:`_plain` for one float (accepts ``"inf"``, ``"-inf"``, ``"nan"``)."""
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, bool) or not hasattr(value, "__float__"):
+        raise StateError(f"state[{name!r}] must be a number, got {value!r}")
+    return float(value)
+
+
+class LRScheduler(_TorchLRScheduler):
+    """Base class: owns the stepping protocol; each policy only says how its LR is computed.
+
+    Subclasses implement :meth:`get_lr` (torch's recursive form, reading the current
+    ``group["lr"]``) and, where torch has one, :meth:`_get_closed_form_lr`. They list
+    the attributes that make up their state in ``_state_fields``, and record their
+    constructor arguments with :meth:`_record_spec` so :meth:`to_spec` can rebuild them.
+
+    Attributes:
+        optimizer: the wrapped optimizer.
+        base_lrs: ``initial_lr`` of every param group (floats).
+        last_epoch: number of completed ``step()`` calls; 0 right after construction.
+    """
+
+    _state_fields: ClassVar[tuple[str, ...]] = ()
+    _base_fields: ClassVar[tuple[str, ...]] = ("last_epoch", "_step_count", "base_lrs", "_last_lr")
+
+    optimizer: Any
+    base_lrs: list[float]
+    last_epoch: int
+    _step_count: int
+    _last_lr: list[float]
+    _is_initial: bool = False
+    _spec_args: dict[str, Any]
+
+    def __init__(self, optimizer: Any, last_epoch: int = -1) -> None:  # noqa: D107
+        check_optimizer(optimizer)
+        check_int("last_epoch", last_epoch, minimum=-1)
+        self.optimizer = optimizer
+        if last_epoch == -1:
+            for group in optimizer.param_groups:
+                group.setdefault("initial_lr", float(group["lr"]))
+        else:
+            for i, group in enumerate(optimizer.param_groups):
+                if "initial_lr" not in group:
+                    raise KeyError(
+                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming with "
+                        f"last_epoch={last_epoch}: load the optimizer state first, or use last_epoch=-1"
+                    )
+        self.base_lrs = [float(group["initial_lr"]) for group in optimizer.param_groups]
+        self.last_epoch = last_epoch
+        self._initial_step()
+
+    # ----------------------------------------------------------------- stepping
+
+    def _initial_step(self) -> None:
+        """The step performed by the constructor (torch semantics: ``last_epoch`` becomes 0)."""
+        self._step_count = 0
+        self._is_initial = True
+        try:
+            self.step()
+        finally:
+            self._is_initial = False
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Advance one optimizer step (or jump to ``epoch`` using the closed form) and set the LRs."""
+        self._step_count += 1
+        self._update_lr(epoch)
+
+    def _update_lr(self, epoch: int | None = None) -> None:
+        if epoch is None:
+            self.last_epoch += 1
+            values = self.get_lr()
+        else:
+            self.last_epoch = epoch
+            values = self._get_closed_form_lr()
+        self._apply_lrs(values)
+
+    def _apply_lrs(self, values: list[float]) -> None:
+        for group, value in zip(self.optimizer.param_groups, values):
+            lr = group["lr"]
+            if isinstance(lr, _Tensor):
+                lr.fill_(value)
+            else:
+                group["lr"] = value
+        self._last_lr = values
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        """The LRs for the current ``last_epoch`` (torch's recursive form)."""
+        raise NotImplementedError
+
+    def _get_closed_form_lr(self) -> list[float]:
+        """The LRs for ``last_epoch`` from ``base_lrs`` alone; defaults to :meth:`get_lr`."""
+        return self.get_lr()
+
+    def get_last_lr(self) -> list[float]:  # type: ignore[override]
+        """The LR of every param group as set by the last step."""
+        return self._last_lr
+
+    def _restart(self) -> None:
+        """Start over from step 0, as if constructed now on the optimizer's ``initial_lr``.
+
+        Used when a composite (ChainedScheduler / SequentialLR) is entered at a
+        SequentialLR milestone; see :class:`lrkit.SequentialLR`.
+        """
+        self.last_epoch = -1
+        self._initial_step()
+
+    # ------------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state: JSON-serialisable, loadable with ``torch.load(weights_only=True)``."""
+        state: dict[str, Any] = {"type": type(self).__name__}
+        for name in self._base_fields + self._state_fields:
+            state[name] = self._encode_field(name, getattr(self, name))
+        return state
+
+    def _encode_field(self, name: str, value: Any) -> Any:
+        return _plain(value)
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        """Turn one stored field back into an attribute value; raise :class:`StateError` if malformed."""
+        if name in ("base_lrs", "_last_lr"):
+            if not isinstance(value, (list, tuple)) or len(value) != len(self.optimizer.param_groups):
+                raise StateError(
+                    f"state[{name!r}] must be a list with one float per param group "
+                    f"({len(self.optimizer.param_groups)}), got {value!r}"
+                )
+            return [decode_float(name, v) for v in value]
+        if name in ("last_epoch", "_step_count"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise StateError(f"state[{name!r}] must be an int, got {value!r}")
+            return value
+        return copy.deepcopy(_plain(value))
+
+    def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``state`` completely and return the attribute updates; changes nothing."""
+        if not isinstance(state, Mapping):
+            raise StateError(f"state_dict must be a dict, got {type(state).__name__}")
+        kind = state.get("type", type(self).__name__)
+        if kind != type(self).__name__:
+            raise StateError(f"cannot load a {kind} state into a {type(self).__name__}")
+        fields = self._base_fields + self._state_fields
+        missing = [name for name in fields if name not in state]
+        if missing:
+            raise StateError(f"{type(self).__name__} state is missing keys {missing}")
+        return {name: self._decode_field(name, state[name]) for name in fields}
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        for name, value in updates.items():
+            setattr(self, name, value)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Restore a state from :meth:`state_dict` (also after a JSON round trip).
+
+        As in torch, the stored arguments win over the constructor's. Protocol:
+        build optimizer and scheduler, ``optimizer.load_state_dict(...)``, then
+        ``scheduler.load_state_dict(...)``; the next ``step()`` continues exactly.
+        On any error nothing is changed.
+        """
+        self._apply_state(self._parse_state(state_dict))
+
+    # -------------------------------------------------------------------- spec
+
+    def _record_spec(self, **args: Any) -> None:
+        self._spec_args = args
+
+    def to_spec(self) -> dict[str, Any]:
+        """The plain-dict spec that :func:`lrkit.build_scheduler` turns back into this schedule."""
+        return {"type": type(self).__name__, **copy.deepcopy(self._spec_args)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_spec_args", {}).items())
+        return f"{type(self).__name__}({args})"
+
+
+def check_same_optimizer(owner: str, optimizer: Any, schedulers: Sequence[Any]) -> None:
+    """Every child must be an lrkit scheduler bound to ``optimizer``."""
+    for i, scheduler in enumerate(schedulers):
+        if not isinstance(scheduler, LRScheduler):
+            raise TypeError(
+                f"{owner} schedulers[{i}] must be an lrkit scheduler, got {type(scheduler).__module__}."
+                f"{type(scheduler).__name__}"
+            )
+        if scheduler.optimizer is not optimizer:
+            raise ValueError(
+                f"{owner} expects all schedulers to belong to the same optimizer, but schedulers[{i}] "
+                f"({type(scheduler).__name__}) is bound to a different one"
+            )

@@ -1,0 +1,899 @@
+"""The 15 schedulers of ``torch.optim.lr_scheduler``, bit-identical to torch 2.13.
+
+Same class names, arguments and defaults as torch. Each class only says how its
+LR is computed; the formulas themselves live in :mod:`lrkit.torch_formulas`.
+Where torch silently accepts a value that produces wrong LRs (a zero factor that
+is later divided by, a non-positive period) lrkit raises a ``ValueError`` instead.
+
+Functions cannot be saved as data: for :class:`LambdaLR`, :class:`MultiplicativeLR`
+and a custom ``scale_fn`` of :class:`CyclicLR`, rebuild the scheduler with the same
+function, then call ``load_state_dict`` (the state holds the step and the LRs).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, SupportsFloat
+
+from lrkit import torch_formulas as F
+from lrkit._checks import check_choice, check_int, check_per_group, check_real
+from lrkit.scheduler import (
+    LRScheduler,
+    StateError,
+    _TorchReduceLROnPlateau,
+    check_optimizer,
+    check_same_optimizer,
+    decode_float,
+    group_lrs,
+    set_group_value,
+)
+
+__all__ = [
+    "LambdaLR",
+    "MultiplicativeLR",
+    "StepLR",
+    "MultiStepLR",
+    "ConstantLR",
+    "LinearLR",
+    "ExponentialLR",
+    "SequentialLR",
+    "PolynomialLR",
+    "CosineAnnealingLR",
+    "ChainedScheduler",
+    "ReduceLROnPlateau",
+    "CyclicLR",
+    "CosineAnnealingWarmRestarts",
+    "OneCycleLR",
+]
+
+
+def _lambdas(name: str, lr_lambda: Any, num_groups: int) -> list[Callable[[int], float]]:
+    if isinstance(lr_lambda, (list, tuple)):
+        if len(lr_lambda) != num_groups:
+            raise ValueError(f"Expected {num_groups} lr_lambdas (one per param group), but got {len(lr_lambda)}")
+        fns = list(lr_lambda)
+    else:
+        fns = [lr_lambda] * num_groups
+    for i, fn in enumerate(fns):
+        if not callable(fn):
+            raise TypeError(f"{name}[{i}] must be callable, got {name}={fn!r} ({type(fn).__name__})")
+    return fns
+
+
+class LambdaLR(LRScheduler):
+    """``lr = base_lr * lr_lambda(last_epoch)``; one function, or one per param group.
+
+    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, len(optimizer.param_groups))
+        self._record_spec(lr_lambda=lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e = self.last_epoch
+        return [base_lr * fn(e) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
+
+
+class MultiplicativeLR(LRScheduler):
+    """``lr = lr * lr_lambda(last_epoch)`` each step (unchanged at construction).
+
+    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, len(optimizer.param_groups))
+        self._record_spec(lr_lambda=lr_lambda)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        if self._is_initial:
+            return group_lrs(self.optimizer)
+        e = self.last_epoch
+        return [float(g["lr"]) * fn(e) for fn, g in zip(self.lr_lambdas, self.optimizer.param_groups)]
+
+
+class StepLR(LRScheduler):
+    """Multiply the LR by ``gamma`` every ``step_size`` steps: ``base_lr * gamma ** (e // step_size)``."""
+
+    _state_fields = ("step_size", "gamma")
+
+    def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
+        self.step_size = check_int("step_size", step_size, minimum=1)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self._record_spec(step_size=step_size, gamma=gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, step_size, gamma = self.last_epoch, self.step_size, self.gamma
+        return [F.step_lr_recursive(float(g["lr"]), e, step_size, gamma) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [F.step_lr_closed(b, self.last_epoch, self.step_size, self.gamma) for b in self.base_lrs]
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply the LR by ``gamma`` at each milestone: ``base_lr * gamma ** #{m <= e}``.
+
+    Milestones must be sorted; a repeated milestone decays twice (as in torch).
+    """
+
+    _state_fields = ("milestones", "gamma")
+
+    def __init__(self, optimizer: Any, milestones: Iterable[int], gamma: float = 0.1, last_epoch: int = -1) -> None:
+        self.milestones = _milestone_counter(milestones)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self._record_spec(milestones=sorted(self.milestones.elements()), gamma=gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, counts, gamma = self.last_epoch, self.milestones, self.gamma
+        return [F.multistep_lr_recursive(float(g["lr"]), e, counts, gamma) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        milestones = sorted(self.milestones.elements())
+        return [F.multistep_lr_closed(b, self.last_epoch, milestones, self.gamma) for b in self.base_lrs]
+
+    def _encode_field(self, name: str, value: Any) -> Any:
+        if name == "milestones":
+            return sorted(value.elements())
+        return super()._encode_field(name, value)
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        if name == "milestones":
+            try:
+                return _milestone_counter(value.elements() if isinstance(value, Counter) else value)
+            except (TypeError, ValueError) as err:
+                raise StateError(f"state['milestones'] is malformed: {err}") from err
+        return super()._decode_field(name, value)
+
+
+def _milestone_counter(milestones: Iterable[int]) -> Counter[int]:
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
+        raise TypeError(f"milestones must be a list of ints, got milestones={milestones!r}")
+    values = list(milestones)
+    for m in values:
+        check_int("milestones[i]", m, minimum=0)
+    if values != sorted(values):
+        raise ValueError(f"milestones must be sorted in increasing order, got milestones={values!r}")
+    return Counter(int(m) for m in values)
+
+
+class ConstantLR(LRScheduler):
+    """``base_lr * factor`` for the first ``total_iters`` steps, then ``base_lr``.
+
+    ``factor`` must be in (0, 1]: torch accepts 0 and then divides by it at ``total_iters``.
+    """
+
+    _state_fields = ("factor", "total_iters")
+
+    def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1) -> None:
+        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True)
+        self.total_iters = check_int("total_iters", total_iters, minimum=1)
+        self._record_spec(factor=factor, total_iters=total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, factor, total = self.last_epoch, self.factor, self.total_iters
+        return [F.constant_lr_recursive(float(g["lr"]), e, factor, total) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [F.constant_lr_closed(b, self.last_epoch, self.factor, self.total_iters) for b in self.base_lrs]
+
+
+class LinearLR(LRScheduler):
+    """Linear ramp of the factor from ``start_factor`` to ``end_factor`` over ``total_iters`` steps.
+
+    ``lr = base_lr * (start + (end - start) * min(e, total_iters) / total_iters)``;
+    ``start_factor`` must be in (0, 1], ``end_factor`` in [0, 1], ``total_iters >= 1``.
+    """
+
+    _state_fields = ("start_factor", "end_factor", "total_iters")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+    ) -> None:
+        self.start_factor = check_real("start_factor", start_factor, low=0.0, high=1.0, low_open=True)
+        self.end_factor = check_real("end_factor", end_factor, low=0.0, high=1.0)
+        self.total_iters = check_int("total_iters", total_iters, minimum=1)
+        self._record_spec(start_factor=start_factor, end_factor=end_factor, total_iters=total_iters)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, s, t, n, init = self.last_epoch, self.start_factor, self.end_factor, self.total_iters, self._is_initial
+        return [F.linear_lr_recursive(float(g["lr"]), e, s, t, n, init) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        e, s, t, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
+        return [F.linear_lr_closed(b, e, s, t, n) for b in self.base_lrs]
+
+
+class ExponentialLR(LRScheduler):
+    """``lr = base_lr * gamma ** last_epoch``."""
+
+    _state_fields = ("gamma",)
+
+    def __init__(self, optimizer: Any, gamma: float, last_epoch: int = -1) -> None:
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self._record_spec(gamma=gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        gamma, init = self.gamma, self._is_initial
+        return [F.exponential_lr_recursive(float(g["lr"]), gamma, init) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [F.exponential_lr_closed(b, self.last_epoch, self.gamma) for b in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """``lr = base_lr * (1 - min(e, total_iters) / total_iters) ** power``; reaches 0 at ``total_iters``."""
+
+    _state_fields = ("total_iters", "power")
+
+    def __init__(self, optimizer: Any, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:
+        self.total_iters = check_int("total_iters", total_iters, minimum=1)
+        self.power = check_real("power", power, low=0.0)
+        self._record_spec(total_iters=total_iters, power=power)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, n, p, init = self.last_epoch, self.total_iters, self.power, self._is_initial
+        return [F.polynomial_lr_recursive(float(g["lr"]), e, n, p, init) for g in self.optimizer.param_groups]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [F.polynomial_lr_closed(b, self.last_epoch, self.total_iters, self.power) for b in self.base_lrs]
+
+
+class CosineAnnealingLR(LRScheduler):
+    """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * e / T_max)) / 2``, computed recursively.
+
+    As in torch it is not clamped: past ``T_max`` the LR rises again (period ``2 T_max``).
+    """
+
+    _state_fields = ("T_max", "eta_min")
+
+    def __init__(self, optimizer: Any, T_max: int, eta_min: float = 0.0, last_epoch: int = -1) -> None:
+        self.T_max = check_real("T_max", T_max, low=0.0, low_open=True)
+        if isinstance(T_max, int):
+            self.T_max = T_max
+        self.eta_min = check_real("eta_min", eta_min, low=0.0)
+        self._record_spec(T_max=T_max, eta_min=eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        e, t, m, init, count = self.last_epoch, self.T_max, self.eta_min, self._is_initial, self._step_count
+        return [
+            F.cosine_annealing_recursive(float(g["lr"]), b, e, t, m, init, count)
+            for g, b in zip(self.optimizer.param_groups, self.base_lrs)
+        ]
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return [F.cosine_annealing_closed(b, self.last_epoch, self.T_max, self.eta_min) for b in self.base_lrs]
+
+
+def _check_children(owner: str, optimizer: Any, schedulers: Any) -> list[LRScheduler]:
+    if not isinstance(schedulers, (list, tuple)) or len(schedulers) < 1:
+        raise ValueError(f"{owner} expects a non-empty list of schedulers, got schedulers={schedulers!r}")
+    for i, scheduler in enumerate(schedulers):
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise ValueError(
+                f"{owner} does not support ReduceLROnPlateau (its step() needs a metric), got one at schedulers[{i}]"
+            )
+    check_same_optimizer(owner, optimizer, schedulers)
+    return list(schedulers)
+
+
+class _Composite(LRScheduler):
+    """Shared state handling of SequentialLR and ChainedScheduler: children nest under ``_schedulers``."""
+
+    _schedulers: list[LRScheduler]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["_schedulers"] = [s.state_dict() for s in self._schedulers]
+        return state
+
+    def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        updates = super()._parse_state(state)
+        children = state.get("_schedulers")
+        if not isinstance(children, (list, tuple)) or len(children) != len(self._schedulers):
+            raise StateError(
+                f"{type(self).__name__} state must hold {len(self._schedulers)} child states under "
+                f"'_schedulers', got {children!r}"
+            )
+        # Parse every child first so that a bad child leaves everything untouched.
+        updates["_schedulers"] = [s._parse_state(c) for s, c in zip(self._schedulers, children)]
+        return updates
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        children = updates.pop("_schedulers")
+        super()._apply_state(updates)
+        for scheduler, child in zip(self._schedulers, children):
+            scheduler._apply_state(child)
+
+    def to_spec(self) -> dict[str, Any]:
+        spec = super().to_spec()
+        spec["schedulers"] = [s.to_spec() for s in self._schedulers]
+        return spec
+
+
+class SequentialLR(_Composite):
+    """Run ``schedulers[i]`` between ``milestones[i-1]`` and ``milestones[i]``.
+
+    As in torch: construction resets every group to ``initial_lr`` and starts the
+    first scheduler; a leaf scheduler entered at a milestone starts from its closed
+    form at step 0.
+
+    Nesting. torch raises ``NotImplementedError`` when a milestone enters a
+    ChainedScheduler or SequentialLR, and gives a composite in first position a
+    non-initial step. lrkit defines the sensible behaviour instead: a composite
+    child starts *as if constructed at that moment* on the groups' ``initial_lr``,
+    so ``SequentialLR([A, ChainedScheduler([B, C])], [m])`` equals A for ``m`` steps
+    followed by a freshly built ``ChainedScheduler([B, C])``.
+    """
+
+    _base_fields = ("last_epoch", "_last_lr")
+    _state_fields = ("_milestones",)
+
+    def __init__(
+        self, optimizer: Any, schedulers: list[LRScheduler], milestones: list[int], last_epoch: int = -1
+    ) -> None:
+        check_optimizer(optimizer)
+        self._schedulers = _check_children(type(self).__name__, optimizer, schedulers)
+        if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
+            raise ValueError(
+                f"SequentialLR expects one milestone fewer than schedulers ({len(schedulers) - 1}), "
+                f"got milestones={milestones!r}"
+            )
+        for m in milestones:
+            check_int("milestones[i]", m, minimum=1)
+        if list(milestones) != sorted(set(milestones)):
+            raise ValueError(f"milestones must be strictly increasing, got milestones={list(milestones)!r}")
+        check_int("last_epoch", last_epoch, minimum=-1)
+        self._milestones = [int(m) for m in milestones]
+        self.optimizer = optimizer
+        self.base_lrs = [float(g["initial_lr"]) for g in optimizer.param_groups]
+        self._record_spec(milestones=list(self._milestones))
+        self.last_epoch = last_epoch + 1
+        self._start()
+
+    def _start(self) -> None:
+        for group in self.optimizer.param_groups:
+            set_group_value(group, "lr", group["initial_lr"])
+        self._undo(self)
+        first = self._schedulers[bisect_right(self._milestones, 0)]
+        if isinstance(first, _Composite):
+            first._restart()
+        else:
+            first._initial_step()
+        self._last_lr = first.get_last_lr()
+
+    @staticmethod
+    def _undo(scheduler: LRScheduler) -> None:
+        """torch's ``recursive_undo``: take back the construction step of every leaf."""
+        if isinstance(scheduler, _Composite):
+            for child in scheduler._schedulers:
+                SequentialLR._undo(child)
+        else:
+            scheduler.last_epoch -= 1
+
+    def _restart(self) -> None:
+        self.last_epoch = 0
+        self._start()
+
+    def step(self, epoch: int | None = None) -> None:
+        if epoch is not None:
+            raise TypeError("SequentialLR.step() takes no epoch argument")
+        self.last_epoch += 1
+        idx = bisect_right(self._milestones, self.last_epoch)
+        scheduler = self._schedulers[idx]
+        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+            if isinstance(scheduler, _Composite):
+                for group in self.optimizer.param_groups:
+                    set_group_value(group, "lr", group["initial_lr"])
+                scheduler._restart()
+            else:
+                scheduler._update_lr(0)
+        else:
+            scheduler.step()
+        self._last_lr = scheduler.get_last_lr()
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        if name == "_milestones":
+            if not isinstance(value, list) or len(value) != len(self._schedulers) - 1:
+                raise StateError(f"state['_milestones'] must be a list of {len(self._schedulers) - 1} ints")
+            return [int(v) for v in value]
+        return super()._decode_field(name, value)
+
+
+class ChainedScheduler(_Composite):
+    """Step every scheduler in order on each step; their effects multiply.
+
+    Same signature as torch: ``ChainedScheduler(schedulers, optimizer=None)``.
+    ``last_epoch`` counts the chain's own steps (torch's chain has none).
+    """
+
+    _base_fields = ("last_epoch", "_last_lr")
+
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Any | None = None) -> None:
+        if not isinstance(schedulers, (list, tuple)) or not schedulers:
+            raise ValueError(f"ChainedScheduler expects a non-empty list of schedulers, got {schedulers!r}")
+        if optimizer is None:
+            optimizer = getattr(schedulers[0], "optimizer", None)
+        check_optimizer(optimizer)
+        assert optimizer is not None
+        self._schedulers = _check_children("ChainedScheduler", optimizer, schedulers)
+        self.optimizer = optimizer
+        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self._record_spec()
+        self.last_epoch = 0
+        self._last_lr = group_lrs(optimizer)
+
+    def step(self, epoch: int | None = None) -> None:
+        if epoch is not None:
+            raise TypeError("ChainedScheduler.step() takes no epoch argument")
+        for scheduler in self._schedulers:
+            scheduler.step()
+        self.last_epoch += 1
+        self._last_lr = group_lrs(self.optimizer)
+
+    def _restart(self) -> None:
+        for scheduler in self._schedulers:
+            scheduler._restart()
+        self.last_epoch = 0
+        self._last_lr = group_lrs(self.optimizer)
+
+
+class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
+    """Reduce the LR by ``factor`` once the metric has not improved for ``patience`` steps.
+
+    New LR: ``max(lr * factor, min_lr)``, applied only if it lowers the LR by more than ``eps``.
+    ``step(metrics)`` takes the metric; it is an instance of torch's ReduceLROnPlateau.
+    """
+
+    _base_fields = ("last_epoch", "_last_lr")
+    _state_fields = (
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "eps",
+        "min_lrs",
+        "default_min_lr",
+        "best",
+        "num_bad_epochs",
+        "cooldown_counter",
+    )
+
+    def __init__(
+        self,
+        optimizer: Any,
+        mode: Literal["min", "max"] = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: Literal["rel", "abs"] = "rel",
+        cooldown: int = 0,
+        min_lr: list[float] | float = 0,
+        eps: float = 1e-8,
+    ) -> None:
+        check_optimizer(optimizer)
+        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.patience = check_int("patience", patience, minimum=0)
+        self.threshold = check_real("threshold", threshold, low=0.0)
+        self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
+        self.cooldown = check_int("cooldown", cooldown, minimum=0)
+        self.eps = check_real("eps", eps, low=0.0)
+        num_groups = len(optimizer.param_groups)
+        min_lrs = check_per_group("min_lr", min_lr, num_groups)
+        for i, value in enumerate(min_lrs):
+            check_real(f"min_lr[{i}]", value, low=0.0)
+        self.default_min_lr: float | None = None if isinstance(min_lr, (list, tuple)) else min_lr
+        self.min_lrs = list(min_lrs)
+        self.optimizer = optimizer
+        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self._record_spec(
+            mode=mode,
+            factor=factor,
+            patience=patience,
+            threshold=threshold,
+            threshold_mode=threshold_mode,
+            cooldown=cooldown,
+            min_lr=min_lr,
+            eps=eps,
+        )
+        self.last_epoch = 0
+        self._last_lr = group_lrs(optimizer)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.mode_worse = math.inf if self.mode == "min" else -math.inf
+        self.best = self.mode_worse
+        self.cooldown_counter = 0
+        self.num_bad_epochs = 0
+
+    @property
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
+
+    def is_better(self, a: float, best: float) -> bool:
+        """Whether metric ``a`` improves on ``best`` by more than ``threshold`` (rel or abs)."""
+        if self.mode == "min" and self.threshold_mode == "rel":
+            return a < best * (1.0 - self.threshold)
+        if self.mode == "min":
+            return a < best - self.threshold
+        if self.threshold_mode == "rel":
+            return a > best * (self.threshold + 1.0)
+        return a > best + self.threshold
+
+    _is_better = is_better
+
+    def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
+        """Record ``metrics`` for the step just taken, reducing the LR if it has plateaued."""
+        current = float(metrics)
+        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad_epochs = 0
+        else:
+            self.num_bad_epochs += 1
+        if self.in_cooldown:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._reduce_lr()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        self._last_lr = group_lrs(self.optimizer)
+
+    def _reduce_lr(self, epoch: int | None = None) -> None:
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.min_lrs):
+            if self.default_min_lr is None:
+                raise RuntimeError(
+                    f"the optimizer has {len(groups)} param groups but min_lr has {len(self.min_lrs)} "
+                    "values (a group was added after construction): set scheduler.min_lrs to match"
+                )
+            self.min_lrs = [self.default_min_lr] * len(groups)
+        for i, group in enumerate(groups):
+            old_lr = float(group["lr"])
+            new_lr = max(old_lr * self.factor, self.min_lrs[i])
+            if old_lr - new_lr > self.eps:
+                set_group_value(group, "lr", new_lr)
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        super()._apply_state(updates)
+        self.mode_worse = math.inf if self.mode == "min" else -math.inf
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        if name == "best":
+            return decode_float(name, value)
+        if name == "default_min_lr":
+            return None if value is None else decode_float(name, value)
+        return super()._decode_field(name, value)
+
+    def _restart(self) -> None:  # pragma: no cover - never nested (rejected by the composites)
+        raise TypeError("ReduceLROnPlateau cannot be restarted inside a composite")
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical LR (Smith 2017) between ``base_lr`` and ``max_lr``, cycling momentum (or beta1) inversely.
+
+    ``x`` is the position in the current cycle of ``step_size_up + step_size_down`` steps;
+    ``lr = base_lr + (max_lr - base_lr) * height(x) * scale(cycle or step)``.
+    A custom ``scale_fn`` is not saved in the state: rebuild with it, then load.
+    """
+
+    _state_fields = (
+        "max_lrs",
+        "total_size",
+        "step_ratio",
+        "mode",
+        "gamma",
+        "scale_mode",
+        "cycle_momentum",
+        "base_momentums",
+        "max_momentums",
+        "use_beta1",
+    )
+
+    def __init__(
+        self,
+        optimizer: Any,
+        base_lr: float | list[float],
+        max_lr: float | list[float],
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Callable[[float], float] | None = None,
+        scale_mode: Literal["cycle", "iterations"] = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.8,
+        max_momentum: float = 0.9,
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        check_int("last_epoch", last_epoch, minimum=-1)
+        groups = optimizer.param_groups
+        base_lrs = [
+            check_real(f"base_lr[{i}]", v, low=0.0)
+            for i, v in enumerate(check_per_group("base_lr", base_lr, len(groups)))
+        ]
+        self.max_lrs = [
+            check_real(f"max_lr[{i}]", v, low=0.0) for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
+        ]
+        up = check_real("step_size_up", step_size_up, low=0.0, low_open=True)
+        down = up if step_size_down is None else check_real("step_size_down", step_size_down, low=0.0, low_open=True)
+        self.total_size = float(up) + float(down)
+        self.step_ratio = float(up) / self.total_size
+        if scale_fn is None:
+            self.mode = check_choice("mode", mode, ("triangular", "triangular2", "exp_range"))
+            self.scale_mode = "iterations" if self.mode == "exp_range" else "cycle"
+        else:
+            if not callable(scale_fn):
+                raise TypeError(f"scale_fn must be callable or None, got scale_fn={scale_fn!r}")
+            self.mode = str(mode)
+            self.scale_mode = check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self.scale_fn_custom = scale_fn
+        self.cycle_momentum = bool(cycle_momentum)
+        self.use_beta1 = False
+        self.base_momentums: list[float] = []
+        self.max_momentums: list[float] = []
+        defaults = getattr(optimizer, "defaults", {})
+        if self.cycle_momentum:
+            if "momentum" not in defaults and "betas" not in defaults:
+                raise ValueError(
+                    "cycle_momentum=True needs an optimizer with 'momentum' or 'betas' "
+                    f"({type(optimizer).__name__} has neither); pass cycle_momentum=False"
+                )
+            self.use_beta1 = "betas" in defaults
+            self.base_momentums = [
+                check_real(f"base_momentum[{i}]", v, low=0.0)
+                for i, v in enumerate(check_per_group("base_momentum", base_momentum, len(groups)))
+            ]
+            self.max_momentums = [
+                check_real(f"max_momentum[{i}]", v, low=0.0)
+                for i, v in enumerate(check_per_group("max_momentum", max_momentum, len(groups)))
+            ]
+        if last_epoch == -1:
+            for lr, group in zip(base_lrs, groups):
+                set_group_value(group, "lr", lr)
+            if self.cycle_momentum:
+                for m_momentum, b_momentum, group in zip(self.max_momentums, self.base_momentums, groups):
+                    _set_momentum(group, m_momentum, self.use_beta1)
+                    group["max_momentum"] = m_momentum
+                    group["base_momentum"] = b_momentum
+        self._record_spec(
+            base_lr=base_lr,
+            max_lr=max_lr,
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=gamma,
+            scale_mode=scale_mode,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            **({"scale_fn": scale_fn} if scale_fn is not None else {}),
+        )
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = base_lrs
+
+    def scale_fn(self, x: float) -> float:
+        """The amplitude scale at cycle (or iteration) ``x``."""
+        if self.scale_fn_custom is not None:
+            return self.scale_fn_custom(x)
+        return F.cyclic_scale(self.mode, self.gamma, x)
+
+    def get_lr(self) -> list[float]:
+        e = self.last_epoch
+        cycle, scale_factor = F.cyclic_position(e, self.total_size, self.step_ratio)
+        scale = self.scale_fn(cycle if self.scale_mode == "cycle" else e)
+        lrs = [
+            base_lr + (max_lr - base_lr) * scale_factor * scale for base_lr, max_lr in zip(self.base_lrs, self.max_lrs)
+        ]
+        if self.cycle_momentum:
+            for group, base_m, max_m in zip(self.optimizer.param_groups, self.base_momentums, self.max_momentums):
+                _set_momentum(group, max_m - (max_m - base_m) * scale_factor * scale, self.use_beta1)
+        return lrs
+
+
+def _set_momentum(group: dict[str, Any], momentum: float, use_beta1: bool) -> None:
+    if use_beta1:
+        group["betas"] = (momentum, *group["betas"][1:])
+    else:
+        group["momentum"] = momentum
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR: cosine from ``base_lr`` to ``eta_min`` over ``T_i`` steps, restarting; ``T_i`` grows by ``T_mult``.
+
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2``. ``step(epoch)`` accepts
+    fractional epochs.
+    """
+
+    _state_fields = ("T_0", "T_i", "T_mult", "eta_min", "T_cur")
+
+    def __init__(self, optimizer: Any, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1) -> None:
+        self.T_0 = check_int("T_0", T_0, minimum=1)
+        self.T_i = self.T_0
+        self.T_mult = check_int("T_mult", T_mult, minimum=1)
+        self.eta_min = check_real("eta_min", eta_min, low=0.0)
+        if isinstance(eta_min, int):
+            self.eta_min = eta_min
+        check_int("last_epoch", last_epoch, minimum=-1)
+        self.T_cur: float = last_epoch
+        self._record_spec(T_0=T_0, T_mult=T_mult, eta_min=eta_min)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        return [F.cosine_annealing_closed(b, self.T_cur, self.T_i, self.eta_min) for b in self.base_lrs]
+
+    def step(self, epoch: float | None = None) -> None:  # type: ignore[override]
+        if epoch is None and self.last_epoch < 0:
+            epoch = 0
+        if epoch is None:
+            epoch = self.last_epoch + 1
+            self.T_cur, self.T_i = F.warm_restarts_advance(self.T_cur, self.T_i, self.T_mult)
+        else:
+            check_real("epoch", epoch, low=0.0)
+            self.T_cur, self.T_i = F.warm_restarts_at(epoch, self.T_0, self.T_mult)
+        self.last_epoch = math.floor(epoch)
+        self._apply_lrs(self.get_lr())
+
+    def _initial_step(self) -> None:
+        self._step_count = 0
+        self.step()
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        if name in ("T_cur", "eta_min"):
+            return value if isinstance(value, int) and not isinstance(value, bool) else decode_float(name, value)
+        return super()._decode_field(name, value)
+
+
+_ONE_CYCLE_KEYS = {
+    False: [
+        ("initial_lr", "max_lr", "max_momentum", "base_momentum"),
+        ("max_lr", "min_lr", "base_momentum", "max_momentum"),
+    ],
+    True: [
+        ("initial_lr", "max_lr", "max_momentum", "base_momentum"),
+        ("max_lr", "initial_lr", "base_momentum", "max_momentum"),
+        ("initial_lr", "min_lr", "max_momentum", "max_momentum"),
+    ],
+}
+
+
+class OneCycleLR(LRScheduler):
+    """1cycle policy: ``max_lr / div_factor`` up to ``max_lr``, then down to ``initial_lr / final_div_factor``.
+
+    Phase ends are steps ``pct_start*T - 1`` and ``T - 1`` (three-phase: ``pct_start*T - 1``,
+    ``2*pct_start*T - 2``, ``T - 1``); ``cos`` annealing is ``end + (start-end)/2 * (cos(pi*pct)+1)``.
+    Momentum (or beta1) cycles inversely. Stepping past ``total_steps`` raises ``ValueError``.
+    """
+
+    _state_fields = ("total_steps", "phase_ends", "anneal_strategy", "three_phase", "cycle_momentum", "use_beta1")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        max_lr: float | list[float],
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: Literal["cos", "linear"] = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        check_int("last_epoch", last_epoch, minimum=-1)
+        if total_steps is not None:
+            self.total_steps = check_int("total_steps", total_steps, minimum=1)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = check_int("epochs", epochs, minimum=1) * check_int(
+                "steps_per_epoch", steps_per_epoch, minimum=1
+            )
+        else:
+            raise ValueError(
+                "OneCycleLR needs total_steps, or both epochs and steps_per_epoch; got "
+                f"total_steps={total_steps!r}, epochs={epochs!r}, steps_per_epoch={steps_per_epoch!r}"
+            )
+        if not isinstance(pct_start, float):
+            raise TypeError(f"pct_start must be a float in [0, 1], got pct_start={pct_start!r}")
+        check_real("pct_start", pct_start, low=0.0, high=1.0)
+        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        check_real("div_factor", div_factor, low=0.0, low_open=True)
+        check_real("final_div_factor", final_div_factor, low=0.0, low_open=True)
+        self.three_phase = bool(three_phase)
+        self.phase_ends = F.one_cycle_phase_ends(self.total_steps, pct_start, self.three_phase)
+        groups = optimizer.param_groups
+        max_lrs = [
+            check_real(f"max_lr[{i}]", v, low=0.0) for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
+        ]
+        if last_epoch == -1:
+            for group, lr in zip(groups, max_lrs):
+                group["initial_lr"] = lr / div_factor
+                group["max_lr"] = lr
+                group["min_lr"] = group["initial_lr"] / final_div_factor
+        self.cycle_momentum = bool(cycle_momentum)
+        self.use_beta1 = False
+        if self.cycle_momentum:
+            defaults = getattr(optimizer, "defaults", {})
+            if "momentum" not in defaults and "betas" not in defaults:
+                raise ValueError(
+                    "cycle_momentum=True needs an optimizer with 'momentum' or 'betas' "
+                    f"({type(optimizer).__name__} has neither); pass cycle_momentum=False"
+                )
+            self.use_beta1 = "betas" in defaults
+            max_ms = check_per_group("max_momentum", max_momentum, len(groups))
+            base_ms = check_per_group("base_momentum", base_momentum, len(groups))
+            for i, (m_momentum, b_momentum) in enumerate(zip(max_ms, base_ms)):
+                check_real(f"max_momentum[{i}]", m_momentum, low=0.0)
+                check_real(f"base_momentum[{i}]", b_momentum, low=0.0)
+            if last_epoch == -1:
+                for m_momentum, b_momentum, group in zip(max_ms, base_ms, groups):
+                    _set_momentum(group, m_momentum, self.use_beta1)
+                    group["max_momentum"] = m_momentum
+                    group["base_momentum"] = b_momentum
+        self._record_spec(
+            max_lr=max_lr,
+            total_steps=self.total_steps,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            three_phase=three_phase,
+        )
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        step_num = self.last_epoch
+        if step_num > self.total_steps:
+            raise ValueError(
+                f"Tried to step {step_num} times. The specified number of total steps is {self.total_steps}"
+            )
+        phase, pct = F.one_cycle_locate(step_num, self.phase_ends)
+        start_lr, end_lr, start_m, end_m = _ONE_CYCLE_KEYS[self.three_phase][phase]
+        anneal = F.anneal_cos if self.anneal_strategy == "cos" else F.anneal_linear
+        lrs = []
+        for group in self.optimizer.param_groups:
+            lrs.append(anneal(group[start_lr], group[end_lr], pct))
+            if self.cycle_momentum:
+                _set_momentum(group, anneal(group[start_m], group[end_m], pct), self.use_beta1)
+        return lrs

@@ -1,0 +1,1 @@
+"""The trainer: models, data, checkpoints and the training loop, wired from plain components."""

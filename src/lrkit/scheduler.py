@@ -97,6 +97,29 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a plain-data state: {value!r}")
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same_kind(current: Any, value: Any) -> bool:
+    """Whether a stored (plain) value has the shape of the attribute it would replace.
+
+    Numbers stand for numbers, strings for strings, bools for bools, and a list of
+    numbers for a list of numbers; anything else is left to the owning class.
+    """
+    if isinstance(current, bool) or isinstance(value, bool):
+        return isinstance(current, bool) and isinstance(value, bool)
+    if _is_number(current):
+        return _is_number(value)
+    if isinstance(current, str):
+        return isinstance(value, str)
+    if isinstance(current, (list, tuple)):
+        if not isinstance(value, list):
+            return False
+        return not (current and all(map(_is_number, current))) or all(map(_is_number, value))
+    return True
+
+
 def decode_float(name: str, value: Any) -> float:
     """Inverse of :func:`_plain` for one float (accepts ``"inf"``, ``"-inf"``, ``"nan"``)."""
     if isinstance(value, str) and value in ("inf", "-inf", "nan"):
@@ -163,7 +186,11 @@ class LRScheduler(_TorchLRScheduler):
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
         """Advance one optimizer step (or jump to ``epoch`` using the closed form) and set the LRs."""
         self._step_count += 1
-        self._update_lr(epoch)
+        if epoch is None:  # the hot path, inlined from _update_lr
+            self.last_epoch += 1
+            self._apply_lrs(self.get_lr())
+        else:
+            self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None = None) -> None:
         if epoch is None:
@@ -175,12 +202,18 @@ class LRScheduler(_TorchLRScheduler):
         self._apply_lrs(values)
 
     def _apply_lrs(self, values: list[float]) -> None:
-        for group, value in zip(self.optimizer.param_groups, values):
+        # Hot path: an index loop is cheaper than zip(), and isinstance(lr, Tensor) costs more
+        # than the rest of the loop, so plain floats are recognised first.
+        groups = self.optimizer.param_groups
+        i = 0
+        for value in values:
+            group = groups[i]
             lr = group["lr"]
-            if isinstance(lr, _Tensor):
+            if lr.__class__ is not float and isinstance(lr, _Tensor):
                 lr.fill_(value)
             else:
                 group["lr"] = value
+            i += 1
         self._last_lr = values
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
@@ -229,7 +262,13 @@ class LRScheduler(_TorchLRScheduler):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise StateError(f"state[{name!r}] must be an int, got {value!r}")
             return value
-        return copy.deepcopy(_plain(value))
+        value = _plain(value)
+        current = getattr(self, name, None)
+        if not _same_kind(current, value):
+            raise StateError(
+                f"state[{name!r}] must be a {type(current).__name__} like {_plain(current)!r}, got {value!r}"
+            )
+        return copy.deepcopy(value)
 
     def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
         """Validate ``state`` completely and return the attribute updates; changes nothing."""

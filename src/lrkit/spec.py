@@ -40,8 +40,15 @@ for _name in torch_compat.__all__:
     register_spec_type(_name, getattr(torch_compat, _name))
 
 
+def _load_builtin_types() -> None:
+    """The LLM and Hugging Face schedule types register themselves on import (they import this module)."""
+    import lrkit.hf  # noqa: F401
+    import lrkit.llm  # noqa: F401
+
+
 def spec_types() -> list[str]:
     """Every ``"type"`` a spec may name."""
+    _load_builtin_types()
     return sorted(_REGISTRY)
 
 
@@ -54,6 +61,8 @@ def _check_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, Mapping):
         raise TypeError(f"{where} must be a dict with a 'type' key, got {spec!r}")
     kind = spec.get("type")
+    if kind not in _REGISTRY:
+        _load_builtin_types()
     if kind not in _REGISTRY:
         raise ValueError(f"{where}['type']={kind!r} is not a known scheduler; expected one of {spec_types()}")
     args = {k: v for k, v in spec.items() if k != "type"}

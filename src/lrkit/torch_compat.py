@@ -16,6 +16,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal, SupportsFloat
 
 from lrkit import torch_formulas as F
@@ -50,10 +51,17 @@ __all__ = [
 ]
 
 
+#: ``group -> group["lr"]`` at C speed, for the hot paths that feed LRs to a formula.
+_GROUP_LR = itemgetter("lr")
+
+
 def _lambdas(name: str, lr_lambda: Any, num_groups: int) -> list[Callable[[int], float]]:
     if isinstance(lr_lambda, (list, tuple)):
         if len(lr_lambda) != num_groups:
-            raise ValueError(f"Expected {num_groups} lr_lambdas (one per param group), but got {len(lr_lambda)}")
+            raise ValueError(
+                f"{name} must have one function per param group ({num_groups}), got {len(lr_lambda)}: "
+                f"{name}={lr_lambda!r}"
+            )
         fns = list(lr_lambda)
     else:
         fns = [lr_lambda] * num_groups
@@ -168,8 +176,8 @@ def _milestone_counter(milestones: Iterable[int]) -> Counter[int]:
     if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
         raise TypeError(f"milestones must be a list of ints, got milestones={milestones!r}")
     values = list(milestones)
-    for m in values:
-        check_int("milestones[i]", m, minimum=0)
+    for i, m in enumerate(values):
+        check_int(f"milestones[{i}]", m, minimum=0)
     if values != sorted(values):
         raise ValueError(f"milestones must be sorted in increasing order, got milestones={values!r}")
     return Counter(int(m) for m in values)
@@ -283,11 +291,10 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        e, t, m, init, count = self.last_epoch, self.T_max, self.eta_min, self._is_initial, self._step_count
-        return [
-            F.cosine_annealing_recursive(float(g["lr"]), b, e, t, m, init, count)
-            for g, b in zip(self.optimizer.param_groups, self.base_lrs)
-        ]
+        lrs = map(_GROUP_LR, self.optimizer.param_groups)  # no list: this is the hot path
+        return F.cosine_annealing_recursive(
+            lrs, self.base_lrs, self.last_epoch, self.T_max, self.eta_min, self._is_initial, self._step_count
+        )
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.cosine_annealing_closed(b, self.last_epoch, self.T_max, self.eta_min) for b in self.base_lrs]
@@ -351,7 +358,10 @@ class SequentialLR(_Composite):
     non-initial step. lrkit defines the sensible behaviour instead: a composite
     child starts *as if constructed at that moment* on the groups' ``initial_lr``,
     so ``SequentialLR([A, ChainedScheduler([B, C])], [m])`` equals A for ``m`` steps
-    followed by a freshly built ``ChainedScheduler([B, C])``.
+    followed by a freshly built ``ChainedScheduler([B, C])``. One difference from
+    building torch's classes at that moment: a restarted CyclicLR starts at its
+    ``base_lr``, where torch's constructor would take step 0 from the ``initial_lr``
+    already in the groups.
     """
 
     _base_fields = ("last_epoch", "_last_lr")
@@ -367,8 +377,8 @@ class SequentialLR(_Composite):
                 f"SequentialLR expects one milestone fewer than schedulers ({len(schedulers) - 1}), "
                 f"got milestones={milestones!r}"
             )
-        for m in milestones:
-            check_int("milestones[i]", m, minimum=1)
+        for i, m in enumerate(milestones):
+            check_int(f"milestones[{i}]", m, minimum=1)
         if list(milestones) != sorted(set(milestones)):
             raise ValueError(f"milestones must be strictly increasing, got milestones={list(milestones)!r}")
         check_int("last_epoch", last_epoch, minimum=-1)
@@ -379,12 +389,15 @@ class SequentialLR(_Composite):
         self.last_epoch = last_epoch + 1
         self._start()
 
-    def _start(self) -> None:
+    def _start(self, restart: bool = False) -> None:
         for group in self.optimizer.param_groups:
             set_group_value(group, "lr", group["initial_lr"])
-        self._undo(self)
         first = self._schedulers[bisect_right(self._milestones, 0)]
-        if isinstance(first, _Composite):
+        if not restart:
+            self._undo(self)
+        # A restart starts the first child afresh: undoing then initial-stepping would
+        # count from wherever the children's last_epoch was left, not from -1.
+        if restart or isinstance(first, _Composite):
             first._restart()
         else:
             first._initial_step()
@@ -401,15 +414,16 @@ class SequentialLR(_Composite):
 
     def _restart(self) -> None:
         self.last_epoch = 0
-        self._start()
+        self._start(restart=True)
 
     def step(self, epoch: int | None = None) -> None:
         if epoch is not None:
             raise TypeError("SequentialLR.step() takes no epoch argument")
-        self.last_epoch += 1
-        idx = bisect_right(self._milestones, self.last_epoch)
+        e = self.last_epoch = self.last_epoch + 1
+        milestones = self._milestones
+        idx = bisect_right(milestones, e)
         scheduler = self._schedulers[idx]
-        if idx > 0 and self._milestones[idx - 1] == self.last_epoch:
+        if idx > 0 and milestones[idx - 1] == e:
             if isinstance(scheduler, _Composite):
                 for group in self.optimizer.param_groups:
                     set_group_value(group, "lr", group["initial_lr"])
@@ -418,7 +432,7 @@ class SequentialLR(_Composite):
                 scheduler._update_lr(0)
         else:
             scheduler.step()
-        self._last_lr = scheduler.get_last_lr()
+        self._last_lr = scheduler._last_lr
 
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "_milestones":
@@ -562,14 +576,14 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
             self.num_bad_epochs = 0
         else:
             self.num_bad_epochs += 1
-        if self.in_cooldown:
+        if self.cooldown_counter > 0:  # self.in_cooldown, without the property call on the hot path
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
             self._reduce_lr()
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        self._last_lr = group_lrs(self.optimizer)
+        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def _reduce_lr(self, epoch: int | None = None) -> None:
         groups = self.optimizer.param_groups

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import SupportsFloat
 
 # --- StepLR ------------------------------------------------------------------
 
@@ -128,22 +129,34 @@ def polynomial_lr_closed(base_lr: float, e: int, total_iters: int, power: float)
 
 
 def cosine_annealing_recursive(
-    lr: float, base_lr: float, e: int, t_max: float, eta_min: float, initial: bool, step_count: int
-) -> float:
-    """torch's recursive cosine.
+    lrs: Iterable[SupportsFloat],
+    base_lrs: Sequence[float],
+    e: int,
+    t_max: float,
+    eta_min: float,
+    initial: bool,
+    step_count: int,
+) -> list[float]:
+    """torch's recursive cosine, for the current LRs of all param groups at once.
 
     Closed form: ``eta_min + (base_lr - eta_min) * (1 + cos(pi * e / T_max)) / 2``.
     The recursion multiplies ``lr - eta_min`` by the ratio of consecutive
     ``1 + cos`` terms, with a special case where that ratio is 0/0
     (``(e - 1 - T_max) % (2 T_max) == 0``). Not clamped: past ``T_max`` the LR rises again.
+    The ratio does not depend on the group, so it is computed once per step (torch
+    evaluates the same expression per group: the values are identical). ``lrs`` may be
+    any iterable of numbers, so the caller need not build a list on the hot path.
     """
     if initial:
-        return lr
+        return [float(lr) for lr in lrs]
     if step_count == 1 and e > 0:
-        return eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / t_max)) / 2
+        return [eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / t_max)) / 2 for base_lr in base_lrs]
     if (e - 1 - t_max) % (2 * t_max) == 0:
-        return lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
-    return (1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max)) * (lr - eta_min) + eta_min
+        return [
+            float(lr) + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2 for lr, base_lr in zip(lrs, base_lrs)
+        ]
+    ratio = (1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max))
+    return [ratio * (float(lr) - eta_min) + eta_min for lr in lrs]
 
 
 def cosine_annealing_closed(base_lr: float, e: float, t_max: float, eta_min: float) -> float:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from torch import nn
-
 from lrkit.train.models.gpt2 import GPT2, GPT2_PRESETS, GPT2Config
 from lrkit.train.models.llama3 import LLAMA3_PRESETS, Llama3, Llama3Config
 
@@ -15,6 +13,7 @@ __all__ = [
     "GPT2Config",
     "GPT2_PRESETS",
     "LLAMA3_PRESETS",
+    "LanguageModel",
     "Llama3",
     "Llama3Config",
     "MODEL_NAMES",
@@ -23,15 +22,19 @@ __all__ = [
 
 MODEL_NAMES = ("gpt2", "llama3")
 
+#: What ``build_model`` returns: an ``nn.Module`` with ``.config`` (``block_size``, ``vocab_size``, ...) and
+#: ``forward(idx, targets=None) -> (logits, loss)``.
+LanguageModel = GPT2 | Llama3
 
-def build_model(name: str, preset: str, **overrides: Any) -> nn.Module:
+
+def build_model(name: str, preset: str, **overrides: Any) -> LanguageModel:
     """Build ``name`` ("gpt2" or "llama3") with the shape of ``preset``, fields replaced by ``overrides``.
 
     Example: ``build_model("gpt2", "tiny", block_size=128, dropout=0.1)``. The model's ``.config`` is the
     resulting frozen config dataclass. Weights are initialised from torch's global RNG, so call
     ``torch.manual_seed`` first for a reproducible model.
     """
-    model: nn.Module
+    model: LanguageModel
     if name == "gpt2":
         config = _config_from_preset(name, GPT2_PRESETS, preset, overrides)
         assert isinstance(config, GPT2Config)

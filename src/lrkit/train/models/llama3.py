@@ -52,9 +52,7 @@ class Llama3Config:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {name}={value!r}")
         if self.n_embd % self.n_head != 0:
-            raise ValueError(
-                f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}"
-            )
+            raise ValueError(f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, n_head={self.n_head}")
         if self.head_dim % 2 != 0:
             raise ValueError(f"n_embd / n_head must be even for RoPE, got head_dim={self.head_dim}")
         if self.n_head % self.n_kv_head != 0:
@@ -76,9 +74,7 @@ class Llama3Config:
 
 
 LLAMA3_PRESETS: dict[str, Llama3Config] = {
-    "tiny": Llama3Config(
-        vocab_size=256, n_layer=4, n_head=4, n_kv_head=2, n_embd=128, ffn_hidden=384, block_size=256
-    ),
+    "tiny": Llama3Config(vocab_size=256, n_layer=4, n_head=4, n_kv_head=2, n_embd=128, ffn_hidden=384, block_size=256),
     "small": Llama3Config(
         vocab_size=256, n_layer=6, n_head=6, n_kv_head=2, n_embd=384, ffn_hidden=1024, block_size=256
     ),
@@ -108,11 +104,11 @@ def rope_inv_freq(head_dim: int, theta: float, scaling_factor: float | None = No
     if scaling_factor is None:
         return inv_freq
     wavelen = 2 * math.pi / inv_freq
-    smooth = (ROPE_ORIGINAL_CONTEXT / wavelen - ROPE_LOW_FREQ_FACTOR) / (
-        ROPE_HIGH_FREQ_FACTOR - ROPE_LOW_FREQ_FACTOR
-    )
+    smooth = (ROPE_ORIGINAL_CONTEXT / wavelen - ROPE_LOW_FREQ_FACTOR) / (ROPE_HIGH_FREQ_FACTOR - ROPE_LOW_FREQ_FACTOR)
     interpolated = (1 - smooth) * inv_freq / scaling_factor + smooth * inv_freq
-    scaled = torch.where(wavelen > ROPE_ORIGINAL_CONTEXT / ROPE_LOW_FREQ_FACTOR, inv_freq / scaling_factor, interpolated)
+    scaled = torch.where(
+        wavelen > ROPE_ORIGINAL_CONTEXT / ROPE_LOW_FREQ_FACTOR, inv_freq / scaling_factor, interpolated
+    )
     return torch.where(wavelen < ROPE_ORIGINAL_CONTEXT / ROPE_HIGH_FREQ_FACTOR, inv_freq, scaled)
 
 
@@ -250,9 +246,7 @@ class Llama3(nn.Module):
         when ``targets`` (B, T) is given, the mean cross-entropy over all B*T tokens (nats/token)."""
         _, T = idx.shape
         if T > self.config.block_size:
-            raise ValueError(
-                f"sequence length must be <= block_size, got T={T}, block_size={self.config.block_size}"
-            )
+            raise ValueError(f"sequence length must be <= block_size, got T={T}, block_size={self.config.block_size}")
         cos, sin = self.rope_cos_sin(T, idx.device)
         x = self.tok_embeddings(idx)
         for layer in self.layers:

@@ -1,0 +1,606 @@
+"""The training loop: ``lrkit train ...`` or ``torchrun --nproc_per_node N -m lrkit.train ...``.
+
+One optimizer update per step. The scheduler steps once per *successful*
+update: gradient-accumulation micro-steps do not advance it, and an update that
+the fp16 GradScaler skips for overflow does not either.
+
+Per step the last rank prints (InfiniTrain's format)::
+
+    step    1/200 | train loss 5.545177 | lr 3.00e-06 | (95.12 ms | 21531 tok/s | DP=1)
+
+and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
+``{"step", "lr": [per group], "loss", "tokens", "ms", "tok_per_s", "grad_norm", "skipped"}``;
+eval records add ``"val_loss"`` and ``"val_ppl"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrkit.flags import add_schedule_arguments, spec_from_args
+from lrkit.spec import build_scheduler, spec_fingerprint
+from lrkit.train import checkpoint as ckpt
+from lrkit.train.data import TokenLoader, load_corpus, train_val_split
+from lrkit.train.models import MODEL_NAMES, build_model
+from lrkit.train.parallel import (
+    DistContext,
+    ParallelModel,
+    all_gather_floats,
+    all_reduce_mean,
+    clip_grad_norm,
+    setup_distributed,
+    teardown_distributed,
+    wrap_model,
+)
+
+#: Run-config keys a checkpoint must agree on to be resumed.
+COMPATIBLE_KEYS = ["model", "preset", "sequence_length", "optimizer", "dtype", "tensor_parallel", "fsdp", "zero_stage"]
+
+
+class TrainError(ValueError):
+    """Bad training input, reported before any training step."""
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """All trainer flags; the schedule flags come from :mod:`lrkit.flags` (one definition)."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", choices=MODEL_NAMES, default="gpt2", help="architecture (default: gpt2)")
+    g.add_argument("--preset", default="tiny", help="model size preset: tiny, small, 124M / 1B (default: tiny)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout probability (GPT-2 only; default 0)")
+    g = parser.add_argument_group("data")
+    g.add_argument(
+        "--data",
+        default="stdlib",
+        help="'stdlib' (the Python standard library's .py files, the default), a text file or directory, "
+        "or llm.c .bin token shards (file, directory or glob)",
+    )
+    g.add_argument("--val-fraction", type=float, default=0.05, help="tail fraction held out for validation")
+    g = parser.add_argument_group("batch")
+    g.add_argument("--batch-size", type=int, default=8, help="micro-batch size per rank (sequences)")
+    g.add_argument("--sequence-length", type=int, default=128, help="tokens per sequence")
+    g.add_argument(
+        "--total-batch-size",
+        type=int,
+        default=None,
+        help="tokens per optimizer update; gradient accumulation = total / (batch * seq * dp). "
+        "Default: batch * seq * dp (no accumulation)",
+    )
+    g.add_argument("--num-iterations", type=int, default=100, help="optimizer updates to run (steps)")
+    g = parser.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
+    g.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (AdamW) / L2 (others)")
+    g.add_argument("--beta1", type=float, default=0.9)
+    g.add_argument("--beta2", type=float, default=0.95)
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global grad norm to this; 0 disables")
+    g.add_argument("--zero-stage", type=int, choices=[0, 1], default=0, help="1: ZeroRedundancyOptimizer")
+    g = parser.add_argument_group("learning-rate schedule")
+    add_schedule_arguments(parser_or_group=g)
+    g.add_argument(
+        "--scheduler-backend",
+        choices=["lrkit", "torch"],
+        default="lrkit",
+        help="build the schedule with lrkit (default) or with PyTorch's own classes from the same spec",
+    )
+    g = parser.add_argument_group("precision and speed")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model and optimizer step")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    g = parser.add_argument_group("parallelism")
+    g.add_argument("--tensor-parallel", type=int, default=1, help="tensor-parallel degree (DTensor)")
+    g.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP2 (fully_shard)")
+    g = parser.add_argument_group("evaluation, output and checkpoints")
+    g.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps and at the end; 0: never")
+    g.add_argument("--eval-iters", type=int, default=4, help="validation micro-batches per evaluation")
+    g.add_argument("--seed", type=int, default=1337)
+    g.add_argument("--run-dir", default="runs/default", help="metrics.jsonl, lr_loss.png and checkpoints go here")
+    g.add_argument("--save-interval", type=int, default=0, help="checkpoint every N steps (and at the end); 0: never")
+    g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
+    g.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in --run-dir, or fresh) or a path")
+    g.add_argument("--check-lr-sync", action="store_true", help="all-gather the LR each step and assert equality")
+    g.add_argument("--no-plot", action="store_true", help="skip lr_loss.png")
+    g.add_argument("--quiet", action="store_true", help="no per-step lines")
+    g.add_argument("--inject-inf-grad-at", type=int, default=None, help=argparse.SUPPRESS)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _validate(args: argparse.Namespace, ctx: DistContext) -> int:
+    """Check the batch arithmetic; return the gradient-accumulation steps."""
+    for name in ("batch_size", "sequence_length", "num_iterations"):
+        value = getattr(args, name)
+        if value < 1:
+            raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    per_update = args.batch_size * args.sequence_length * ctx.dp_size
+    total = args.total_batch_size if args.total_batch_size is not None else per_update
+    if total % per_update != 0:
+        raise TrainError(
+            f"--total-batch-size must be a multiple of batch-size x sequence-length x data-parallel size "
+            f"= {args.batch_size} x {args.sequence_length} x {ctx.dp_size} = {per_update}, "
+            f"got total_batch_size={total}"
+        )
+    return total // per_update
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups, as in nanoGPT: matrices decay; biases, norms and gains do not."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over two param groups; ``--zero-stage 1`` shards its state (ZeRO-1)."""
+    lr: float | torch.Tensor = float(args.lr)
+    if args.compile:
+        lr = torch.tensor(float(args.lr))  # a tensor LR changes without recompiling the step
+    groups = _param_groups(pm.raw, args.weight_decay)
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any] = {"lr": lr}
+    if args.optimizer in ("adamw", "adam"):
+        cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+        kwargs["betas"] = (args.beta1, args.beta2)
+        if pm.ctx.device.type == "cuda":
+            kwargs["fused"] = True
+    else:
+        cls = torch.optim.SGD
+        kwargs["momentum"] = args.momentum
+    if args.zero_stage == 1:
+        if not pm.ctx.distributed:
+            raise TrainError("--zero-stage 1 needs more than one rank (launch with torchrun)")
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        zero = ZeroRedundancyOptimizer(groups, optimizer_class=cls, **kwargs)
+        return zero
+    if args.compile:
+        for group in groups:
+            group["lr"] = torch.tensor(float(args.lr))
+    return cls(groups, **kwargs)
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's flags as plain data (stored in every checkpoint)."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per optimizer step, at full float precision."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a resumed run rewrites them), atomically; skip torn lines."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All parseable records of a ``metrics.jsonl``."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+# --------------------------------------------------------------------- checkpoint
+
+
+def _model_state(pm: ParallelModel) -> dict[str, Any]:
+    if pm.sharded_state:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(pm.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().cpu() for k, v in pm.raw.state_dict().items()}
+
+
+def _optimizer_state(pm: ParallelModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    if pm.sharded_state:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(
+            pm.raw, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+    if hasattr(optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
+        optimizer.consolidate_state_dict(to=0)
+        return optimizer.state_dict() if pm.ctx.is_main else {}
+    return optimizer.state_dict()
+
+
+def _load_model_and_optimizer(pm: ParallelModel, optimizer: torch.optim.Optimizer, payload: dict[str, Any]) -> None:
+    if pm.sharded_state:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(pm.raw, payload["model"], options=options)
+        set_optimizer_state_dict(pm.raw, optimizer, payload["optimizer"], options=options)
+        return
+    pm.raw.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+
+
+def _gather_rng(ctx: DistContext) -> list[Any]:
+    state = ckpt.capture_rng_state()
+    if not ctx.distributed:
+        return [state]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+# ------------------------------------------------------------------------ loop
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Entry point behind ``lrkit train`` and ``python -m lrkit.train``; returns the exit code."""
+    try:
+        ctx = setup_distributed(args.tensor_parallel, args.device)
+    except ValueError as err:
+        print(f"lrkit train: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        train(args, ctx)
+    except (TrainError, ckpt.CheckpointError, FileNotFoundError, ValueError) as err:
+        print(f"lrkit train: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        teardown_distributed()
+    return 0
+
+
+def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    """Train as ``args`` says; returns a summary (run dir, final step, last loss)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    grad_accum = _validate(args, ctx)
+    run_dir = Path(args.run_dir)
+    if getattr(args, "total_steps", None) is None:
+        args.total_steps = args.num_iterations  # the schedule spans the run unless told otherwise
+    config = run_config(args)
+    spec = spec_from_args(args)
+
+    # Fail on bad input before any expensive work: data path, then model shape.
+    tokens = load_corpus(args.data)
+    train_tokens, val_tokens = train_val_split(tokens, args.val_fraction)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    overrides: dict[str, Any] = {}
+    if args.model == "gpt2" and args.dropout:
+        overrides["dropout"] = args.dropout
+    model = build_model(args.model, args.preset, **overrides)
+    block_size = model.config.block_size  # type: ignore[union-attr]
+    if args.sequence_length > block_size:
+        raise TrainError(
+            f"--sequence-length {args.sequence_length} is longer than the model's context "
+            f"(block_size={block_size} for {args.model}/{args.preset})"
+        )
+    vocab = model.config.vocab_size  # type: ignore[union-attr]
+    if int(tokens.max()) >= vocab:
+        raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={vocab}")
+
+    payload: dict[str, Any] | None = None
+    resume_path: Path | None = None
+    if args.resume:
+        resume_path = ckpt.find_latest_valid(run_dir) if args.resume == "auto" else Path(args.resume)
+        if resume_path is not None:
+            payload = ckpt.load_checkpoint(resume_path)
+            ckpt.check_compatible(payload["config"], config, COMPATIBLE_KEYS)
+            if payload.get("scheduler_fingerprint") != spec_fingerprint(spec):
+                raise TrainError(
+                    f"the schedule differs from the checkpoint's ({resume_path}):\n"
+                    f"  checkpoint: {json.dumps(payload.get('scheduler_spec'), sort_keys=True)}\n"
+                    f"  this run:   {json.dumps(spec, sort_keys=True)}"
+                )
+
+    pm = wrap_model(model, ctx, fsdp=args.fsdp)
+    if args.compile:
+        pm.module = torch.compile(pm.module)  # type: ignore[assignment]
+    optimizer = build_optimizer(args, pm)
+    scheduler = build_scheduler(spec, optimizer, backend=args.scheduler_backend)
+    use_scaler = args.dtype == "float16"
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
+    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    loader = TokenLoader(train_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
+    step0, tokens_seen = 0, 0
+    if payload is not None:
+        step0, tokens_seen = int(payload["step"]), int(payload["tokens"])
+        if payload.get("scheduler_backend") == "lrkit" and args.scheduler_backend == "lrkit":
+            _load_model_and_optimizer(pm, optimizer, payload)
+            scheduler.load_state_dict(payload["scheduler"])
+        else:  # torch's own state is not plain data: replay its steps (deterministic), then load
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(int(payload["scheduler_steps"])):
+                    scheduler.step()
+            _load_model_and_optimizer(pm, optimizer, payload)
+        if payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
+        loader.load_state_dict(payload["data"])
+        ckpt.restore_rng_state(payload["rng"][ctx.rank])
+    scheduler_steps = int(payload["scheduler_steps"]) if payload is not None else 0
+
+    is_main = ctx.is_main
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=is_main)
+    if payload is None and is_main and metrics.path.exists():
+        metrics.path.unlink()
+    metrics.truncate_after(step0)
+    printer = _Printer(ctx.is_last_rank and not args.quiet, total=args.num_iterations, initial=step0)
+    if ctx.is_last_rank and not args.quiet and resume_path is not None:
+        printer.write(f"resumed from {resume_path} at step {step0}")
+    params = [p for p in pm.raw.parameters() if p.requires_grad]
+    tokens_per_step = args.batch_size * args.sequence_length * ctx.dp_size * grad_accum
+    from lrkit.torch_compat import ReduceLROnPlateau as LrkitPlateau
+
+    plateau = isinstance(scheduler, (LrkitPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
+    loss = float("nan")
+    for step in range(step0 + 1, args.num_iterations + 1):
+        t0 = time.perf_counter()
+        lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        loss_sum = torch.zeros((), device=ctx.device)
+        for micro in range(grad_accum):
+            x, y = loader.next_batch()
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+            with pm.no_sync(micro == grad_accum - 1), amp:
+                _, micro_loss = pm.module(x, y)
+                assert micro_loss is not None
+                micro_loss = micro_loss / grad_accum
+            loss_sum += micro_loss.detach()
+            scaler.scale(micro_loss).backward()
+        pm.sync_grads()
+        if args.inject_inf_grad_at == step:
+            params[0].grad.fill_(float("inf"))  # type: ignore[union-attr]
+        scaler.unscale_(optimizer)
+        grad_norm = clip_grad_norm(params, args.grad_clip)
+        if use_scaler:
+            scale_before = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            skipped = scaler.get_scale() < scale_before
+        else:
+            optimizer.step()
+            skipped = False
+        optimizer.zero_grad(set_to_none=True)
+        loss = all_reduce_mean(float(loss_sum), ctx)
+        if not skipped:
+            scheduler.step(loss) if plateau else scheduler.step()
+            scheduler_steps += 1
+        tokens_seen += tokens_per_step
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - t0) * 1000.0
+        record: dict[str, Any] = {
+            "step": step,
+            "lr": lrs,
+            "loss": loss,
+            "tokens": tokens_seen,
+            "ms": ms,
+            "tok_per_s": tokens_per_step / (ms / 1000.0),
+            "grad_norm": grad_norm,
+            "skipped": skipped,
+            "scheduler_steps": scheduler_steps,
+        }
+        if args.check_lr_sync:
+            ranks = all_gather_floats([float(g["lr"]) for g in optimizer.param_groups], ctx)
+            record["lr_ranks_equal"] = all(r == ranks[0] for r in ranks)
+            if not record["lr_ranks_equal"]:
+                raise RuntimeError(f"ranks disagree on the LR at step {step}: {ranks}")
+        if args.eval_interval and (step % args.eval_interval == 0 or step == args.num_iterations):
+            val_loss = evaluate(pm, val_tokens, args, ctx, autocast_dtype)
+            record["val_loss"] = val_loss
+            record["val_ppl"] = math.exp(min(val_loss, 700.0))
+        metrics.write(record)
+        printer.step(
+            f"step {step:4d}/{args.num_iterations} | train loss {loss:.6f} | lr {lrs[0]:.2e} | "
+            f"({ms:.2f} ms | {record['tok_per_s']:.0f} tok/s | DP={ctx.dp_size}"
+            + (f" TP={ctx.tp_size}" if ctx.tp_size > 1 else "")
+            + ")"
+            + (
+                f" | val loss {record['val_loss']:.6f} | val ppl {record['val_ppl']:.2f}"
+                if "val_loss" in record
+                else ""
+            )
+            + (" | skipped (overflow)" if skipped else "")
+        )
+        if args.save_interval and (step % args.save_interval == 0 or step == args.num_iterations):
+            save(
+                run_dir,
+                step,
+                tokens_seen,
+                scheduler_steps,
+                pm,
+                optimizer,
+                scheduler,
+                spec,
+                scaler,
+                loader,
+                config,
+                args,
+            )
+    printer.close()
+    if is_main and not args.no_plot:
+        try:
+            plot_run(run_dir / "metrics.jsonl", run_dir / "lr_loss.png")
+        except Exception as err:  # a plot must never fail a finished run
+            print(f"lrkit train: could not write lr_loss.png: {err}", file=sys.stderr)
+    return {"run_dir": str(run_dir), "step": args.num_iterations, "loss": loss}
+
+
+def save(
+    run_dir: Path,
+    step: int,
+    tokens_seen: int,
+    scheduler_steps: int,
+    pm: ParallelModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    spec: dict[str, Any],
+    scaler: torch.amp.GradScaler,
+    loader: TokenLoader,
+    config: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    """Collective: every rank takes part (state gathering); rank 0 writes atomically."""
+    model_state = _model_state(pm)
+    optimizer_state = _optimizer_state(pm, optimizer)
+    rng = _gather_rng(pm.ctx)
+    if not pm.ctx.is_main:
+        return
+    lrkit_backend = args.scheduler_backend == "lrkit"
+    payload = {
+        "step": step,
+        "tokens": tokens_seen,
+        "scheduler_steps": scheduler_steps,
+        "model": model_state,
+        "optimizer": optimizer_state,
+        "scheduler": scheduler.state_dict() if lrkit_backend else {},
+        "scheduler_backend": args.scheduler_backend,
+        "scheduler_spec": spec,
+        "scheduler_fingerprint": spec_fingerprint(spec),
+        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+        "rng": rng,
+        "data": loader.state_dict(),
+        "config": config,
+    }
+    ckpt.save_checkpoint(run_dir, step, payload, keep_last=args.keep_last)
+
+
+@torch.no_grad()
+def evaluate(
+    pm: ParallelModel, val_tokens: Any, args: argparse.Namespace, ctx: DistContext, autocast_dtype: Any
+) -> float:
+    """Mean validation loss over ``--eval-iters`` micro-batches from the start of the split (deterministic)."""
+    loader = TokenLoader(val_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
+    pm.module.eval()
+    total = 0.0
+    for _ in range(args.eval_iters):
+        x, y = loader.next_batch()
+        amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+        with amp:
+            _, loss = pm.module(x.to(ctx.device), y.to(ctx.device))
+        assert loss is not None
+        total += float(loss)
+    pm.module.train()
+    return all_reduce_mean(total / args.eval_iters, ctx)
+
+
+class _Printer:
+    """Per-step lines on the printing rank; a tqdm bar on top when stdout is a terminal."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def step(self, line: str) -> None:
+        self.write(line)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plot_run(metrics_path: Path, out: Path) -> Path:
+    """``lr_loss.png``: LR (per group), train loss and val loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    steps = [r["step"] for r in records]
+    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    n_groups = len(records[0]["lr"]) if records else 0
+    for i in range(n_groups):
+        ax_lr.plot(steps, [r["lr"][i] for r in records], label=f"group {i}")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.legend(loc="best")
+    ax_lr.grid(alpha=0.3)
+    ax_loss.plot(steps, [r["loss"] for r in records], label="train loss", lw=1)
+    evals = [r for r in records if "val_loss" in r]
+    if evals:
+        ax_loss.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val loss")
+    ax_loss.set_xlabel("step (optimizer updates)")
+    ax_loss.set_ylabel("loss (nats/token)")
+    ax_loss.legend(loc="best")
+    ax_loss.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lrkit.train", description="Train GPT-2 / LLaMA-3 with an lrkit schedule."
+    )
+    add_train_arguments(parser)
+    return run_train(parser.parse_args(argv))

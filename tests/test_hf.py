@@ -1,0 +1,208 @@
+"""lrkit.get_scheduler against transformers' own get_scheduler: every name, randomised arguments."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+from transformers import SchedulerType  # noqa: E402
+from transformers import get_scheduler as hf_get_scheduler  # noqa: E402
+
+import lrkit  # noqa: E402
+from lrkit import schedules as S  # noqa: E402
+
+NAMES = [n for n in S.HF_SCHEDULER_NAMES if n != "reduce_lr_on_plateau"]
+TRIALS = 12
+PAST_END = 40
+
+
+def make_optimizer(lrs) -> torch.optim.Optimizer:
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
+    return torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=lrs[0])
+
+
+def random_case(name: str, rng: random.Random) -> tuple[int, int, dict]:
+    warmup = rng.choice([0, 1, 2, rng.randint(3, 60)])
+    total = warmup + rng.randint(1, 300)
+    kwargs: dict = {}
+    if name in ("cosine", "cosine_with_min_lr", "cosine_warmup_with_min_lr") and rng.random() < 0.7:
+        kwargs["num_cycles"] = rng.choice([0.5, 0.25, 1.0, 1.5, rng.uniform(0.1, 2)])
+    if name == "cosine_with_restarts" and rng.random() < 0.7:
+        kwargs["num_cycles"] = rng.randint(1, 5)
+    if name == "polynomial":
+        kwargs.update(lr_end=rng.uniform(0, 5e-5), power=rng.choice([1.0, 2.0, rng.uniform(0.3, 4)]))
+    if name == "inverse_sqrt" and rng.random() < 0.5:
+        kwargs["timescale"] = rng.randint(1, 200)
+    if name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
+        kwargs["min_lr" if rng.random() < 0.5 else "min_lr_rate"] = rng.uniform(0, 5e-5)
+    if name == "cosine_warmup_with_min_lr" and rng.random() < 0.5:
+        kwargs["warmup_lr_rate"] = rng.uniform(0, 0.5)
+    if name == "warmup_stable_decay":
+        kwargs.update(
+            num_decay_steps=rng.randint(0, total - warmup),
+            warmup_type=rng.choice(["linear", "cosine", "1-sqrt"]),
+            decay_type=rng.choice(["linear", "cosine", "1-sqrt"]),
+            min_lr_ratio=rng.choice([0.0, rng.uniform(0, 0.5)]),
+            num_cycles=rng.choice([0.5, 1.0]),
+        )
+        if rng.random() < 0.3:
+            kwargs["num_stable_steps"] = rng.randint(0, 100)
+    return warmup, total, kwargs
+
+
+def lr_trace(scheduler, optimizer, steps: int) -> list[list[float]]:
+    out = [list(scheduler.get_last_lr())]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        out.append(list(scheduler.get_last_lr()))
+    return out
+
+
+def assert_rel_close(ours, theirs, rel=1e-12):
+    for step, (a_row, b_row) in enumerate(zip(ours, theirs)):
+        for a, b in zip(a_row, b_row):
+            assert math.isclose(a, b, rel_tol=rel, abs_tol=0.0), f"step {step}: lrkit {a!r} vs transformers {b!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_lrs_as_transformers_over_random_arguments(name):
+    rng = random.Random(f"hf-{name}")
+    for _ in range(TRIALS):
+        warmup, total, kwargs = random_case(name, rng)
+        lrs = [rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)]
+        args = dict(num_warmup_steps=warmup, num_training_steps=total)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # transformers/torch warnings about arguments and step order
+            theirs_opt, ours_opt = make_optimizer(lrs), make_optimizer(lrs)
+            theirs = hf_get_scheduler(name, theirs_opt, scheduler_specific_kwargs=dict(kwargs), **args)
+            ours = lrkit.get_scheduler(name, ours_opt, scheduler_specific_kwargs=dict(kwargs), **args)
+            steps = total + PAST_END
+            assert_rel_close(lr_trace(ours, ours_opt, steps), lr_trace(theirs, theirs_opt, steps))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_spec_and_state_are_plain_data_and_rebuild_the_schedule(name):
+    rng = random.Random(f"spec-{name}")
+    warmup, total, kwargs = random_case(name, rng)
+    lrs = [2e-3, 5e-4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimizer = make_optimizer(lrs)
+        scheduler = lrkit.get_scheduler(name, optimizer, warmup, total, dict(kwargs))
+        assert isinstance(scheduler, lrkit.LRScheduler)
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+        spec = json.loads(json.dumps(scheduler.to_spec()))
+        assert spec["type"] == "HFSchedule" and spec["name"] == name
+        reference = lr_trace(scheduler, optimizer, total + 10)
+
+        optimizer = make_optimizer(lrs)
+        assert lr_trace(lrkit.build_scheduler(spec, optimizer), optimizer, total + 10) == reference
+        optimizer = make_optimizer(lrs)
+        native = lrkit.build_scheduler(spec, optimizer, backend="torch")
+        assert type(native) is torch.optim.lr_scheduler.LambdaLR
+        assert lr_trace(native, optimizer, total + 10) == reference
+
+        optimizer = make_optimizer(lrs)
+        first = lrkit.get_scheduler(name, optimizer, warmup, total, dict(kwargs))
+        head = lr_trace(first, optimizer, total // 2)
+        state = json.loads(json.dumps(first.state_dict()))
+        resumed_optimizer = make_optimizer(lrs)
+        resumed_optimizer.load_state_dict(optimizer.state_dict())
+        resumed = lrkit.build_scheduler(spec, resumed_optimizer)
+        resumed.load_state_dict(state)
+        tail = lr_trace(resumed, resumed_optimizer, total + 10 - total // 2)
+    assert head + tail[1:] == reference
+
+
+def test_reduce_lr_on_plateau_is_lrkits_and_matches():
+    metrics = [1.0, 0.9, 0.9, 0.9, 0.9, 0.95, 0.9, 0.91, 0.92, 0.93, 0.94, 0.8, 0.8, 0.8, 0.8]
+    kwargs = {"patience": 2, "factor": 0.5, "min_lr": 1e-5}
+    ours_opt, theirs_opt = make_optimizer([1e-3]), make_optimizer([1e-3])
+    ours = lrkit.get_scheduler("reduce_lr_on_plateau", ours_opt, scheduler_specific_kwargs=kwargs)
+    theirs = hf_get_scheduler("reduce_lr_on_plateau", theirs_opt, scheduler_specific_kwargs=kwargs)
+    assert isinstance(ours, lrkit.ReduceLROnPlateau)
+    for metric in metrics:
+        ours.step(metric)
+        theirs.step(metric)
+        assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]
+    assert ours.to_spec()["type"] == "ReduceLROnPlateau"
+    json.dumps(ours.state_dict())
+
+
+def test_constant_ignores_arguments_as_transformers_does():
+    optimizer = make_optimizer([1e-3])
+    scheduler = lrkit.get_scheduler("constant", optimizer, scheduler_specific_kwargs={"anything": 1})
+    assert lr_trace(scheduler, optimizer, 5) == [[1e-3]] * 6
+
+
+def test_scheduler_type_members_are_accepted():
+    optimizer = make_optimizer([1e-3])
+    scheduler = lrkit.get_scheduler(SchedulerType.COSINE, optimizer, 2, 10)
+    assert scheduler.to_spec()["name"] == "cosine"
+
+
+ERRORS = [
+    ("no_such_schedule", {}, ValueError),
+    ("linear", {"num_training_steps": 10}, ValueError),  # missing num_warmup_steps
+    ("cosine", {"num_warmup_steps": 1}, ValueError),  # missing num_training_steps
+    ("inverse_sqrt", {}, ValueError),
+    ("constant_with_warmup", {}, ValueError),
+    ("warmup_stable_decay", {"num_warmup_steps": 1, "scheduler_specific_kwargs": {"num_decay_steps": 2}}, ValueError),
+    ("cosine_with_min_lr", {"num_warmup_steps": 1, "num_training_steps": 10}, ValueError),  # no min_lr(_rate)
+    (
+        "polynomial",
+        {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"lr_end": 1.0}},
+        ValueError,
+    ),
+    (
+        "linear",
+        {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"num_cycles": 2}},
+        TypeError,
+    ),
+    ("cosine", {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"power": 2}}, TypeError),
+    (
+        "warmup_stable_decay",
+        {
+            "num_warmup_steps": 1,
+            "num_training_steps": 10,
+            "scheduler_specific_kwargs": {"num_decay_steps": 2, "decay_type": "step"},
+        },
+        ValueError,
+    ),
+]
+
+
+@pytest.mark.parametrize("name,args,error", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)])
+def test_invalid_arguments_fail_like_transformers(name, args, error):
+    with pytest.raises(error):
+        hf_get_scheduler(name, make_optimizer([1e-3]), **args)
+    with pytest.raises(error):
+        lrkit.get_scheduler(name, make_optimizer([1e-3]), **args)
+
+
+def test_unknown_name_lists_the_valid_ones_and_greedy_is_refused():
+    with pytest.raises(ValueError, match="warmup_stable_decay"):
+        lrkit.get_scheduler("cosine_annealing", make_optimizer([1e-3]))
+    with pytest.raises(ValueError, match="greedy"):
+        lrkit.get_scheduler("greedy", make_optimizer([1e-3]))
+
+
+def test_transformers_quirks_are_visible_beside_the_quirk_free_schedules():
+    warmup, total, peak = 10, 100, 1e-3
+    steps = np.arange(total + 30)
+    hf_cosine = S.Product(S.Constant(peak), S.HFCosineFactor(warmup, total))(steps)
+    ours = S.WarmupCosine(peak, warmup, total)(steps)
+    assert hf_cosine[: total + 1].tolist() == ours[: total + 1].tolist()  # identical up to T ...
+    assert np.all(np.diff(hf_cosine[total:]) > 0) and np.all(ours[total:] == 0.0)  # ... then HF rises again
+    hf_warm = S.HFCosineWarmupWithMinLRFactor(warmup, total, 0.5, 0.1)
+    assert hf_warm(0) == 1 / warmup and hf_warm(warmup - 1) == 1.0  # step 0 is not 0; peak one step early
+    hf_wsd = S.HFWSDFactor(warmup, 50, 40, min_lr_ratio=0.1)
+    assert hf_wsd(0) == 0.1  # warmup starts at the floor

@@ -1,0 +1,292 @@
+"""The pure schedule math: conventions pinned against each schedule's stated formula, composition, data."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lrkit import schedules as S
+
+PEAK, FLOOR, START = 3e-4, 3e-5, 1e-6
+
+
+# ----------------------------------------------------------------------------- the stated definitions
+# Written from the docstrings, independently of the library's helpers.
+
+
+def warmup_ref(t: float, start: float, peak: float, warmup: int) -> float:
+    return start + (peak - start) * t / warmup
+
+
+def decay_ref(shape: str, peak: float, floor: float, p: float, power: float = 1.0) -> float:
+    if shape == "cosine":
+        return floor + (peak - floor) * (1 + math.cos(math.pi * p)) / 2
+    if shape == "linear":
+        return floor + (peak - floor) * (1 - p)
+    if shape == "1-sqrt":
+        return floor + (peak - floor) * (1 - math.sqrt(p))
+    if shape == "polynomial":
+        return (peak - floor) * (1 - p) ** power + floor
+    return peak * (floor / peak) ** p  # exponential (log-linear)
+
+
+def warmup_decay_ref(shape: str, t: float, warmup: int, total: int, power: float = 1.0) -> float:
+    if t < warmup:
+        return warmup_ref(t, START, PEAK, warmup)
+    p = min(max((t - warmup) / (total - warmup), 0.0), 1.0)
+    return decay_ref(shape, PEAK, FLOOR, p, power)
+
+
+DECAYS = [
+    ("linear", lambda w, t: S.WarmupLinear(PEAK, w, t, FLOOR, START), 1.0),
+    ("cosine", lambda w, t: S.WarmupCosine(PEAK, w, t, FLOOR, START), 1.0),
+    ("polynomial", lambda w, t: S.WarmupPolynomial(PEAK, w, t, FLOOR, START, power=2.5), 2.5),
+]
+
+
+@pytest.mark.parametrize("shape,make,power", DECAYS, ids=[d[0] for d in DECAYS])
+@pytest.mark.parametrize("warmup,total", [(100, 1000), (1, 2), (7, 300)])
+def test_warmup_decay_follows_its_formula(shape, make, power, warmup, total):
+    schedule = make(warmup, total)
+    steps = np.arange(total + 50)
+    expected = np.array([warmup_decay_ref(shape, float(t), warmup, total, power) for t in steps])
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-13, atol=1e-20)
+
+
+@pytest.mark.parametrize("shape,make,power", DECAYS, ids=[d[0] for d in DECAYS])
+def test_warmup_decay_conventions_are_exact(shape, make, power):
+    warmup, total = 100, 1000
+    schedule = make(warmup, total)
+    assert schedule(0) == START
+    assert schedule(warmup) == PEAK
+    assert schedule(total) == FLOOR
+    for past in (total + 1, total + 17, 10 * total):
+        assert schedule(past) == FLOOR
+    assert schedule(total - 1) > FLOOR
+    curve = schedule(np.arange(2 * total))
+    assert curve.max() == PEAK and int(curve.argmax()) == warmup
+    assert curve.min() >= 0
+    assert np.all(np.diff(curve[warmup:]) <= 1e-15 * PEAK), "rises after the peak"
+
+
+def test_no_warmup_starts_at_the_peak_and_a_zero_floor_is_reached():
+    schedule = S.WarmupCosine(PEAK, 0, 10)
+    assert schedule(0) == PEAK
+    assert schedule(10) == 0.0 and schedule(11) == 0.0
+
+
+def test_warmup_constant():
+    schedule = S.WarmupConstant(PEAK, 10, START)
+    steps = np.arange(30)
+    expected = [warmup_ref(t, START, PEAK, 10) if t < 10 else PEAK for t in steps]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-15)
+    assert schedule(0) == START and schedule(10) == PEAK and schedule(10**9) == PEAK
+
+
+@pytest.mark.parametrize("shape", S.DECAY_SHAPES)
+@pytest.mark.parametrize("decay", [{"decay_steps": 200}, {"decay_fraction": 0.25}])
+def test_wsd_follows_its_formula(shape, decay):
+    warmup, total = 50, 1000
+    schedule = S.WSD(PEAK, warmup, total, decay_shape=shape, min_lr=FLOOR, warmup_start_lr=START, **decay)
+    length = decay.get("decay_steps") or round(decay["decay_fraction"] * total)
+    assert schedule.decay_length == length
+    steps = np.arange(total + 20)
+
+    def ref(t: float) -> float:
+        if t < warmup:
+            return warmup_ref(t, START, PEAK, warmup)
+        if t < total - length:
+            return PEAK
+        return decay_ref(shape, PEAK, FLOOR, min((t - (total - length)) / length, 1.0))
+
+    np.testing.assert_allclose(schedule(steps), [ref(float(t)) for t in steps], rtol=1e-13)
+    assert schedule(0) == START and schedule(warmup) == PEAK and schedule(total - length) == PEAK
+    assert schedule(total) == FLOOR and schedule(total + 1) == FLOOR and schedule(5 * total) == FLOOR
+
+
+def test_inverse_sqrt_is_the_transformer_schedule_with_timescale_w():
+    warmup = 400
+    schedule = S.InverseSqrt(PEAK, warmup, warmup_start_lr=START)
+    steps = np.arange(5000)
+    expected = [warmup_ref(t, START, PEAK, warmup) if t < warmup else PEAK * math.sqrt(warmup / t) for t in steps]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-14)
+    assert schedule(warmup) == PEAK and schedule.end() is None
+    assert S.InverseSqrt(PEAK, 0, timescale=50)(150) == pytest.approx(PEAK * math.sqrt(50 / 200), rel=1e-15)
+
+
+def restarts_ref(s: S.CosineWithRestarts, t: float) -> float:
+    """Walk the cycles one by one, as the docstring describes them."""
+    if t < s.warmup_steps:
+        return warmup_ref(t, s.warmup_start_lr, s.peak_lr, s.warmup_steps)
+    start, i = s.warmup_steps, 0
+    while True:
+        if s.num_cycles is not None and i == s.num_cycles:
+            return s.min_lr
+        length = s.cycle_steps * s.cycle_mult**i
+        if t < start + length:
+            break
+        start, i = start + length, i + 1
+    peak = max(s.peak_lr * s.cycle_decay**i, s.min_lr)
+    local = t - start
+    ramp = s.cycle_warmup_steps if i >= 1 else 0
+    if local < ramp:
+        return s.min_lr + (peak - s.min_lr) * local / ramp
+    return decay_ref("cosine", peak, s.min_lr, (local - ramp) / (length - ramp))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"cycle_steps": 100},
+        {"cycle_steps": 50, "cycle_mult": 2, "cycle_decay": 0.5, "warmup_steps": 20, "num_cycles": 4},
+        {"cycle_steps": 30, "cycle_mult": 3, "cycle_warmup_steps": 5, "warmup_steps": 10, "warmup_start_lr": START},
+        {"cycle_steps": 40, "cycle_decay": 0.05, "num_cycles": 5, "cycle_warmup_steps": 3},
+    ],
+)
+def test_cosine_with_restarts_follows_its_cycles(kwargs):
+    schedule = S.CosineWithRestarts(PEAK, min_lr=FLOOR, **kwargs)
+    steps = np.arange(2000)
+    expected = [restarts_ref(schedule, float(t)) for t in steps]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-13)
+    warmup = kwargs.get("warmup_steps", 0)
+    assert schedule(warmup) == PEAK
+    starts = [p.start for p in schedule.phases() if p.name.startswith("cycle")]
+    assert starts[0] == warmup and all(b > a for a, b in zip(starts, starts[1:]))
+    end = schedule.end()
+    if end is not None:
+        assert end == (int(schedule.cycle_start(kwargs["num_cycles"])), FLOOR)
+        assert schedule(end[0]) == FLOOR and schedule(end[0] + 1234) == FLOOR
+    jumps = schedule.jumps(until=2000)
+    assert bool(jumps) == (kwargs.get("cycle_warmup_steps", 0) == 0)
+
+
+def test_cycle_index_is_exact_at_every_boundary():
+    schedule = S.CosineWithRestarts(1.0, cycle_steps=7, cycle_mult=3, min_lr=0.0)
+    for i in range(12):
+        start = int(schedule.cycle_start(i))
+        assert schedule(start) == 1.0, f"cycle {i} must restart at its peak at step {start}"
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        S.WarmupCosine(PEAK, 10, 100, FLOOR),
+        S.WarmupPolynomial(PEAK, 10, 100, FLOOR, power=1.7),
+        S.WSD(PEAK, 10, 100, decay_steps=30, decay_shape="exponential", min_lr=FLOOR),
+        S.CosineWithRestarts(PEAK, 13, cycle_mult=2, cycle_decay=0.7, min_lr=FLOOR, cycle_warmup_steps=2),
+        S.InverseSqrt(PEAK, 10),
+        S.HFPolynomialFactor(10, 100, 1e-7, 2.0, 1e-3),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_array_evaluation_equals_scalar_evaluation(schedule):
+    steps = np.arange(0, 400)
+    scalar = np.array([schedule(int(t)) for t in steps])
+    # cos and sqrt are bit-identical; numpy's vectorised pow may differ from libm in the last bit
+    np.testing.assert_allclose(schedule(steps), scalar, rtol=4e-16, atol=0)
+    assert schedule(steps.reshape(20, 20)).shape == (20, 20)
+    assert isinstance(schedule(5), float) and isinstance(schedule(np.int64(5)), float)
+
+
+def test_fractional_steps_interpolate():
+    schedule = S.WarmupLinear(1.0, 0, 10)
+    assert schedule(2.5) == pytest.approx(0.75, rel=1e-15)
+
+
+@pytest.mark.parametrize("bad", [-1, math.inf, math.nan, np.array([0.0, -2.0]), np.array([1.0, math.nan])])
+def test_negative_or_nonfinite_steps_are_rejected(bad):
+    with pytest.raises(ValueError, match="step"):
+        S.WarmupCosine(PEAK, 1, 10)(bad)
+
+
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda: S.WarmupCosine(PEAK, 100, 100), "total_steps must be > warmup_steps"),
+        (lambda: S.WarmupCosine(PEAK, -1, 100), "warmup_steps"),
+        (lambda: S.WarmupCosine(PEAK, 10, 100, min_lr=2 * PEAK), "min_lr must be <= peak_lr"),
+        (lambda: S.WarmupLinear(PEAK, 10, 100, warmup_start_lr=-1.0), "warmup_start_lr"),
+        (lambda: S.WarmupPolynomial(PEAK, 10, 100, power=0.0), "power"),
+        (lambda: S.WSD(PEAK, 10, 100), "exactly one of decay_steps or decay_fraction"),
+        (lambda: S.WSD(PEAK, 10, 100, decay_steps=10, decay_fraction=0.1), "exactly one"),
+        (lambda: S.WSD(PEAK, 50, 100, decay_steps=60), "warmup_steps \\+ decay steps must be <= total_steps"),
+        (lambda: S.WSD(PEAK, 0, 100, decay_steps=10, decay_shape="exponential"), "needs min_lr > 0"),
+        (lambda: S.WSD(PEAK, 0, 100, decay_steps=10, decay_shape="step"), "decay_shape must be one of"),
+        (lambda: S.InverseSqrt(PEAK, 0), "needs timescale"),
+        (lambda: S.CosineWithRestarts(PEAK, 10, cycle_warmup_steps=10), "cycle_warmup_steps must be < cycle_steps"),
+        (lambda: S.CosineWithRestarts(PEAK, 10, cycle_decay=1.5), "cycle_decay"),
+        (lambda: S.Sequence([S.Constant(1.0)], [5]), "boundaries must have one entry fewer"),
+        (lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], [0]), "boundaries\\[0\\]"),
+        (lambda: S.HFPolynomialFactor(10, 10, 0.0, 1.0, 1.0), "num_warmup_steps != num_training_steps"),
+    ],
+)
+def test_invalid_arguments_name_the_argument(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_sequence_gives_each_piece_the_step_since_its_boundary():
+    first, second, third = S.WarmupConstant(1.0, 10), S.WarmupLinear(1.0, 0, 50, 0.1), S.Constant(0.1)
+    joined = S.Sequence([first, second, third], [10, 60])
+    steps = np.arange(100)
+    expected = [first(t) if t < 10 else second(t - 10) if t < 60 else third(t - 60) for t in steps]
+    assert joined(steps).tolist() == expected
+    assert [joined(int(t)) for t in steps] == expected
+    assert joined.phases() == [S.Phase("warmup", 0), S.Phase("linear decay", 10), S.Phase("constant", 60)]
+    assert joined.peak() == (10, 1.0) and joined.end() == (60, 0.1)
+
+
+def test_product_multiplies_pointwise():
+    a, b = S.WarmupCosine(2.0, 5, 50), S.WSD(1.0, 0, 50, decay_steps=10, min_lr=0.5)
+    steps = np.arange(80)
+    assert S.Product(a, b)(steps).tolist() == (a(steps) * b(steps)).tolist()
+    scaled = S.Product(S.Constant(3e-4), S.HFLinearFactor(10, 100))
+    assert scaled.peak() == (10, 3e-4) and scaled.end() == (100, 0.0)
+
+
+ALL = [
+    S.Constant(0.5),
+    S.WarmupConstant(PEAK, 3, START),
+    S.WarmupLinear(PEAK, 3, 30, FLOOR),
+    S.WarmupCosine(PEAK, 3, 30, FLOOR, START),
+    S.WarmupPolynomial(PEAK, 3, 30, FLOOR, power=2.0),
+    S.WSD(PEAK, 3, 30, decay_fraction=0.3, decay_shape="1-sqrt", min_lr=FLOOR),
+    S.InverseSqrt(PEAK, 3, timescale=7),
+    S.CosineWithRestarts(PEAK, 5, cycle_mult=2, num_cycles=3),
+    S.Sequence([S.WarmupConstant(1.0, 4), S.WarmupCosine(1.0, 0, 20)], [4]),
+    S.Product(S.Constant(2.0), S.HFCosineFactor(3, 30)),
+    S.HFWSDFactor(3, 10, 5, "cosine", "1-sqrt", 0.1, 0.5),
+    S.HFCosineWarmupWithMinLRFactor(3, 30, 0.5, 0.1, 0.2),
+]
+
+
+@pytest.mark.parametrize("schedule", ALL, ids=lambda s: type(s).__name__)
+def test_to_dict_is_json_and_rebuilds_the_same_schedule(schedule):
+    data = json.loads(json.dumps(schedule.to_dict()))
+    rebuilt = S.schedule_from_dict(data)
+    assert rebuilt == schedule
+    steps = np.arange(60)
+    assert rebuilt(steps).tolist() == schedule(steps).tolist()
+
+
+def test_schedule_from_dict_rejects_unknown_types_and_keys():
+    with pytest.raises(ValueError, match="not a schedule"):
+        S.schedule_from_dict({"type": "Nope"})
+    with pytest.raises(ValueError, match="unknown keys \\['bogus'\\]"):
+        S.schedule_from_dict({"type": "Constant", "value": 1.0, "bogus": 2})
+
+
+def test_phases_are_ordered_and_start_at_zero():
+    for schedule in ALL:
+        starts = [p.start for p in schedule.phases(until=100)]
+        assert starts[0] == 0 and starts == sorted(starts), type(schedule).__name__
+
+
+def test_importing_the_math_layer_does_not_import_torch():
+    code = "import sys, lrkit, lrkit.schedules, lrkit.flags; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

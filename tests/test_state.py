@@ -1,0 +1,329 @@
+"""State is plain data: JSON primitives only, loadable with ``weights_only=True``, and all-or-nothing loads."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+from typing import Any
+
+import pytest
+import torch
+
+import lrkit
+from lrkit import StateError, build_scheduler
+
+
+def halve_every_10(epoch: int) -> float:
+    return 0.5 ** (epoch // 10)
+
+
+def shrink(epoch: int) -> float:
+    return 0.97
+
+
+LEAF_SPECS: dict[str, dict[str, Any]] = {
+    "LambdaLR": {"type": "LambdaLR", "lr_lambda": halve_every_10},
+    "MultiplicativeLR": {"type": "MultiplicativeLR", "lr_lambda": shrink},
+    "StepLR": {"type": "StepLR", "step_size": 4, "gamma": 0.7},
+    "MultiStepLR": {"type": "MultiStepLR", "milestones": [3, 3, 9], "gamma": 0.6},
+    "ConstantLR": {"type": "ConstantLR", "factor": 0.4, "total_iters": 6},
+    "LinearLR": {"type": "LinearLR", "start_factor": 0.05, "total_iters": 12},
+    "ExponentialLR": {"type": "ExponentialLR", "gamma": 0.93},
+    "PolynomialLR": {"type": "PolynomialLR", "total_iters": 20, "power": 1.7},
+    "CosineAnnealingLR": {"type": "CosineAnnealingLR", "T_max": 7, "eta_min": 1e-4},
+    "ReduceLROnPlateau": {"type": "ReduceLROnPlateau", "patience": 1, "factor": 0.5, "min_lr": [1e-3, 0.0]},
+    "CyclicLR": {
+        "type": "CyclicLR",
+        "base_lr": 0.01,
+        "max_lr": [0.3, 0.2],
+        "step_size_up": 5,
+        "mode": "exp_range",
+        "gamma": 0.99,
+    },
+    "CosineAnnealingWarmRestarts": {"type": "CosineAnnealingWarmRestarts", "T_0": 3, "T_mult": 2, "eta_min": 1e-5},
+    "OneCycleLR": {"type": "OneCycleLR", "max_lr": 0.4, "total_steps": 60, "three_phase": True},
+}
+SPECS: dict[str, dict[str, Any]] = {
+    **LEAF_SPECS,
+    "SequentialLR": {
+        "type": "SequentialLR",
+        "schedulers": [LEAF_SPECS["LinearLR"], LEAF_SPECS["CosineAnnealingLR"]],
+        "milestones": [12],
+    },
+    "ChainedScheduler": {
+        "type": "ChainedScheduler",
+        "schedulers": [LEAF_SPECS["MultiStepLR"], LEAF_SPECS["ConstantLR"]],
+    },
+    "Chained(Sequential(Chained))": {
+        "type": "ChainedScheduler",
+        "schedulers": [
+            {
+                "type": "SequentialLR",
+                "schedulers": [
+                    LEAF_SPECS["StepLR"],
+                    {"type": "ChainedScheduler", "schedulers": [LEAF_SPECS["ExponentialLR"], LEAF_SPECS["LambdaLR"]]},
+                ],
+                "milestones": [8],
+            },
+            LEAF_SPECS["CyclicLR"],
+        ],
+    },
+    "Sequential(Chained, Sequential)": {
+        "type": "SequentialLR",
+        "schedulers": [
+            {"type": "ChainedScheduler", "schedulers": [LEAF_SPECS["PolynomialLR"], LEAF_SPECS["MultiplicativeLR"]]},
+            {"type": "SequentialLR", "schedulers": [LEAF_SPECS["OneCycleLR"], LEAF_SPECS["StepLR"]], "milestones": [5]},
+        ],
+        "milestones": [6],
+    },
+}
+# The tests step every scheduler this many times before looking at the state.
+STEPS = 14
+
+
+def make_optimizer() -> torch.optim.Optimizer:
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (0.2, 0.05)]
+    return torch.optim.SGD(groups, lr=0.1, momentum=0.9)
+
+
+def step(scheduler: Any, t: int) -> None:
+    if isinstance(scheduler, lrkit.ReduceLROnPlateau):
+        scheduler.step([1.0, 0.9, 0.9, 0.9, 0.8][t % 5])
+    else:
+        scheduler.step()
+
+
+def built(name: str, steps: int = STEPS) -> tuple[Any, torch.optim.Optimizer]:
+    optimizer = make_optimizer()
+    scheduler = build_scheduler(SPECS[name], optimizer)
+    for t in range(steps):
+        step(scheduler, t)
+    return scheduler, optimizer
+
+
+def lrs_after(scheduler: Any, optimizer: Any, start: int, count: int) -> list[tuple[Any, ...]]:
+    out = []
+    for t in range(start, start + count):
+        step(scheduler, t)
+        groups = optimizer.param_groups
+        lrs, momenta = tuple(g["lr"] for g in groups), tuple(g["momentum"] for g in groups)
+        out.append((tuple(scheduler.get_last_lr()), lrs, momenta))
+    return out
+
+
+def assert_plain(value: Any, path: str = "state") -> None:
+    """Only dict / list / str / int / float / bool / None, recursively, with str keys."""
+    if type(value) is dict:
+        for key, item in value.items():
+            assert isinstance(key, str), f"{path} has a non-str key {key!r}"
+            assert_plain(item, f"{path}[{key!r}]")
+    elif type(value) is list:
+        for i, item in enumerate(value):
+            assert_plain(item, f"{path}[{i}]")
+    else:
+        assert value is None or type(value) in (str, int, float, bool), f"{path} is a {type(value).__name__}: {value!r}"
+
+
+# --------------------------------------------------------------------------- plain data
+
+
+def test_assert_plain_rejects_what_torch_stores() -> None:
+    """Control: torch's own MultiStepLR state holds a Counter, which the walk must reject."""
+    optimizer = make_optimizer()
+    state = torch.optim.lr_scheduler.MultiStepLR(optimizer, [3]).state_dict()
+    with pytest.raises(AssertionError, match="Counter"):
+        assert_plain(state)
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("steps", [0, STEPS])
+def test_state_is_plain_json(name: str, steps: int) -> None:
+    scheduler, _ = built(name, steps)
+    state = scheduler.state_dict()
+    assert_plain(state)
+    text = json.dumps(state, allow_nan=False)
+    assert json.loads(text) == state
+    assert state["type"] == SPECS[name]["type"]
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_json_round_trip_continues_bit_identically(name: str) -> None:
+    scheduler, optimizer = built(name)
+    state = json.loads(json.dumps(scheduler.state_dict(), allow_nan=False))
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    expected = lrs_after(scheduler, optimizer, STEPS, 40)
+
+    resumed_optimizer = make_optimizer()
+    resumed = build_scheduler(SPECS[name], resumed_optimizer)
+    resumed_optimizer.load_state_dict(optimizer_state)
+    resumed.load_state_dict(state)
+    assert lrs_after(resumed, resumed_optimizer, STEPS, 40) == expected
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_torch_save_loads_with_weights_only(name: str) -> None:
+    scheduler, optimizer = built(name)
+    buffer = io.BytesIO()
+    torch.save({"scheduler": scheduler.state_dict(), "optimizer": optimizer.state_dict(), "step": STEPS}, buffer)
+    expected = lrs_after(scheduler, optimizer, STEPS, 40)
+
+    buffer.seek(0)
+    checkpoint = torch.load(buffer, weights_only=True)
+    resumed_optimizer = make_optimizer()
+    resumed = build_scheduler(SPECS[name], resumed_optimizer)
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    resumed.load_state_dict(checkpoint["scheduler"])
+    assert lrs_after(resumed, resumed_optimizer, checkpoint["step"], 40) == expected
+
+
+def test_non_finite_values_survive_json() -> None:
+    """ReduceLROnPlateau's ``best`` starts at inf; JSON has no inf, so it is stored as a string."""
+    optimizer = make_optimizer()
+    scheduler = lrkit.ReduceLROnPlateau(optimizer, mode="max")
+    state = json.loads(json.dumps(scheduler.state_dict(), allow_nan=False))
+    other = lrkit.ReduceLROnPlateau(make_optimizer(), mode="max")
+    other.step(5.0)
+    other.load_state_dict(state)
+    assert other.best == -math.inf
+    assert other.is_better(-1e308, other.best)
+
+
+def test_stored_arguments_win_over_constructor_arguments() -> None:
+    """As in torch: the state holds the schedule's arguments, and loading restores them."""
+    optimizer = make_optimizer()
+    source = lrkit.StepLR(optimizer, step_size=4, gamma=0.5)
+    target = lrkit.StepLR(make_optimizer(), step_size=9, gamma=0.9)
+    target.load_state_dict(json.loads(json.dumps(source.state_dict())))
+    assert (target.step_size, target.gamma) == (4, 0.5)
+
+
+# --------------------------------------------------------------------------- failed loads change nothing
+
+
+def _broken_states(name: str, good: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    cases: list[tuple[str, dict[str, Any]]] = []
+    other = "LinearLR" if good["type"] != "LinearLR" else "StepLR"
+    cases.append(("another class", {**good, "type": other}))
+    for key in good:
+        if key != "type":
+            cases.append((f"missing {key}", {k: v for k, v in good.items() if k != key}))
+    cases.append(("last_epoch not an int", {**good, "last_epoch": "3"}))
+    cases.append(("one LR too few", {**good, "_last_lr": good["_last_lr"][:1]}))
+    cases.append(("not a dict", [good]))  # type: ignore[list-item]
+    return cases
+
+
+def _deepest_last_child(state: dict[str, Any]) -> dict[str, Any]:
+    while "_schedulers" in state:
+        state = state["_schedulers"][-1]
+    return state
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_failed_load_changes_nothing(name: str) -> None:
+    scheduler, optimizer = built(name)
+    before = json.dumps(scheduler.state_dict())
+    lrs_before = [g["lr"] for g in optimizer.param_groups]
+    other, _ = built(name, steps=3)
+    good = json.loads(json.dumps(other.state_dict()))
+    cases = _broken_states(name, good)
+    if "_schedulers" in good:
+        deep = copy.deepcopy(good)
+        _deepest_last_child(deep)["last_epoch"] = None  # malformed, deep inside, after good siblings
+        cases.append(("malformed deep child", deep))
+        deep_missing = copy.deepcopy(good)
+        del _deepest_last_child(deep_missing)["_last_lr"]
+        cases.append(("deep child missing a key", deep_missing))
+        wrong_kind = copy.deepcopy(good)
+        _deepest_last_child(wrong_kind)["type"] = "OneCycleLR"
+        cases.append(("deep child of another class", wrong_kind))
+        too_few = copy.deepcopy(good)
+        too_few["_schedulers"] = too_few["_schedulers"][:-1]
+        cases.append(("a child missing", too_few))
+    for what, broken in cases:
+        with pytest.raises(StateError):
+            scheduler.load_state_dict(broken)
+        assert json.dumps(scheduler.state_dict()) == before, what
+        assert [g["lr"] for g in optimizer.param_groups] == lrs_before, what
+    scheduler.load_state_dict(good)  # control: the unbroken state does load
+    assert json.dumps(scheduler.state_dict()) == json.dumps(good)
+
+
+@pytest.mark.parametrize(
+    "name,key,value",
+    [
+        ("StepLR", "gamma", "0.5"),
+        ("StepLR", "step_size", None),
+        ("MultiStepLR", "milestones", [9, 3]),
+        ("CyclicLR", "max_lrs", ["0.1", 0.2]),
+        ("CyclicLR", "cycle_momentum", 1),
+        ("OneCycleLR", "anneal_strategy", 0),
+        ("ReduceLROnPlateau", "best", "worst"),
+        ("ReduceLROnPlateau", "mode", None),
+        ("SequentialLR", "_milestones", [1, 2]),
+        ("CosineAnnealingWarmRestarts", "T_cur", [1]),
+    ],
+)
+def test_malformed_field_is_rejected_before_anything_changes(name: str, key: str, value: Any) -> None:
+    scheduler, _ = built(name)
+    before = json.dumps(scheduler.state_dict())
+    broken = {**scheduler.state_dict(), key: value}
+    broken["last_epoch"] = 1000  # a field that a partial load would already have changed
+    with pytest.raises(StateError, match=key):
+        scheduler.load_state_dict(broken)
+    assert json.dumps(scheduler.state_dict()) == before
+
+
+# --------------------------------------------------------------------------- functions are rebuilt, not stored
+
+
+@pytest.mark.parametrize("cls,fn", [(lrkit.LambdaLR, halve_every_10), (lrkit.MultiplicativeLR, shrink)])
+def test_lambda_schedulers_rebuild_then_load(cls: Any, fn: Any) -> None:
+    """The documented protocol: rebuild with the same function, load the optimizer, then the scheduler."""
+    optimizer = make_optimizer()
+    scheduler = cls(optimizer, lr_lambda=[fn, lambda epoch: 0.99])
+    for _ in range(17):
+        scheduler.step()
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    assert "lr_lambdas" not in state and "lr_lambda" not in state
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    expected = lrs_after(scheduler, optimizer, 17, 30)
+
+    resumed_optimizer = make_optimizer()
+    resumed = cls(resumed_optimizer, lr_lambda=[fn, lambda epoch: 0.99])
+    resumed_optimizer.load_state_dict(optimizer_state)
+    resumed.load_state_dict(state)
+    assert resumed.last_epoch == 17
+    assert lrs_after(resumed, resumed_optimizer, 17, 30) == expected
+
+
+def test_lambda_state_does_not_carry_the_function() -> None:
+    """Loading into a LambdaLR built with another function uses that function from then on."""
+    optimizer = make_optimizer()
+    scheduler = lrkit.LambdaLR(optimizer, halve_every_10)
+    for _ in range(5):
+        scheduler.step()
+    other = lrkit.LambdaLR(make_optimizer(), lambda epoch: 1.0)
+    other.load_state_dict(scheduler.state_dict())
+    other.step()
+    assert other.get_last_lr() == other.base_lrs == scheduler.base_lrs
+
+
+def test_cyclic_custom_scale_fn_rebuild_then_load() -> None:
+    def scale(x: float) -> float:
+        return 1.0 / (1.0 + 0.1 * x)
+
+    optimizer = make_optimizer()
+    scheduler = lrkit.CyclicLR(optimizer, 0.01, 0.2, step_size_up=3, scale_fn=scale, scale_mode="iterations")
+    for _ in range(11):
+        scheduler.step()
+    state = json.loads(json.dumps(scheduler.state_dict()))
+    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    expected = lrs_after(scheduler, optimizer, 11, 20)
+    resumed_optimizer = make_optimizer()
+    resumed = lrkit.CyclicLR(resumed_optimizer, 0.01, 0.2, step_size_up=3, scale_fn=scale, scale_mode="iterations")
+    resumed_optimizer.load_state_dict(optimizer_state)
+    resumed.load_state_dict(state)
+    assert lrs_after(resumed, resumed_optimizer, 11, 20) == expected

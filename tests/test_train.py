@@ -1,0 +1,208 @@
+"""The trainer: exact resume (also after SIGKILL), LR equal on all ranks, AMP skips, accumulation, bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import lrkit
+from lrkit.train import checkpoint as ckpt
+from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.parallel import DistContext
+
+CHAINED = {
+    "type": "ChainedScheduler",
+    "schedulers": [
+        {"type": "StepLR", "step_size": 3, "gamma": 0.5},
+        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5},
+    ],
+}
+TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
+    args = parse(*TINY, "--run-dir", str(tmp), "--lr-scheduler", json.dumps(CHAINED), *argv)
+    train(args, DistContext())
+    return read_metrics(tmp / "metrics.jsonl")
+
+
+def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
+    """What must be identical between two runs: step, per-group LR and loss (not the timings)."""
+    return [(r["step"], r["lr"], r["loss"]) for r in records]
+
+
+def torchrun(nproc: int, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    proc = subprocess.run(
+        [*cmd, "-m", "lrkit.train", *TINY, *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_resume_is_exact_in_one_process(tmp_path: Path) -> None:
+    straight = run(tmp_path / "a", "--num-iterations", "8")
+    run(tmp_path / "b", "--num-iterations", "4", "--save-interval", "4")
+    resumed = run(tmp_path / "b", "--num-iterations", "8", "--resume", "auto")
+    assert len(straight) == 8
+    assert trace(resumed) == trace(straight)
+
+
+def test_lr_in_metrics_is_the_schedule(tmp_path: Path) -> None:
+    """The logged LR of step s is the schedule's value after s-1 scheduler steps (torch as the oracle)."""
+    records = run(tmp_path, "--num-iterations", "7", "--lr", "0.01")
+    params = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
+    opt = torch.optim.AdamW([{"params": [params[0]]}, {"params": [params[1]]}], lr=0.01)
+    oracle = lrkit.build_scheduler(CHAINED, opt, backend="torch")
+    expected = []
+    for _ in range(7):
+        expected.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        oracle.step()
+    assert [r["lr"] for r in records] == expected
+
+
+def test_gradient_accumulation_steps_the_scheduler_once_per_update(tmp_path: Path) -> None:
+    records = run(tmp_path, "--num-iterations", "5", "--total-batch-size", str(4 * 2 * 32))
+    assert [r["scheduler_steps"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["tokens"] for r in records] == [4 * 2 * 32 * (i + 1) for i in range(5)]
+
+
+def test_amp_skipped_update_does_not_advance_the_schedule(tmp_path: Path) -> None:
+    """fp16 + GradScaler on CPU with an injected inf gradient at step 3: the update and the schedule skip."""
+    records = run(tmp_path, "--num-iterations", "6", "--dtype", "float16", "--inject-inf-grad-at", "3")
+    skipped = [r["skipped"] for r in records]
+    assert skipped == [False, False, True, False, False, False]
+    assert records[2]["scheduler_steps"] == records[1]["scheduler_steps"]
+    # The step after the skip runs at the LR the skipped step would have used.
+    assert records[3]["lr"] == records[2]["lr"]
+    clean = run(tmp_path / "clean", "--num-iterations", "5", "--dtype", "float16")
+    assert [r["lr"] for r in records[3:]] == [r["lr"] for r in clean[2:5]]
+
+
+def test_resume_is_exact_under_ddp(tmp_path: Path) -> None:
+    spec = json.dumps(CHAINED)
+    torchrun(2, "--run-dir", str(tmp_path / "a"), "--num-iterations", "6", "--lr-scheduler", spec)
+    torchrun(
+        2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "3", "--save-interval", "3", "--lr-scheduler", spec
+    )
+    torchrun(2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "6", "--resume", "auto", "--lr-scheduler", spec)
+    straight = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    resumed = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert len(straight) == 6
+    assert trace(resumed) == trace(straight)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [],
+        ["--zero-stage", "1"],
+        ["--fsdp"],
+        ["--tensor-parallel", "2"],
+        ["--tensor-parallel", "2", "--model", "llama3"],
+    ],
+    ids=["ddp", "zero1", "fsdp2", "tp2-gpt2", "tp2-llama3"],
+)
+def test_lr_equal_on_all_ranks(tmp_path: Path, layout: list[str]) -> None:
+    """Every rank all-gathers its LRs each step (--check-lr-sync raises on any difference)."""
+    torchrun(
+        2, "--run-dir", str(tmp_path), "--num-iterations", "4", "--lr-scheduler", json.dumps(CHAINED),
+        "--check-lr-sync", "--save-interval", "4", *layout,
+    )  # fmt: skip
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert len(records) == 4 and all(r["lr_ranks_equal"] for r in records)
+    assert ckpt.find_latest_valid(tmp_path) is not None
+
+
+def test_sigkill_at_random_moments_then_resume_auto_ends_identical(tmp_path: Path) -> None:
+    steps = 14
+    base = [
+        sys.executable, "-m", "lrkit.train", *TINY, "--num-iterations", str(steps),
+        "--lr-scheduler", json.dumps(CHAINED), "--save-interval", "1", "--keep-last", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*base, "--run-dir", str(tmp_path / "ref")], env=env, check=True, capture_output=True)
+    reference = trace(read_metrics(tmp_path / "ref" / "metrics.jsonl"))
+    rng = random.Random(7)
+    run_dir = tmp_path / "killed"
+    kills = 0
+    for attempt in range(40):
+        proc = subprocess.Popen([*base, "--run-dir", str(run_dir), "--resume", "auto"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+        if attempt < 6:
+            time.sleep(rng.uniform(2.0, 6.0))  # startup (imports) takes ~2 s, then ~1 step + save per 50 ms
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert kills >= 1
+    assert trace(read_metrics(run_dir / "metrics.jsonl")) == reference
+
+
+# ------------------------------------------------------------------ bad input, before any step
+
+
+def _error_of(tmp_path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
+    metrics = tmp_path / "metrics.jsonl"
+    before = metrics.read_text() if metrics.exists() else None
+    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "2", *argv)
+    assert run_train(args) == 2
+    assert (metrics.read_text() if metrics.exists() else None) == before  # no step ran
+    return capsys.readouterr().err
+
+
+def test_batch_that_does_not_divide_the_total(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error_of(tmp_path, "--total-batch-size", "100", capsys=capsys)
+    assert "--total-batch-size" in err and "100" in err
+
+
+def test_sequence_longer_than_context(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error_of(tmp_path, "--sequence-length", "4096", capsys=capsys)
+    assert "--sequence-length 4096" in err and "block_size" in err
+
+
+def test_missing_data_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error_of(tmp_path, "--data", str(tmp_path / "nope.txt"), capsys=capsys)
+    assert "nope.txt" in err
+
+
+def test_truncated_checkpoint_is_reported_and_the_previous_one_survives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(tmp_path, "--num-iterations", "4", "--save-interval", "2")
+    newest = ckpt.list_checkpoints(tmp_path)[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    err = _error_of(tmp_path, "--resume", str(newest), capsys=capsys)
+    assert str(newest) in err
+    with pytest.warns(UserWarning, match="skipping"):
+        assert ckpt.find_latest_valid(tmp_path) == ckpt.checkpoint_path(tmp_path, 2)
+    resumed = run(tmp_path, "--num-iterations", "4", "--resume", "auto")
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+
+
+def test_checkpoint_from_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
+    err = _error_of(tmp_path, "--model", "llama3", "--resume", "auto", capsys=capsys)
+    assert "model" in err and "gpt2" in err and "llama3" in err

@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align clean
+.PHONY: setup test lint demo bench align align-random clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/step_overhead.py
 	$(BIN)/python benchmarks/curve.py
+	$(BIN)/python benchmarks/train_throughput.py
+
+# The full alignment matrix (lrkit vs PyTorch's own schedulers, loss for loss), plus 3 random cases.
+align: setup
+	$(BIN)/lrkit align --random 3 --seed 0
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

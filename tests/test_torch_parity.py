@@ -241,18 +241,15 @@ def _milestones(rng: random.Random, count: int, steps: int) -> list[int]:
     return sorted(rng.sample(range(1, steps - 50), count))
 
 
-def _make(family: str, index: int, seed: int, build: Callable[..., Config | None]) -> Config:
-    rng = random.Random(f"{family}-{index}-{seed}")
-    base = _base(rng)
-    config = build(rng, **base)
-    assert config is not None
+def _make(family: str, index: int, build: Callable[..., Config]) -> Config:
+    """Configuration ``index`` of ``family``, drawn from an RNG seeded by both (stable ids and draws)."""
+    rng = random.Random(f"{family}-{index}")
+    config = build(rng, **_base(rng))
     config.id = f"{family}-{index:02d}-{_describe(config.spec)}"
     return config
 
 
-def _config(
-    rng: random.Random, spec: dict[str, Any], num_groups: int, group_lrs: list[float], steps: int, **extra: Any
-) -> Config:
+def _config(rng: random.Random, spec: dict[str, Any], group_lrs: list[float], steps: int, **extra: Any) -> Config:
     optimizer = rng.choice(["sgd", "adam", "adamw"]) if _cycles_momentum(spec) else "sgd"
     return Config("", spec, group_lrs, optimizer, steps, rng.randrange(steps), **extra)
 
@@ -267,18 +264,18 @@ def leaf_family(kind: str, count: int) -> list[Config]:
     def build(rng: random.Random, num_groups: int, group_lrs: list[float], steps: int) -> Config:
         spec = leaf_spec(kind, rng, steps, num_groups)
         metrics = _metrics(rng, steps, spec["mode"]) if kind == "ReduceLROnPlateau" else None
-        return _config(rng, spec, num_groups, group_lrs, steps, metrics=metrics)
+        return _config(rng, spec, group_lrs, steps, metrics=metrics)
 
-    return [_make(kind, i, 0, build) for i in range(count)]
+    return [_make(kind, i, build) for i in range(count)]
 
 
 def chained_of_leaves(count: int) -> list[Config]:
     def build(rng: random.Random, num_groups: int, group_lrs: list[float], steps: int) -> Config:
         kinds = rng.sample(NESTABLE, rng.randint(2, 3))
         spec = {"type": "ChainedScheduler", "schedulers": [leaf_spec(k, rng, steps, num_groups) for k in kinds]}
-        return _config(rng, spec, num_groups, group_lrs, steps)
+        return _config(rng, spec, group_lrs, steps)
 
-    return [_make("chain", i, 0, build) for i in range(count)]
+    return [_make("chain", i, build) for i in range(count)]
 
 
 def sequential_of_leaves(count: int) -> list[Config]:
@@ -289,9 +286,9 @@ def sequential_of_leaves(count: int) -> list[Config]:
             "schedulers": [leaf_spec(k, rng, steps, num_groups) for k in kinds],
             "milestones": _milestones(rng, len(kinds) - 1, steps),
         }
-        return _config(rng, spec, num_groups, group_lrs, steps)
+        return _config(rng, spec, group_lrs, steps)
 
-    return [_make("seq", i, 0, build) for i in range(count)]
+    return [_make("seq", i, build) for i in range(count)]
 
 
 def chained_containing_sequential(count: int) -> list[Config]:
@@ -307,9 +304,9 @@ def chained_containing_sequential(count: int) -> list[Config]:
         others = [leaf_spec(rng.choice(NESTABLE), rng, steps, num_groups) for _ in range(rng.randint(1, 2))]
         children = [inner, *others]
         rng.shuffle(children)
-        return _config(rng, {"type": "ChainedScheduler", "schedulers": children}, num_groups, group_lrs, steps)
+        return _config(rng, {"type": "ChainedScheduler", "schedulers": children}, group_lrs, steps)
 
-    return [_make("chain-of-seq", i, 0, build) for i in range(count)]
+    return [_make("chain-of-seq", i, build) for i in range(count)]
 
 
 def chain_first_sane(count: int) -> list[Config]:
@@ -322,9 +319,9 @@ def chain_first_sane(count: int) -> list[Config]:
         }
         rest = [leaf_spec(rng.choice(NESTABLE), rng, steps, num_groups) for _ in range(rng.randint(1, 2))]
         spec = {"type": "SequentialLR", "schedulers": [chain, *rest], "milestones": _milestones(rng, len(rest), steps)}
-        return _config(rng, spec, num_groups, group_lrs, steps)
+        return _config(rng, spec, group_lrs, steps)
 
-    return [_make("seq-chain-first", i, 0, build) for i in range(count)]
+    return [_make("seq-chain-first", i, build) for i in range(count)]
 
 
 def _restartable_composite(rng: random.Random, steps: int, num_groups: int, depth: int = 0) -> dict[str, Any]:
@@ -345,9 +342,9 @@ def composite_first_general(count: int) -> list[Config]:
         first = _restartable_composite(rng, steps, num_groups)
         rest = [leaf_spec(rng.choice(RESTARTABLE), rng, steps, num_groups) for _ in range(rng.randint(1, 2))]
         spec = {"type": "SequentialLR", "schedulers": [first, *rest], "milestones": _milestones(rng, len(rest), steps)}
-        return _config(rng, spec, num_groups, group_lrs, steps, oracle="fresh")
+        return _config(rng, spec, group_lrs, steps, oracle="fresh")
 
-    return [_make("seq-composite-first", i, 0, build) for i in range(count)]
+    return [_make("seq-composite-first", i, build) for i in range(count)]
 
 
 def composite_after_milestone(count: int) -> list[Config]:
@@ -367,9 +364,9 @@ def composite_after_milestone(count: int) -> list[Config]:
             "schedulers": children,
             "milestones": _milestones(rng, len(children) - 1, steps),
         }
-        return _config(rng, spec, num_groups, group_lrs, steps, oracle="fresh")
+        return _config(rng, spec, group_lrs, steps, oracle="fresh")
 
-    return [_make("seq-composite-later", i, 0, build) for i in range(count)]
+    return [_make("seq-composite-later", i, build) for i in range(count)]
 
 
 def deep_nesting(count: int) -> list[Config]:
@@ -388,9 +385,9 @@ def deep_nesting(count: int) -> list[Config]:
             "type": "ChainedScheduler",
             "schedulers": [inner, leaf_spec(rng.choice(RESTARTABLE), rng, steps, num_groups)],
         }
-        return _config(rng, spec, num_groups, group_lrs, steps, oracle="fresh")
+        return _config(rng, spec, group_lrs, steps, oracle="fresh")
 
-    return [_make("deep", i, 0, build) for i in range(count)]
+    return [_make("deep", i, build) for i in range(count)]
 
 
 def required_variants() -> list[Config]:

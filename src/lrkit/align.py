@@ -32,12 +32,20 @@ CHAINED = {
     "type": "ChainedScheduler",
     "schedulers": [STEP, {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5}],
 }
+#: A composite torch can also run: a SequentialLR (warmup, then cosine) chained with a decay.
+#: (torch cannot enter a ChainedScheduler at a SequentialLR milestone, so not the other way round.)
 COMPOSITE = {
-    "type": "SequentialLR",
-    "milestones": [4],
+    "type": "ChainedScheduler",
     "schedulers": [
-        {"type": "LinearLR", "start_factor": 0.25, "total_iters": 4},
-        {"type": "ChainedScheduler", "schedulers": [STEP, {"type": "ExponentialLR", "gamma": 0.9}]},
+        {
+            "type": "SequentialLR",
+            "milestones": [4],
+            "schedulers": [
+                {"type": "LinearLR", "start_factor": 0.25, "total_iters": 4},
+                {"type": "CosineAnnealingLR", "T_max": 8, "eta_min": 1e-4},
+            ],
+        },
+        {"type": "ExponentialLR", "gamma": 0.95},
     ],
 }
 
@@ -74,12 +82,9 @@ def _class_cases() -> list[Case]:
         ("ChainedScheduler", CHAINED),
     ]
     cases = [Case(f"class-{name}", spec) for name, spec in specs]
-    from lrkit.spec import _REGISTRY
+    from lrkit.spec import spec_types
 
-    for name in sorted(_REGISTRY):
-        cls, torch_builder = _REGISTRY[name]
-        if torch_builder is None:
-            continue
+    for name in spec_types():
         llm = _llm_spec(name)
         if llm is not None:
             cases.append(Case(f"llm-{name}", llm, group="llm"))
@@ -95,8 +100,10 @@ def _llm_spec(name: str) -> dict[str, Any] | None:
         "WarmupPolynomial": {"warmup_steps": 3, "total_steps": 10, "power": 2.0, "min_lr": 1e-4},
         "WSD": {"warmup_steps": 2, "total_steps": 10, "decay_steps": 4, "min_lr": 1e-4},
         "InverseSqrt": {"warmup_steps": 3},
-        "CosineWithRestarts": {"warmup_steps": 1, "cycle_steps": 4},
-    }
+        "CosineWithRestarts": {"warmup_steps": 1, "cycle_steps": 4, "cycle_decay": 0.8, "min_lr": 1e-4},
+        "HFSchedule": {"name": "cosine_with_restarts", "num_warmup_steps": 2, "num_training_steps": 10,
+                       "scheduler_specific_kwargs": {"num_cycles": 2}},
+    }  # fmt: skip
     args = examples.get(name)
     return None if args is None else {"type": name, **args}
 

@@ -351,6 +351,12 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     optimizer = build_optimizer(args, pm)
     scheduler = build_scheduler(spec, optimizer, backend=args.scheduler_backend)
     use_scaler = args.dtype == "float16"
+    step_optimizer: Any = optimizer.step
+    if args.compile and not use_scaler and args.zero_stage == 0 and not pm.sharded_state:
+        # The update is compiled too (PyTorch's "compiling the optimizer" recipe). Its LRs are tensors
+        # that the scheduler, outside the compiled region, fills in place: a new LR is a new input
+        # value, not a new graph. The scaler's, ZeRO-1's and DTensor steps stay eager.
+        step_optimizer = torch.compile(optimizer.step)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
     autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     loader = TokenLoader(train_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
@@ -413,7 +419,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             scaler.update()
             skipped = scaler.get_scale() < scale_before
         else:
-            optimizer.step()
+            step_optimizer()
             skipped = False
         optimizer.zero_grad(set_to_none=True)
         loss = all_reduce_mean(float(loss_sum), ctx)

@@ -84,8 +84,12 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto") -> DistCon
 
 
 def teardown_distributed() -> None:
+    """Leave together: a rank that tears gloo down while a peer is still in a collective aborts it."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def _tp_plan(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:

@@ -1,0 +1,218 @@
+"""Training throughput of the tiny GPT-2 (tokens/s), through the trainer's own code path, in one process.
+
+Every run calls :func:`lrkit.train.loop.train` with parsed ``lrkit train`` flags (fp32, CPU,
+``--preset tiny --batch-size 16 --sequence-length 128 --threads 2 --quiet --no-plot``), with its
+run directory under a temporary directory, and reads the per-step ``tok_per_s`` of ``metrics.jsonl``.
+The first ``--skip`` steps of each run (warm-up, and compilation under ``--compile``) are not counted;
+a configuration's rate is the median over the measured steps of all its repeats. The two sides of
+each ratio are run alternately (A B, then B A, ...), so drift in machine speed hits both alike.
+
+1. Scheduler cost: warmup + cosine (``--lr-scheduler cosine``) against the same loop at constant LR
+   (``--lr-scheduler constant``: the scheduler still steps, its LR never changes). Goal: >= 99%.
+2. ``--compile`` (model and optimizer step compiled; tensor LRs filled in place by the scheduler):
+   the changing LR against the constant one, and the graphs dynamo compiled in each run
+   (``torch._dynamo.utils.counters``, reset before every run). Goals: no extra graph for the
+   changing LR (no recompiles), >= 95%.
+3. Absolute tokens/s of the scheduled eager run of (1), the nanoGPT-equivalent configuration, beside
+   nanoGPT's ``train.py`` on this machine (about 23-25k tokens/s, 81-89 ms per iteration).
+
+Times are wall clock (what ``metrics.jsonl`` records); the load average is printed because other
+work on the machine slows every run, and 2 intra-op threads on a busy 2-core machine much more so.
+
+    .venv/bin/python benchmarks/train_throughput.py [--steps 20] [--repeats 3] [--compile-steps 12]
+        [--compile-repeats 2] [--skip 3] [--no-compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrkit.train.loop import add_train_arguments, read_metrics, train
+from lrkit.train.models import build_model
+from lrkit.train.parallel import setup_distributed
+
+BATCH_SIZE, SEQUENCE_LENGTH = 16, 128
+#: nanoGPT's train.py with this configuration on this machine: tokens/s and ms per iteration.
+NANOGPT_TOK_PER_S = (23_000, 25_000)
+NANOGPT_MS = (81, 89)
+SCHEDULER_GOAL, COMPILE_GOAL = 0.99, 0.95
+#: The nanoGPT configuration the tiny preset stands for.
+NANOGPT_SHAPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "bias": False, "dropout": 0.0}
+
+
+@dataclass
+class Side:
+    """One configuration: its flags and what its runs measured."""
+
+    name: str
+    flags: list[str]
+    rates: list[float] = field(default_factory=list)  # tok/s of every measured step, all repeats
+    run_medians: list[float] = field(default_factory=list)
+    graphs: list[int] = field(default_factory=list)  # dynamo graphs compiled per run (--compile)
+    distinct_lrs: int = 0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def run_once(side: Side, steps: int, skip: int, threads: int, root: Path, compiled: bool) -> None:
+    """Train ``skip + steps`` steps with ``side.flags``; append the measured steps' tok/s to ``side``."""
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    run_dir = root / f"{side.name.replace(' ', '_')}_{len(side.run_medians)}"
+    args = parser.parse_args(
+        [
+            "--preset", "tiny",
+            "--batch-size", str(BATCH_SIZE),
+            "--sequence-length", str(SEQUENCE_LENGTH),
+            "--dtype", "float32",
+            "--device", "cpu",
+            "--threads", str(threads),
+            "--num-iterations", str(skip + steps),
+            "--lr", "1e-3",
+            "--run-dir", str(run_dir),
+            "--quiet",
+            "--no-plot",
+            *side.flags,
+        ]
+    )  # fmt: skip
+    if compiled:
+        import torch._dynamo
+        from torch._dynamo.utils import counters
+
+        torch._dynamo.reset()  # every run compiles its own model and optimizer, from the on-disk caches
+        counters.clear()
+    gc.collect()
+    train(args, setup_distributed(1, "cpu"))
+    if compiled:
+        side.graphs.append(int(counters["stats"]["unique_graphs"]))
+    records = read_metrics(run_dir / "metrics.jsonl")
+    measured = [r["tok_per_s"] for r in records[skip:]]
+    side.rates += measured
+    side.run_medians.append(statistics.median(measured))
+    side.distinct_lrs = max(side.distinct_lrs, len({r["lr"][0] for r in records[skip:]}))
+
+
+def compare(
+    base: Side, other: Side, steps: int, skip: int, repeats: int, threads: int, root: Path, compiled: bool
+) -> float:
+    """Run both sides ``repeats`` times, alternating the order; return other/base median tok/s."""
+    for repeat in range(repeats):
+        for side in (base, other) if repeat % 2 == 0 else (other, base):
+            run_once(side, steps, skip, threads, root, compiled)
+    for side in (base, other):
+        spread = ", ".join(f"{m:.0f}" for m in side.run_medians)
+        graphs = f" | dynamo graphs per run: {side.graphs}" if compiled else ""
+        print(
+            f"  {side.name:<28} {side.median:>8.0f} tok/s  {1000 * BATCH_SIZE * SEQUENCE_LENGTH / side.median:7.1f} ms"
+            f"  (per-run medians {spread}; {side.distinct_lrs} distinct LRs){graphs}"
+        )
+    return other.median / base.median
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def preset_differences() -> list[str]:
+    """How ``--preset tiny`` differs from the nanoGPT configuration (shape and compute)."""
+    model = build_model("gpt2", "tiny")
+    cfg: Any = model.config
+    notes = [f"{k}={getattr(cfg, k)} (nanoGPT {v})" for k, v in NANOGPT_SHAPE.items() if getattr(cfg, k) != v]
+    if cfg.block_size != SEQUENCE_LENGTH:
+        notes.append(f"block_size={cfg.block_size} (nanoGPT {SEQUENCE_LENGTH}): a larger position table, same compute")
+    notes.append(
+        f"vocab_size={cfg.vocab_size} (byte tokenizer; nanoGPT's shakespeare_char has 65): a wider output head"
+    )
+    notes.append("separate c_q/c_k/c_v projections (nanoGPT: one fused c_attn): same FLOPs, more, smaller matmuls")
+    notes.append(f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f}M parameters (tied embeddings counted once)")
+    return notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per eager run (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="eager runs per configuration (default 3)")
+    parser.add_argument("--compile-steps", type=int, default=12, help="measured steps per --compile run (default 12)")
+    parser.add_argument("--compile-repeats", type=int, default=2, help="--compile runs per configuration (default 2)")
+    parser.add_argument("--skip", type=int, default=3, help="warm-up steps per run, not measured (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2, as nanoGPT's)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the --compile comparison")
+    opts = parser.parse_args()
+    for name in ("steps", "repeats", "compile_steps", "compile_repeats"):
+        if getattr(opts, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    torch._logging.set_logs(dynamo=logging.ERROR)  # a benign profiler warning from the compiled step
+
+    def cosine(steps: int) -> list[str]:
+        warmup = max(1, (opts.skip + steps) // 5)
+        return ["--lr-scheduler", "cosine", "--warmup-steps", str(warmup), "--min-lr", "1e-4"]
+
+    print(
+        f"torch {torch.__version__}, GPT-2 --preset tiny, batch {BATCH_SIZE} x seq {SEQUENCE_LENGTH}, fp32, CPU, "
+        f"{opts.threads} threads; {opts.skip} warm-up steps skipped per run"
+    )
+    print(f"start: {load()}")
+    with tempfile.TemporaryDirectory(prefix="lrkit-bench-train-") as tmp:
+        root = Path(tmp)
+        print(f"\n1. scheduler cost, eager: {opts.repeats} runs x {opts.steps} steps each, alternated")
+        constant = Side("constant LR", ["--lr-scheduler", "constant"])
+        scheduled = Side("warmup+cosine (lrkit)", cosine(opts.steps))
+        ratio = compare(constant, scheduled, opts.steps, opts.skip, opts.repeats, opts.threads, root, False)
+        verdict = "meets" if ratio >= SCHEDULER_GOAL else "BELOW"
+        print(f"  ratio scheduled / constant: {ratio:.1%} ({verdict} goal >= {SCHEDULER_GOAL:.0%})")
+
+        if not opts.no_compile:
+            print(
+                f"\n2. --compile (model + optimizer step, tensor LRs): {opts.compile_repeats} runs x "
+                f"{opts.compile_steps} steps each, alternated; dynamo reset before every run"
+            )
+            c_constant = Side("constant LR, compiled", ["--lr-scheduler", "constant", "--compile"])
+            c_scheduled = Side("warmup+cosine, compiled", [*cosine(opts.compile_steps), "--compile"])
+            c_ratio = compare(
+                c_constant,
+                c_scheduled,
+                opts.compile_steps,
+                opts.skip,
+                opts.compile_repeats,
+                opts.threads,
+                root,
+                True,
+            )
+            extra = max(c_scheduled.graphs) - min(c_constant.graphs)
+            print(
+                f"  recompiles caused by the changing LR: {max(extra, 0)} "
+                f"({'meets' if extra <= 0 else 'FAILS'} goal: none)"
+            )
+            verdict = "meets" if c_ratio >= COMPILE_GOAL else "BELOW"
+            print(f"  ratio changing / constant LR: {c_ratio:.1%} ({verdict} goal >= {COMPILE_GOAL:.0%})")
+            print(f"  compiled / eager (constant LR): {c_constant.median / constant.median:.2f}x")
+
+        ours = scheduled.median
+        low, high = NANOGPT_TOK_PER_S
+        print("\n3. nanoGPT-equivalent config (4 layers, 4 heads, d=128, seq 128, batch 16, fp32 eager, no bias,")
+        print(f"   no dropout, {opts.threads} threads), warmup+cosine as nanoGPT's train.py:")
+        print(f"  lrkit   {ours:>8.0f} tok/s  {1000 * BATCH_SIZE * SEQUENCE_LENGTH / ours:6.1f} ms/iter")
+        print(f"  nanoGPT {low // 1000}-{high // 1000}k tok/s   {NANOGPT_MS[0]}-{NANOGPT_MS[1]} ms/iter (reference)")
+        verdict = "meets" if ours >= low else "BELOW"
+        print(f"  ratio lrkit / nanoGPT: {ours / high:.0%}-{ours / low:.0%} ({verdict} goal: at least nanoGPT's)")
+        print("  --preset tiny against nanoGPT's config:")
+        for note in preset_differences():
+            print(f"    - {note}")
+    print(f"\nend: {load()}")
+
+
+if __name__ == "__main__":
+    main()

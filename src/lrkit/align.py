@@ -281,13 +281,13 @@ def compare(case: Case, ours: list[dict[str, Any]], theirs: list[dict[str, Any]]
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'case':34} {'model':6} {'layout':26} {'dtype':8} {'steps':>5} "
+        f"{'case':34} {'model':6} {'layout':28} {'dtype':8} {'steps':>5} "
         f"{'max|Δloss|':>11} {'max|Δlr|':>10} {'LR=ranks':>8}  verdict"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r['case']:34} {r['model']:6} {r['layout']:26} {r['dtype']:8} {r['steps']:>5} "
+            f"{r['case']:34} {r['model']:6} {r['layout']:28} {r['dtype']:8} {r['steps']:>5} "
             f"{r['max_dloss']:>11.3g} {r['max_dlr']:>10.3g} {str(r['lr_equal_on_ranks']):>8}  {r['verdict']}"
         )
     return "\n".join(lines)

@@ -63,8 +63,11 @@ __all__ = [
     "WSD",
     "InverseSqrt",
     "CosineWithRestarts",
+    "ExponentialRamp",
     "Sequence",
     "Product",
+    "Decay",
+    "Refit",
     "HFConstantFactor",
     "HFConstantWithWarmupFactor",
     "HFLinearFactor",
@@ -782,6 +785,42 @@ class CosineWithRestarts(Schedule):
         return (int(self.cycle_start(self.num_cycles)), self.min_lr)
 
 
+@dataclass(frozen=True)
+class ExponentialRamp(Schedule):
+    """Geometric ramp from ``start_lr`` to ``end_lr`` over ``num_steps`` LRs (the LR range test's sweep).
+
+    ``lr(t) = start_lr ** (1 - p) * end_lr ** p`` with ``p = min(t / (N - 1), 1)``, which is
+    ``start_lr * (end_lr / start_lr) ** (t / (N - 1))``: equal steps in ``log lr``. Step 0 is exactly
+    ``start_lr``, step ``N - 1`` exactly ``end_lr``, held after that.
+
+    Args:
+        start_lr: the LR at step 0, ``> 0``.
+        end_lr: the LR at step ``N - 1``, ``> 0`` (below ``start_lr`` ramps down).
+        num_steps: ``N >= 2``, the number of LRs in the ramp (steps ``0 .. N - 1``).
+    """
+
+    start_lr: float
+    end_lr: float
+    num_steps: int
+
+    def __post_init__(self) -> None:
+        _real_field(self, "start_lr", low=0.0, low_open=True)
+        _real_field(self, "end_lr", low=0.0, low_open=True)
+        _int_field(self, "num_steps", 2)
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        return _decay("exponential", self.start_lr, self.end_lr, _progress(t, 0.0, self.num_steps - 1, xp), xp)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        return [Phase("exponential ramp", 0), Phase("constant", self.num_steps - 1)]
+
+    def peak(self) -> tuple[float, float] | None:
+        return (self.num_steps - 1, self.end_lr) if self.end_lr >= self.start_lr else (0, self.start_lr)
+
+    def end(self) -> tuple[float, float] | None:
+        return (self.num_steps - 1, self.end_lr)
+
+
 # ----------------------------------------------------------------------------- composition
 
 
@@ -904,6 +943,104 @@ class Product(Schedule):
 
     def end(self) -> tuple[float, float] | None:
         return self._scaled("end")
+
+
+# ----------------------------------------------------------------------------- schedule changes on resume
+
+
+@dataclass(frozen=True)
+class Decay(Schedule):
+    """A cooldown: from ``start_lr`` to ``min_lr`` over ``decay_steps``, then ``min_lr`` held.
+
+    ``lr(t) = start_lr * c(p) + min_lr * (1 - c(p))`` with ``p = clamp(t / decay_steps, 0, 1)`` and the
+    shapes of :class:`WSD` (``linear``, ``cosine``, ``1-sqrt``, ``exponential``). ``lr(0) = start_lr`` and
+    ``lr(decay_steps) = min_lr`` exactly. Used by ``--lr-resume-policy cooldown:N``, with ``start_lr`` the
+    LR in force at the checkpoint.
+
+    Args:
+        start_lr: the LR at step 0 (absolute), ``>= 0``.
+        decay_steps: ``N >= 1``.
+        min_lr: the LR from step ``N`` on (absolute), ``>= 0``.
+        decay_shape: one of :data:`DECAY_SHAPES`.
+    """
+
+    start_lr: float
+    decay_steps: int
+    min_lr: float = 0.0
+    decay_shape: str = "linear"
+
+    def __post_init__(self) -> None:
+        start = _lr_field(self, "start_lr")
+        _int_field(self, "decay_steps", 1)
+        floor = _lr_field(self, "min_lr")
+        check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
+        if self.decay_shape == "exponential" and not (start > 0 and floor > 0):
+            raise ValueError(
+                f"decay_shape='exponential' needs start_lr > 0 and min_lr > 0, got start_lr={start!r}, min_lr={floor!r}"
+            )
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        return _decay(self.decay_shape, self.start_lr, self.min_lr, _progress(t, 0.0, self.decay_steps, xp), xp)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        return [Phase(f"{self.decay_shape} decay", 0), Phase("floor", self.decay_steps)]
+
+    def peak(self) -> tuple[float, float] | None:
+        return (0, self.start_lr) if self.start_lr >= self.min_lr else (self.decay_steps, self.min_lr)
+
+    def end(self) -> tuple[float, float] | None:
+        return (self.decay_steps, self.min_lr)
+
+
+@dataclass(frozen=True)
+class Refit(Schedule):
+    """The rest of ``schedule`` from step ``offset`` on, rescaled to start at ``start_lr``.
+
+    With ``s = schedule``, ``floor`` its final LR (``s.end()``) and ``t`` counted from ``offset``:
+    ``lr(t) = start_lr * c + floor * (1 - c)``, ``c = (s(offset + t) - floor) / (s(offset) - floor)``.
+    So ``lr(0) = start_lr`` exactly (no jump where the refit begins), ``lr`` reaches ``floor`` exactly
+    where ``s`` does (step ``s.end()[0] - offset``) and holds it, and in between it keeps ``s``'s shape:
+    a phase where ``s`` is flat (WSD's stable phase) stays flat at ``start_lr``. Used by
+    ``--lr-resume-policy extend``: ``s`` is the lengthened schedule, ``start_lr`` the LR in force.
+
+    Args:
+        schedule: a schedule with an end (``end()`` is not None) and ``s(offset) > floor``.
+        offset: the step of ``schedule`` where the refit begins, ``>= 0``.
+        start_lr: the LR at the refit's step 0 (absolute), ``>= 0``.
+    """
+
+    schedule: Schedule
+    offset: int
+    start_lr: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"schedule must be a Schedule, got schedule={self.schedule!r}")
+        offset = _int_field(self, "offset", 0)
+        _lr_field(self, "start_lr")
+        end = self.schedule.end()
+        if end is None:
+            raise ValueError(f"schedule must end at a final LR to be refitted, got {type(self.schedule).__name__}")
+        begin = self.schedule(offset)
+        if not begin > end[1]:
+            raise ValueError(
+                f"schedule must still be above its final LR at offset to be refitted, got offset={offset} "
+                f"(LR {begin!r}), final LR {end[1]!r} from step {end[0]}"
+            )
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        floor = self.schedule.end()[1]  # type: ignore[index]
+        begin = self.schedule._value(float(self.offset), _SCALAR)
+        remaining = (self.schedule._value(t + self.offset, xp) - floor) / (begin - floor)
+        return _interpolate(self.start_lr, floor, remaining)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        end = self.schedule.end()
+        return [Phase("refit", 0), Phase("floor", int(end[0]) - self.offset)]  # type: ignore[index]
+
+    def end(self) -> tuple[float, float] | None:
+        end = self.schedule.end()
+        return (max(end[0] - self.offset, 0), end[1])  # type: ignore[index]
 
 
 # ----------------------------------------------------------------------------- transformers' factors

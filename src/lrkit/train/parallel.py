@@ -92,46 +92,74 @@ def teardown_distributed() -> None:
             dist.destroy_process_group()
 
 
-def _tp_plan(model: nn.Module) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """Megatron-style plan: column-parallel into attention/MLP, row-parallel out of them."""
-    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Megatron-style plan: column-parallel into attention/MLP, row-parallel out of them.
+
+    With ``sequence_parallel`` the residual stream between blocks stays sharded along the
+    sequence (``Shard(1)``): the norms run on their sequence shard (``SequenceParallel``),
+    each attention/MLP all-gathers its input and reduce-scatters its output, and the
+    stream is gathered again before the output head.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleInput,
+        RowwiseParallel,
+        SequenceParallel,
+    )
 
     name = type(model).__name__
-    plans = []
     if name == "GPT2":
-        for block in model.transformer.h:  # type: ignore[union-attr]
-            plans.append(
-                (
-                    block,
-                    {
-                        "attn.c_q": ColwiseParallel(),
-                        "attn.c_k": ColwiseParallel(),
-                        "attn.c_v": ColwiseParallel(),
-                        "attn.c_proj": RowwiseParallel(),
-                        "mlp.c_fc": ColwiseParallel(),
-                        "mlp.c_proj": RowwiseParallel(),
-                    },
-                )
-            )
+        blocks: Any = model.transformer.h  # type: ignore[union-attr]
+        attn, mlp, norms = "attn", "mlp", ("ln_1", "ln_2")
+        attn_in, attn_out = ("attn.c_q", "attn.c_k", "attn.c_v"), "attn.c_proj"
+        mlp_in, mlp_out = ("mlp.c_fc",), "mlp.c_proj"
+        extra_inputs: tuple[None, ...] = ()
+        final_norm, head = "transformer.ln_f", "lm_head"
     elif name == "Llama3":
-        for block in model.layers:  # type: ignore[union-attr]
-            plans.append(
-                (
-                    block,
-                    {
-                        "attention.wq": ColwiseParallel(),
-                        "attention.wk": ColwiseParallel(),
-                        "attention.wv": ColwiseParallel(),
-                        "attention.wo": RowwiseParallel(),
-                        "feed_forward.w1": ColwiseParallel(),
-                        "feed_forward.w3": ColwiseParallel(),
-                        "feed_forward.w2": RowwiseParallel(),
-                    },
-                )
-            )
+        blocks = model.layers  # type: ignore[union-attr]
+        attn, mlp, norms = "attention", "feed_forward", ("attention_norm", "ffn_norm")
+        attn_in, attn_out = ("attention.wq", "attention.wk", "attention.wv"), "attention.wo"
+        mlp_in, mlp_out = ("feed_forward.w1", "feed_forward.w3"), "feed_forward.w2"
+        extra_inputs = (None, None)  # RoPE cos and sin, plain tensors
+        final_norm, head = "norm", "output"
     else:
         raise ValueError(f"no tensor-parallel plan for model {name}")
+    out = Shard(1) if sequence_parallel else None
+    plan: dict[str, Any] = {}
+    for layer in (*attn_in, *mlp_in):
+        plan[layer] = ColwiseParallel()
+    for layer in (attn_out, mlp_out):
+        plan[layer] = RowwiseParallel(output_layouts=out, use_local_output=not sequence_parallel)
+    if sequence_parallel:
+        for norm in norms:
+            plan[norm] = SequenceParallel()
+        plan[attn] = PrepareModuleInput(
+            input_layouts=(Shard(1), *extra_inputs),
+            desired_input_layouts=(Replicate(), *extra_inputs),
+            use_local_output=True,
+        )
+        plan[mlp] = PrepareModuleInput(
+            input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
+        )
+    plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in blocks]
+    if sequence_parallel:
+        root = {
+            # Enter the residual stream sharded along the sequence; leave it gathered for the head.
+            _first_block(name): PrepareModuleInput(
+                input_layouts=(Replicate(), *extra_inputs),
+                desired_input_layouts=(Shard(1), *extra_inputs),
+                use_local_output=False,
+            ),
+            final_norm: SequenceParallel(),
+            head: PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True),
+        }
+        plans.append((model, root))
     return plans
+
+
+def _first_block(model_name: str) -> str:
+    return "transformer.h.0" if model_name == "GPT2" else "layers.0"
 
 
 def check_tp_divisibility(model: nn.Module, tp: int) -> None:
@@ -170,8 +198,10 @@ class ParallelModel:
         return self.raw.parameters()
 
 
-def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool = False) -> ParallelModel:
-    """Apply TP (``ctx.tp_size > 1``), then FSDP2 (``fsdp``) or DDP (``dp_size > 1``)."""
+def wrap_model(
+    model: nn.Module, ctx: DistContext, fsdp: bool = False, sequence_parallel: bool = False
+) -> ParallelModel:
+    """Apply TP (``ctx.tp_size > 1``, with ``sequence_parallel``), then FSDP2 (``fsdp``) or DDP (``dp_size > 1``)."""
     model.to(ctx.device)
     layout = "single"
     sync: Callable[[], None] | None = None
@@ -180,9 +210,11 @@ def wrap_model(model: nn.Module, ctx: DistContext, fsdp: bool = False) -> Parall
         from torch.distributed.tensor.parallel import parallelize_module
 
         check_tp_divisibility(model, ctx.tp_size)
-        for block, plan in _tp_plan(model):
-            parallelize_module(block, ctx.mesh["tp"], plan)
-        layout = f"TP{ctx.tp_size}"
+        for target, plan in _tp_plan(model, sequence_parallel):
+            parallelize_module(target, ctx.mesh["tp"], plan)
+        layout = f"TP{ctx.tp_size}" + ("+SP" if sequence_parallel else "")
+    elif sequence_parallel:
+        raise ValueError("--sequence-parallel needs --tensor-parallel > 1")
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 

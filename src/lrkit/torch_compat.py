@@ -71,8 +71,8 @@ def _lambdas(name: str, lr_lambda: Any, num_groups: int) -> list[Callable[[int],
     return fns
 
 
-class LambdaLR(LRScheduler):
-    """``lr = base_lr * lr_lambda(last_epoch)``; one function, or one per param group.
+class _FunctionLR(LRScheduler):
+    """Shared constructor of the function-driven schedulers: one ``lr_lambda`` or one per param group.
 
     The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
     """
@@ -87,28 +87,24 @@ class LambdaLR(LRScheduler):
         self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, len(optimizer.param_groups))
         self._record_spec(lr_lambda=lr_lambda)
         super().__init__(optimizer, last_epoch)
+
+
+class LambdaLR(_FunctionLR):
+    """``lr = base_lr * lr_lambda(last_epoch)``; one function, or one per param group.
+
+    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    """
 
     def get_lr(self) -> list[float]:
         e = self.last_epoch
         return [base_lr * fn(e) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
 
 
-class MultiplicativeLR(LRScheduler):
+class MultiplicativeLR(_FunctionLR):
     """``lr = lr * lr_lambda(last_epoch)`` each step (unchanged at construction).
 
     The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
     """
-
-    def __init__(
-        self,
-        optimizer: Any,
-        lr_lambda: Callable[[int], float] | list[Callable[[int], float]],
-        last_epoch: int = -1,
-    ) -> None:
-        check_optimizer(optimizer)
-        self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, len(optimizer.param_groups))
-        self._record_spec(lr_lambda=lr_lambda)
-        super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         if self._is_initial:

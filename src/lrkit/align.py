@@ -48,6 +48,8 @@ COMPOSITE = {
         {"type": "ExponentialLR", "gamma": 0.95},
     ],
 }
+#: The schedule the ``extend`` and ``cooldown`` resume cases start from.
+COSINE_10 = {"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 10, "min_lr": 1e-4}
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Case:
     dtype: str = "float32"
     resume_at: int | None = None  # the lrkit run is interrupted here and resumed
     group: str = "classes"
+    #: With ``resume_at``: both runs are interrupted there and resumed with this schedule and these
+    #: flags (``--lr-resume-policy ...``), so torch applies the same schedule change as lrkit.
+    resume_spec: dict[str, Any] | None = None
+    resume_flags: list[str] = field(default_factory=list)
 
 
 def _class_cases() -> list[Case]:
@@ -126,6 +132,14 @@ def all_cases() -> list[Case]:
         Case("fsdp2-composite", COMPOSITE, nproc=2, flags=["--fsdp"], group="layouts"),
         Case("tp2-composite-gpt2", COMPOSITE, nproc=2, flags=["--tensor-parallel", "2"], group="layouts"),
         Case(
+            "tp2-sp-composite-llama3",
+            COMPOSITE,
+            model="llama3",
+            nproc=2,
+            flags=["--tensor-parallel", "2", "--sequence-parallel"],
+            group="layouts",
+        ),
+        Case(
             "tp2-composite-llama3",
             COMPOSITE,
             model="llama3",
@@ -135,6 +149,24 @@ def all_cases() -> list[Case]:
         ),
         Case("resume-mid-run", COMPOSITE, steps=12, resume_at=6, group="resume"),
         Case("resume-mid-run-ddp2", CHAINED, nproc=2, steps=12, resume_at=5, group="resume"),
+        Case(
+            "resume-extend",
+            COSINE_10,
+            steps=14,
+            resume_at=6,
+            resume_spec={**COSINE_10, "total_steps": 14},
+            resume_flags=["--lr-resume-policy", "extend"],
+            group="resume",
+        ),
+        Case(
+            "resume-cooldown",
+            COSINE_10,
+            steps=12,
+            resume_at=6,
+            resume_spec=COSINE_10,
+            resume_flags=["--lr-resume-policy", "cooldown:4"],
+            group="resume",
+        ),
         Case("bf16-composite", COMPOSITE, dtype="bfloat16", group="precision"),
     ]
     return cases
@@ -200,6 +232,7 @@ def random_cases(k: int, seed: int) -> list[Case]:
 
 
 def _command(case: Case, backend: str, run_dir: Path, steps: int, resume: bool) -> list[str]:
+    changed = resume and case.resume_spec is not None
     train = [
         "-m", "lrkit.train",
         "--model", case.model,
@@ -208,7 +241,7 @@ def _command(case: Case, backend: str, run_dir: Path, steps: int, resume: bool) 
         "--sequence-length", "64",
         "--num-iterations", str(steps),
         "--lr", "3e-3",
-        "--lr-scheduler", json.dumps(case.spec),
+        "--lr-scheduler", json.dumps(case.resume_spec if changed else case.spec),
         "--scheduler-backend", backend,
         "--dtype", case.dtype,
         "--run-dir", str(run_dir),
@@ -221,7 +254,7 @@ def _command(case: Case, backend: str, run_dir: Path, steps: int, resume: bool) 
     if case.resume_at is not None:
         train += ["--save-interval", str(case.resume_at)]
     if resume:
-        train += ["--resume", "auto"]
+        train += ["--resume", "auto", *case.resume_flags]
     if case.nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.nproc}", *train]
     return [sys.executable, *train]
@@ -245,7 +278,7 @@ def run_case(case: Case, workdir: Path) -> dict[str, Any]:
     for backend in ("lrkit", "torch"):
         run_dir = workdir / case.name / backend
         dirs[backend] = run_dir
-        if case.resume_at is not None and backend == "lrkit":
+        if case.resume_at is not None and (backend == "lrkit" or case.resume_spec is not None):
             _run(_command(case, backend, run_dir, case.resume_at, resume=False))
             _run(_command(case, backend, run_dir, case.steps, resume=True))
         else:

@@ -40,6 +40,7 @@ __all__ = [
     "WSD",
     "InverseSqrt",
     "CosineWithRestarts",
+    "PureSchedule",
 ]
 
 
@@ -99,16 +100,20 @@ class ScheduleLR(LRScheduler):
         return out
 
     @classmethod
-    def torch_builder(cls, optimizer: Any, **args: Any) -> Any:
+    def spec_schedules(cls, peaks: list[float], **args: Any) -> list[S.Schedule]:
+        """The pure schedule of every group for spec arguments ``args`` (defaults filled in), peaking at ``peaks``."""
+        bound = inspect.signature(cls.__init__).bind(None, None, **args)  # TypeError names a missing one
+        bound.apply_defaults()
+        full = {k: v for k, v in bound.arguments.items() if k not in ("self", "optimizer", "last_epoch")}
+        return cls.schedules_for(peaks, **full)
+
+    @classmethod
+    def torch_builder(cls, optimizer: Any, last_epoch: int = -1, **args: Any) -> Any:
         """PyTorch's ``LambdaLR`` driving the same schedules: ``lambda_g(t) = schedule_g(t) / base_lr_g``."""
         from torch.optim.lr_scheduler import LambdaLR as TorchLambdaLR
 
-        bound = inspect.signature(cls.__init__).bind(None, optimizer, **args)  # TypeError names a missing one
-        bound.apply_defaults()
-        last_epoch = bound.arguments.pop("last_epoch")
-        full = {k: v for k, v in bound.arguments.items() if k not in ("self", "optimizer")}
         peaks = group_peaks(optimizer)
-        lambdas = [_Ratio(s, p) for s, p in zip(cls.schedules_for(peaks, **full), peaks)]
+        lambdas = [_Ratio(s, p) for s, p in zip(cls.spec_schedules(peaks, **args), peaks)]
         return TorchLambdaLR(optimizer, lambdas, last_epoch=last_epoch)  # type: ignore[arg-type]
 
     def get_lr(self) -> list[float]:
@@ -350,7 +355,42 @@ class CosineWithRestarts(ScheduleLR):
         return S.CosineWithRestarts(peak_lr, **args)
 
 
-for _cls in (WarmupConstant, WarmupLinear, WarmupCosine, WarmupPolynomial, WSD, InverseSqrt, CosineWithRestarts):
+class PureSchedule(ScheduleLR):
+    """Each param group follows a pure schedule given as data (:meth:`lrkit.schedules.Schedule.to_dict`).
+
+    ``schedules`` is one dict for every group or a list with one per group, each with absolute LRs
+    (the group's base LR plays no part). The trainer's resume policies write the schedule they put in
+    force this way (a :class:`lrkit.schedules.Refit` or :class:`lrkit.schedules.Decay` per group), so
+    that it is a spec like any other::
+
+        {"type": "PureSchedule", "schedules": [{"type": "Decay", "start_lr": 3e-4, "decay_steps": 100}]}
+    """
+
+    def __init__(self, optimizer: Any, schedules: dict[str, Any] | list[dict[str, Any]], last_epoch: int = -1) -> None:
+        self._bind(optimizer, last_epoch, schedules=schedules)
+
+    @classmethod
+    def schedules_for(cls, peaks: list[float], **args: Any) -> list[S.Schedule]:
+        data = args["schedules"]
+        per_group = data if isinstance(data, list) else [data] * len(peaks)
+        if len(per_group) != len(peaks):
+            raise ValueError(
+                f"PureSchedule: schedules must be one dict or a list with one per param group ({len(peaks)}), "
+                f"got {len(per_group)}"
+            )
+        return [S.schedule_from_dict(d, f"schedules[{i}]") for i, d in enumerate(per_group)]
+
+
+for _cls in (
+    WarmupConstant,
+    WarmupLinear,
+    WarmupCosine,
+    WarmupPolynomial,
+    WSD,
+    InverseSqrt,
+    CosineWithRestarts,
+    PureSchedule,
+):
     _register(_cls)
 
 

@@ -52,6 +52,14 @@ def spec_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def spec_class(kind: str) -> type:
+    """The lrkit class that ``{"type": kind}`` builds."""
+    _load_builtin_types()
+    if kind not in _REGISTRY:
+        raise ValueError(f"{kind!r} is not a known scheduler; expected one of {spec_types()}")
+    return _REGISTRY[kind][0]
+
+
 def _argument_names(cls: type) -> list[str]:
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     return [p for p in params if p not in ("self", "optimizer", "last_epoch", "schedulers")]

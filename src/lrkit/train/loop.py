@@ -30,7 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrkit import resume as resume_policy
 from lrkit.flags import add_schedule_arguments, spec_from_args
+from lrkit.scheduler import group_lrs, set_group_value
 from lrkit.spec import build_scheduler, spec_fingerprint
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
@@ -47,7 +49,17 @@ from lrkit.train.parallel import (
 )
 
 #: Run-config keys a checkpoint must agree on to be resumed.
-COMPATIBLE_KEYS = ["model", "preset", "sequence_length", "optimizer", "dtype", "tensor_parallel", "fsdp", "zero_stage"]
+COMPATIBLE_KEYS = [
+    "model",
+    "preset",
+    "sequence_length",
+    "optimizer",
+    "dtype",
+    "tensor_parallel",
+    "sequence_parallel",
+    "fsdp",
+    "zero_stage",
+]
 
 
 class TrainError(ValueError):
@@ -95,6 +107,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default="lrkit",
         help="build the schedule with lrkit (default) or with PyTorch's own classes from the same spec",
     )
+    g.add_argument(
+        "--lr-resume-policy",
+        type=resume_policy.policy_argument,
+        default=resume_policy.Policy("strict"),
+        metavar="POLICY",
+        help="on --resume with a schedule that differs from the checkpoint's: strict (error with the diff, "
+        "the default), checkpoint (keep the checkpoint's), override (apply the new one now; warns with the "
+        "LR jump), extend (only the run length changed: refit the rest of the decay from the current LR), "
+        "cooldown:N[:SHAPE] (decay from the current LR to --min-lr over N steps, then hold)",
+    )
     g = parser.add_argument_group("precision and speed")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     g.add_argument("--compile", action="store_true", help="torch.compile the model and optimizer step")
@@ -102,6 +124,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     g = parser.add_argument_group("parallelism")
     g.add_argument("--tensor-parallel", type=int, default=1, help="tensor-parallel degree (DTensor)")
+    g.add_argument(
+        "--sequence-parallel",
+        action="store_true",
+        help="with --tensor-parallel: shard the norm/residual regions along the sequence (DTensor SequenceParallel)",
+    )
     g.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP2 (fully_shard)")
     g = parser.add_argument_group("evaluation, output and checkpoints")
     g.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps and at the end; 0: never")
@@ -336,22 +363,29 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
 
     payload: dict[str, Any] | None = None
     resume_path: Path | None = None
+    decision: resume_policy.Decision | None = None
     if args.resume:
         resume_path = ckpt.find_latest_valid(run_dir) if args.resume == "auto" else Path(args.resume)
         if resume_path is not None:
             payload = ckpt.load_checkpoint(resume_path)
             ckpt.check_compatible(payload["config"], config, COMPATIBLE_KEYS)
-            if payload.get("scheduler_fingerprint") != spec_fingerprint(spec):
-                raise TrainError(
-                    f"the schedule differs from the checkpoint's ({resume_path}):\n"
-                    f"  checkpoint: {json.dumps(payload.get('scheduler_spec'), sort_keys=True)}\n"
-                    f"  this run:   {json.dumps(spec, sort_keys=True)}"
-                )
+            policy = getattr(args, "lr_resume_policy", None) or resume_policy.Policy("strict")
+            decision = resume_policy.decide(
+                policy, resume_policy.Saved.from_payload(payload), spec, where=f"the checkpoint {resume_path}"
+            )
 
-    pm = wrap_model(model, ctx, fsdp=args.fsdp)
+    if args.sequence_parallel and args.sequence_length % ctx.tp_size:
+        raise TrainError(
+            f"--sequence-length {args.sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
+            "under --sequence-parallel"
+        )
+    pm = wrap_model(model, ctx, fsdp=args.fsdp, sequence_parallel=args.sequence_parallel)
     if args.compile:
         pm.module = torch.compile(pm.module)  # type: ignore[assignment]
     optimizer = build_optimizer(args, pm)
+    request, applied_policy = spec, None  # the flags' schedule and the policy that changed it, for checkpoints
+    if decision is not None:  # restore the schedule in force at the checkpoint first
+        spec, request, applied_policy = decision.saved.spec, decision.request, decision.record
     scheduler = build_scheduler(spec, optimizer, backend=args.scheduler_backend)
     use_scaler = args.dtype == "float16"
     step_optimizer: Any = optimizer.step
@@ -380,6 +414,11 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         loader.load_state_dict(payload["data"])
         ckpt.restore_rng_state(payload["rng"][ctx.rank])
     scheduler_steps = int(payload["scheduler_steps"]) if payload is not None else 0
+    if decision is not None:
+        for note in decision.notes:
+            _note(ctx, note)
+        if decision.change:
+            spec, scheduler = _change_schedule(decision, scheduler_steps, optimizer, args.scheduler_backend, ctx)
 
     is_main = ctx.is_main
     if is_main:
@@ -480,6 +519,8 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
                 loader,
                 config,
                 args,
+                request=request,
+                applied_policy=applied_policy,
             )
     printer.close()
     if is_main and not args.no_plot:
@@ -503,8 +544,14 @@ def save(
     loader: TokenLoader,
     config: dict[str, Any],
     args: argparse.Namespace,
+    request: dict[str, Any] | None = None,
+    applied_policy: str | None = None,
 ) -> None:
-    """Collective: every rank takes part (state gathering); rank 0 writes atomically."""
+    """Collective: every rank takes part (state gathering); rank 0 writes atomically.
+
+    ``spec`` is the schedule in force, ``request`` the one the flags asked for (they differ after a
+    ``--lr-resume-policy`` change) and ``applied_policy`` the policy that last changed it.
+    """
     model_state = _model_state(pm)
     optimizer_state = _optimizer_state(pm, optimizer)
     rng = _gather_rng(pm.ctx)
@@ -521,12 +568,42 @@ def save(
         "scheduler_backend": args.scheduler_backend,
         "scheduler_spec": spec,
         "scheduler_fingerprint": spec_fingerprint(spec),
+        "scheduler_request": request if request is not None else spec,
+        "scheduler_resume_policy": applied_policy,
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         "rng": rng,
         "data": loader.state_dict(),
         "config": config,
     }
     ckpt.save_checkpoint(run_dir, step, payload, keep_last=args.keep_last)
+
+
+def _note(ctx: DistContext, message: str) -> None:
+    """A resume note or warning: on stderr, once, even with --quiet (an LR change is never silent)."""
+    if ctx.is_main:
+        print(f"lrkit train: {message}", file=sys.stderr, flush=True)
+
+
+def _change_schedule(
+    decision: resume_policy.Decision, steps: int, optimizer: torch.optim.Optimizer, backend: str, ctx: DistContext
+) -> tuple[dict[str, Any], Any]:
+    """Put the schedule that ``decision`` asks for in force at scheduler step ``steps``; return it and its spec."""
+    before = group_lrs(optimizer)
+    peaks = [float(g["initial_lr"]) for g in optimizer.param_groups]
+    spec, notes = resume_policy.in_force(decision, steps, before, peaks)
+    # Built as if from step 0 (chainable classes start from initial_lr), then fast-forwarded.
+    for group in optimizer.param_groups:
+        set_group_value(group, "lr", float(group["initial_lr"]))
+    scheduler = build_scheduler(spec, optimizer, backend=backend)  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            scheduler.step()
+    if decision.policy.kind == "override":
+        notes.append(resume_policy.jump_report(steps, before, group_lrs(optimizer)))
+    for note in notes:
+        _note(ctx, note)
+    return spec, scheduler
 
 
 @torch.no_grad()

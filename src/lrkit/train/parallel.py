@@ -113,7 +113,8 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
         blocks: Any = model.transformer.h  # type: ignore[union-attr]
         attn, mlp, norms = "attn", "mlp", ("ln_1", "ln_2")
         attn_in, attn_out = ("attn.c_q", "attn.c_k", "attn.c_v"), "attn.c_proj"
-        mlp_in, mlp_out = ("mlp.c_fc",), "mlp.c_proj"
+        mlp_in: tuple[str, ...] = ("mlp.c_fc",)
+        mlp_out = "mlp.c_proj"
         extra_inputs: tuple[None, ...] = ()
         final_norm, head = "transformer.ln_f", "lm_head"
     elif name == "Llama3":
@@ -152,7 +153,9 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
                 use_local_output=False,
             ),
             final_norm: SequenceParallel(),
-            head: PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True),
+            head: PrepareModuleInput(
+                input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
+            ),
         }
         plans.append((model, root))
     return plans

@@ -1,0 +1,285 @@
+"""Schedule changes on resume: ``--lr-resume-policy strict|checkpoint|override|extend|cooldown:N[:SHAPE]``.
+
+A checkpoint records the schedule *in force* (``scheduler_spec``), the schedule its run's flags
+asked for (``scheduler_request``) and the policy that last changed it (``scheduler_resume_policy``).
+A resume whose flags give either of the two specs continues the checkpoint's schedule unchanged.
+Otherwise the policy decides:
+
+* ``strict`` (default): an error that lists what changed (``schedulers[1].gamma: 0.5 -> 0.3``).
+* ``checkpoint``: keep the checkpoint's schedule; a note lists the ignored changes.
+* ``override``: the new schedule from the current step on, as if it had run from step 0; a warning
+  gives the LR jump of every param group.
+* ``extend``: only the run length may change (``total_steps``, ``T_max``, ``total_iters``,
+  ``num_training_steps``). If the new schedule is already continuous at the resume step (warmup, WSD's
+  stable phase) it applies as it is; otherwise its rest is refitted to start at the current LR and reach
+  its floor at its new end (:class:`lrkit.schedules.Refit`).
+* ``cooldown:N[:SHAPE]``: from the current LR to ``min_lr`` over ``N`` steps, then held
+  (:class:`lrkit.schedules.Decay`): WSD from any checkpoint. ``min_lr`` is the new spec's top-level
+  ``min_lr`` (``--min-lr``), else 0; ``SHAPE`` (linear, cosine, 1-sqrt, exponential) defaults to the
+  new spec's ``decay_shape`` (WSD), else linear. Rerunning the same command (same flags, same
+  policy) continues the cooldown already in force instead of starting another.
+
+Every policy but ``override`` keeps the LR continuous at the resume step: the LR of the first update
+after the resume is exactly the LR in force at the checkpoint. The schedule put in force is a plain
+spec, ``SequentialLR([<schedule in force>, PureSchedule(<Refit|Decay per group>)], milestones=[step])``
+(or the new spec itself), saved with the next checkpoint. This module decides; the trainer builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrkit import schedules as S
+from lrkit._checks import check_per_group
+from lrkit.spec import spec_class, spec_fingerprint
+
+__all__ = [
+    "POLICIES",
+    "LENGTH_KEYS",
+    "Policy",
+    "ResumeError",
+    "Saved",
+    "Decision",
+    "parse_policy",
+    "policy_argument",
+    "spec_diff",
+    "decide",
+    "in_force",
+    "jump_report",
+]
+
+POLICIES = ("strict", "checkpoint", "override", "extend", "cooldown")
+#: Spec arguments that mean the length of the run: what ``extend`` may change.
+LENGTH_KEYS = ("total_steps", "T_max", "total_iters", "num_training_steps")
+
+
+class ResumeError(ValueError):
+    """A resume that the policy refuses; the message says what changed and what to do."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed ``--lr-resume-policy``: ``kind``, and for ``cooldown`` its ``steps`` and optional ``shape``."""
+
+    kind: str
+    steps: int | None = None
+    shape: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind != "cooldown":
+            return self.kind
+        return f"cooldown:{self.steps}" + (f":{self.shape}" if self.shape else "")
+
+
+def parse_policy(text: str) -> Policy:
+    """``strict``, ``checkpoint``, ``override``, ``extend`` or ``cooldown:N[:SHAPE]``."""
+    kind, _, rest = str(text).strip().partition(":")
+    if kind not in POLICIES:
+        raise ValueError(
+            f"--lr-resume-policy must be one of strict, checkpoint, override, extend, cooldown:N; got {text!r}"
+        )
+    if kind != "cooldown":
+        if rest:
+            raise ValueError(f"--lr-resume-policy {kind} takes no ':' argument, got {text!r}")
+        return Policy(kind)
+    steps_text, _, shape = rest.partition(":")
+    if not steps_text.isdigit() or int(steps_text) < 1:
+        raise ValueError(
+            f"--lr-resume-policy cooldown needs the number of decay steps N >= 1 (cooldown:N), got {text!r}"
+        )
+    if shape and shape not in S.DECAY_SHAPES:
+        raise ValueError(f"--lr-resume-policy cooldown shape must be one of {', '.join(S.DECAY_SHAPES)}, got {shape!r}")
+    return Policy("cooldown", int(steps_text), shape or None)
+
+
+def policy_argument(text: str) -> Policy:
+    """argparse ``type`` of ``--lr-resume-policy``."""
+    try:
+        return parse_policy(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def spec_diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Every difference between two specs, one line each: ``schedulers[1].gamma: 0.5 -> 0.3``.
+
+    Dicts are compared key by key, lists of equal length item by item; a key present on one
+    side only shows ``(absent)`` on the other. ``1`` and ``1.0`` differ (they hash differently).
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{where}: {_show(old[key])} -> (absent)")
+            elif key not in old:
+                out.append(f"{where}: (absent) -> {_show(new[key])}")
+            else:
+                out += spec_diff(old[key], new[key], where)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new)) for line in spec_diff(a, b, f"{path}[{i}]")]
+    if old != new or type(old) is not type(new):
+        return [f"{path or '(spec)'}: {_show(old)} -> {_show(new)}"]
+    return []
+
+
+def _last_key(line: str) -> str:
+    path = line.split(": ", 1)[0]
+    return path.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a checkpoint says about its schedule."""
+
+    spec: dict[str, Any]  #: the schedule in force
+    request: dict[str, Any]  #: the schedule its run's flags asked for
+    policy: str | None = None  #: the resume policy that last changed the schedule
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> Saved:
+        spec = dict(payload["scheduler_spec"])
+        return cls(spec, dict(payload.get("scheduler_request") or spec), payload.get("scheduler_resume_policy"))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do on resume: restore ``saved.spec``; if ``change``, put a new schedule in force at the step."""
+
+    policy: Policy
+    saved: Saved
+    new_spec: dict[str, Any]
+    change: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        """The request recorded with the next checkpoint."""
+        return self.new_spec if self.change else self.saved.request
+
+    @property
+    def record(self) -> str | None:
+        """The policy recorded with the next checkpoint."""
+        return str(self.policy) if self.change else self.saved.policy
+
+
+def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = "the checkpoint") -> Decision:
+    """Check ``new_spec`` against the checkpoint's under ``policy``; raise :class:`ResumeError` if refused."""
+    fingerprint = spec_fingerprint(new_spec)
+    same = fingerprint in (spec_fingerprint(saved.spec), spec_fingerprint(saved.request))
+    diff = spec_diff(saved.request, new_spec)
+    listing = "\n".join(f"  {line}" for line in diff)
+    if policy.kind == "checkpoint":
+        notes = [] if same else [
+            f"--lr-resume-policy checkpoint: keeping the schedule of {where}; the command line's schedule "
+            f"is ignored. It differs in:\n{listing}"
+        ]  # fmt: skip
+        return Decision(policy, saved, new_spec, False, notes)
+    if policy.kind == "cooldown":
+        if same and saved.policy == str(policy):  # the same command again: the cooldown is already in force
+            return Decision(policy, saved, new_spec, False)
+        return Decision(policy, saved, new_spec, True)
+    if same:
+        return Decision(policy, saved, new_spec, False)
+    if policy.kind == "strict":
+        raise ResumeError(
+            f"the schedule differs from the one in {where}:\n{listing}\n"
+            "pass --lr-resume-policy checkpoint (keep the checkpoint's schedule), override (apply this one "
+            "from the current step, with an LR jump), extend (only the run length changed) or cooldown:N"
+        )
+    if policy.kind == "extend":
+        others = [line for line in diff if _last_key(line) not in LENGTH_KEYS]
+        if others:
+            shown = "\n".join(f"  {line}" for line in others)
+            raise ResumeError(
+                f"--lr-resume-policy extend changes only the run length ({', '.join(LENGTH_KEYS)}), but the "
+                f"schedule also differs from the one in {where} in:\n{shown}\n"
+                "use --lr-resume-policy override to apply another schedule"
+            )
+        _pure_class(new_spec)
+    return Decision(policy, saved, new_spec, True)
+
+
+def _pure_class(spec: Mapping[str, Any]) -> Any:
+    from lrkit.llm import PureSchedule, ScheduleLR
+
+    cls = spec_class(str(spec.get("type")))
+    if not isinstance(cls, type) or not issubclass(cls, ScheduleLR) or cls is PureSchedule:
+        raise ResumeError(
+            f"--lr-resume-policy extend refits lrkit's LLM schedules (WarmupLinear, WarmupCosine, "
+            f"WarmupPolynomial, WSD, ...), not {spec.get('type')!r}: use cooldown:N or override"
+        )
+    return cls
+
+
+def _then(saved_spec: dict[str, Any], step: int, pieces: list[S.Schedule]) -> dict[str, Any]:
+    piece = {"type": "PureSchedule", "schedules": [p.to_dict() for p in pieces]}
+    if step < 1:
+        return piece
+    return {"type": "SequentialLR", "milestones": [step], "schedulers": [saved_spec, piece]}
+
+
+def in_force(
+    decision: Decision, step: int, current_lrs: list[float], peaks: list[float]
+) -> tuple[dict[str, Any], list[str]]:
+    """The spec to put in force at scheduler step ``step`` (and notes), given each group's current LR and peak."""
+    policy, new_spec = decision.policy, decision.new_spec
+    if policy.kind == "override":
+        return dict(new_spec), []
+    if policy.kind == "cooldown":
+        floors = check_per_group("min_lr", new_spec.get("min_lr", 0.0), len(current_lrs))
+        shape = policy.shape or str(new_spec.get("decay_shape") or "linear")
+        try:
+            pieces: list[S.Schedule] = [
+                S.Decay(lr, int(policy.steps or 1), float(floor), shape) for lr, floor in zip(current_lrs, floors)
+            ]
+        except (TypeError, ValueError) as err:
+            raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
+        note = (
+            f"--lr-resume-policy {policy}: {shape} decay from the LR in force {_lrs(current_lrs)} at step {step} "
+            f"to min_lr {_lrs([float(f) for f in floors])} at step {step + int(policy.steps or 1)}, then held"
+        )
+        return _then(decision.saved.spec, step, pieces), [note]
+    # extend
+    cls = _pure_class(new_spec)
+    schedules = cls.spec_schedules(peaks, **{k: v for k, v in new_spec.items() if k != "type"})
+    changed = "; ".join(line for line in spec_diff(decision.saved.request, new_spec))
+    if all(s(step) == lr for s, lr in zip(schedules, current_lrs)):
+        return dict(new_spec), [f"--lr-resume-policy extend ({changed}): the new schedule is continuous at step {step}"]
+    try:
+        pieces = [S.Refit(s, step, lr) for s, lr in zip(schedules, current_lrs)]
+    except ValueError as err:
+        raise ResumeError(
+            f"--lr-resume-policy extend ({changed}): the new schedule must still be decaying at the resume "
+            f"step {step}: {err}"
+        ) from err
+    end = schedules[0].end()
+    note = (
+        f"--lr-resume-policy extend ({changed}): the rest of the decay is refitted from the LR in force "
+        f"{_lrs(current_lrs)} at step {step} to the floor at step {int(end[0]) if end else '?'}"
+    )
+    return _then(decision.saved.spec, step, pieces), [note]
+
+
+def _lrs(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]" if len(values) > 1 else f"{values[0]:.6g}"
+
+
+def jump_report(step: int, before: list[float], after: list[float]) -> str:
+    """The warning of ``override``: each group's LR before and after the change, and the relative change."""
+    if before == after:
+        return f"--lr-resume-policy override: the new schedule gives the same LR at step {step} (no jump)"
+    parts = []
+    for i, (a, b) in enumerate(zip(before, after)):
+        change = f"{(b - a) / a:+.1%}" if a else ("+0.0%" if b == a else "from 0")
+        parts.append(f"group {i}: {a:.6g} -> {b:.6g} ({change})")
+    return f"--lr-resume-policy override: the LR jumps at step {step}: " + "; ".join(parts)

@@ -1,0 +1,213 @@
+"""``--lr-resume-policy``: changing the schedule on resume never moves the LR silently."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lrkit import schedules as S
+from lrkit.resume import Policy, parse_policy, spec_diff
+from lrkit.train import checkpoint as ckpt
+from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.parallel import DistContext
+
+TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
+CHAINED = {
+    "type": "ChainedScheduler",
+    "schedulers": [
+        {"type": "StepLR", "step_size": 3, "gamma": 0.5},
+        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5},
+    ],
+}
+
+LR, FLOOR = 0.01, 0.001
+COSINE = ["--lr", str(LR), "--lr-scheduler", "cosine", "--warmup-steps", "2", "--min-lr", str(FLOOR)]
+
+
+def old(t: float) -> float:
+    """The first leg's schedule (cosine to step 8), as the trainer builds it."""
+    return S.WarmupCosine(LR, 2, 8, min_lr=FLOOR)(t)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
+    return [(r["step"], r["lr"], r["loss"]) for r in records]
+
+
+def leg(tmp: Path, steps: int, *argv: str) -> list[dict[str, Any]]:
+    args = parse(*TINY, "--run-dir", str(tmp), "--num-iterations", str(steps), "--save-interval", "4", *argv)
+    train(args, DistContext())
+    return read_metrics(tmp / "metrics.jsonl")
+
+
+def lrs_of(records: list[dict[str, Any]]) -> list[float]:
+    """Group 0's LR of every step (both groups follow the same schedule here)."""
+    assert all(len(set(r["lr"])) == 1 for r in records)
+    return [r["lr"][0] for r in records]
+
+
+def saved_spec(tmp: Path) -> dict[str, Any]:
+    return ckpt.load_checkpoint(ckpt.list_checkpoints(tmp)[-1])["scheduler_spec"]
+
+
+def test_spec_diff_names_each_changed_path() -> None:
+    changed = json.loads(json.dumps(CHAINED))
+    changed["schedulers"][0]["gamma"] = 0.3
+    changed["schedulers"][1]["end_factor"] = 0.5
+    assert spec_diff(CHAINED, changed) == [
+        "schedulers[0].gamma: 0.5 -> 0.3",
+        "schedulers[1].end_factor: (absent) -> 0.5",
+    ]
+    assert spec_diff({"type": "WSD", "total_steps": 1000}, {"type": "WSD", "total_steps": 2000}) == [
+        "total_steps: 1000 -> 2000"
+    ]
+    assert spec_diff({"gamma": 1}, {"gamma": 1.0}) == ["gamma: 1 -> 1.0"]  # they fingerprint differently
+    assert spec_diff(CHAINED, CHAINED) == []
+
+
+def test_parse_policy() -> None:
+    assert parse_policy("extend") == Policy("extend")
+    assert parse_policy("cooldown:200:1-sqrt") == Policy("cooldown", 200, "1-sqrt")
+    assert str(parse_policy("cooldown:50")) == "cooldown:50"
+    for bad in ("later", "cooldown", "cooldown:0", "cooldown:10:square", "extend:5"):
+        with pytest.raises(ValueError, match="lr-resume-policy"):
+            parse_policy(bad)
+
+
+def _error_of(tmp: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    before = (tmp / "metrics.jsonl").read_text()
+    args = parse(*TINY, "--run-dir", str(tmp), "--num-iterations", "8", "--resume", "auto", *argv)
+    assert run_train(args) == 2
+    assert (tmp / "metrics.jsonl").read_text() == before  # no step ran
+    return capsys.readouterr().err
+
+
+def test_strict_is_an_error_with_the_diff_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    changed = json.loads(json.dumps(CHAINED))
+    changed["schedulers"][0]["gamma"] = 0.3
+    leg(tmp_path, 4, "--lr-scheduler", json.dumps(CHAINED))
+    err = _error_of(tmp_path, capsys, "--lr-scheduler", json.dumps(changed))
+    assert "schedulers[0].gamma: 0.5 -> 0.3" in err and "--lr-resume-policy" in err
+    leg(tmp_path / "cos", 4, *COSINE, "--total-steps", "8")
+    err = _error_of(tmp_path / "cos", capsys, *COSINE, "--total-steps", "12")
+    assert "total_steps: 8 -> 12" in err
+
+
+def test_checkpoint_keeps_the_old_schedule_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    straight = leg(tmp_path / "straight", 8, *COSINE, "--total-steps", "8")
+    leg(tmp_path / "b", 4, *COSINE, "--total-steps", "8")
+    capsys.readouterr()
+    resumed = leg(
+        tmp_path / "b", 8, *COSINE, "--total-steps", "12", "--resume", "auto", "--lr-resume-policy", "checkpoint"
+    )
+    assert trace(resumed) == trace(straight)
+    assert "the command line's schedule is ignored" in capsys.readouterr().err
+    # The run keeps asking for the checkpoint's schedule: a later strict resume with its flags works.
+    again = leg(tmp_path / "b", 9, *COSINE, "--total-steps", "8", "--resume", "auto")
+    assert lrs_of(again)[8] == old(8)
+
+
+def test_override_applies_the_new_schedule_at_the_step_and_reports_the_jump(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leg(tmp_path, 4, *COSINE, "--total-steps", "8")
+    capsys.readouterr()
+    resumed = leg(tmp_path, 8, *COSINE, "--total-steps", "12", "--resume", "auto", "--lr-resume-policy", "override")
+    new = S.WarmupCosine(LR, 2, 12, min_lr=FLOOR)
+    assert lrs_of(resumed) == [old(t) for t in range(4)] + [new(t) for t in range(4, 8)]
+    err = capsys.readouterr().err
+    assert f"the LR jumps at step 4: group 0: {old(4):.6g} -> {new(4):.6g} (+{(new(4) - old(4)) / old(4):.1%})" in err
+    assert saved_spec(tmp_path)["total_steps"] == 12  # the new schedule is in force, and saved
+
+
+def test_extend_keeps_the_lr_continuous_and_reaches_the_new_floor_at_the_new_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leg(tmp_path, 4, *COSINE, "--total-steps", "8")
+    longer = [*COSINE, "--total-steps", "12", "--resume", "auto"]
+    leg(tmp_path, 8, *longer, "--lr-resume-policy", "extend")
+    assert "refitted" in capsys.readouterr().err
+    in_force = saved_spec(tmp_path)
+    assert in_force["type"] == "SequentialLR" and in_force["milestones"] == [4]
+    # A second resume of the extended run with the same flags and the default strict policy continues it.
+    records = leg(tmp_path, 14, *longer)
+    lrs = lrs_of(records)
+    assert lrs[:4] == [old(t) for t in range(4)]
+    assert lrs[4] == old(4)  # the first update after the resume uses the LR the old run would have used
+    assert all(a > b for a, b in zip(lrs[4:12], lrs[5:13]))  # still decaying, never up
+    assert lrs[12] == FLOOR and lrs[13] == FLOOR  # the floor exactly at the new total (step 12), then held
+    refit = S.Refit(S.WarmupCosine(LR, 2, 12, min_lr=FLOOR), 4, old(4))
+    assert lrs[4:] == [refit(t - 4) for t in range(4, 14)]
+
+
+def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) -> None:
+    wsd = [
+        "--lr",
+        str(LR),
+        "--lr-scheduler",
+        "wsd",
+        "--warmup-steps",
+        "1",
+        "--decay-steps",
+        "3",
+        "--min-lr",
+        str(FLOOR),
+    ]
+    leg(tmp_path, 4, *wsd, "--total-steps", "8")
+    resumed = leg(tmp_path, 10, *wsd, "--total-steps", "10", "--resume", "auto", "--lr-resume-policy", "extend")
+    longer = S.WSD(LR, 1, 10, decay_steps=3, min_lr=FLOOR)
+    assert lrs_of(resumed) == [longer(t) for t in range(10)]
+
+
+def test_extend_with_another_change_is_an_error_that_lists_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leg(tmp_path, 4, *COSINE, "--total-steps", "8")
+    argv = [*COSINE[:-1], "0.002", "--total-steps", "12", "--lr-resume-policy", "extend"]
+    err = _error_of(tmp_path, capsys, *argv)
+    assert "min_lr: 0.001 -> 0.002" in err and "total_steps: 8 -> 12" not in err
+
+
+def test_cooldown_reaches_min_lr_after_n_steps_and_holds_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = [*COSINE, "--total-steps", "20"]
+    first = S.WarmupCosine(LR, 2, 20, min_lr=FLOOR)
+    leg(tmp_path, 4, *flags)
+    leg(tmp_path, 8, *flags, "--resume", "auto", "--lr-resume-policy", "cooldown:3")
+    assert "linear decay from the LR in force" in capsys.readouterr().err
+    # Rerunning the same command (e.g. after a crash) continues the cooldown in force, it does not start another.
+    lrs = lrs_of(leg(tmp_path, 10, *flags, "--resume", "auto", "--lr-resume-policy", "cooldown:3"))
+    start = first(4)
+    assert lrs[:5] == [first(t) for t in range(5)]  # continuous: step 5 uses the LR in force at the checkpoint
+    assert lrs[5:7] == [S.Decay(start, 3, FLOOR)(t) for t in (1, 2)]
+    assert lrs[7:] == [FLOOR] * 3  # min_lr exactly 3 steps after the resume, then held
+
+
+@pytest.mark.parametrize("policy", ["extend", "cooldown:3:cosine"])
+def test_torch_backend_applies_the_same_policy(tmp_path: Path, policy: str) -> None:
+    """PyTorch's LambdaLR over the same math: LRs equal lrkit's up to the rounding of schedule / base_lr."""
+    runs = {}
+    for backend in ("lrkit", "torch"):
+        flags = [*COSINE, "--scheduler-backend", backend]
+        leg(tmp_path / backend, 4, *flags, "--total-steps", "8")
+        records = leg(
+            tmp_path / backend, 8, *flags, "--total-steps", "12", "--resume", "auto", "--lr-resume-policy", policy
+        )
+        runs[backend] = lrs_of(records)
+    assert runs["torch"] == pytest.approx(runs["lrkit"], rel=1e-12, abs=1e-18)
+    assert runs["torch"][4] == pytest.approx(old(4), rel=1e-12)
+
+
+def test_cooldown_from_a_constant_run_decays_to_zero(tmp_path: Path) -> None:
+    flags = ["--lr", str(LR), "--lr-scheduler", "constant"]
+    leg(tmp_path, 4, *flags)
+    lrs = lrs_of(leg(tmp_path, 7, *flags, "--resume", "auto", "--lr-resume-policy", "cooldown:2:1-sqrt"))
+    assert lrs[:5] == [LR] * 5 and lrs[5] == pytest.approx(LR * (1 - 0.5**0.5)) and lrs[6] == 0.0

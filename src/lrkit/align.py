@@ -48,6 +48,8 @@ COMPOSITE = {
         {"type": "ExponentialLR", "gamma": 0.95},
     ],
 }
+#: Pipeline cases: 4 micro-batches (batch 4 x 64 tokens) per update, the pipeline's microbatches.
+PP_FLAGS = ["--total-batch-size", str(4 * 4 * 64)]
 #: The schedule the ``extend`` and ``cooldown`` resume cases start from.
 COSINE_10 = {"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 10, "min_lr": 1e-4}
 
@@ -145,6 +147,23 @@ def all_cases() -> list[Case]:
             model="llama3",
             nproc=2,
             flags=["--tensor-parallel", "2"],
+            group="layouts",
+        ),
+        # Pipeline cases: the update's 4 micro-batches (--total-batch-size 4 x 4 x 64) are the pipeline's.
+        Case("pp2-composite-gpt2", COMPOSITE, nproc=2, flags=[*PP_FLAGS, "--pipeline-parallel", "2"], group="layouts"),
+        Case(
+            "pp2-composite-llama3",
+            COMPOSITE,
+            model="llama3",
+            nproc=2,
+            flags=[*PP_FLAGS, "--pipeline-parallel", "2"],
+            group="layouts",
+        ),
+        Case(
+            "pp2-vpp2-composite-gpt2",
+            COMPOSITE,
+            nproc=2,
+            flags=[*PP_FLAGS, "--pipeline-parallel", "2", "--virtual-pipeline-parallel", "2"],
             group="layouts",
         ),
         Case("resume-mid-run", COMPOSITE, steps=12, resume_at=6, group="resume"),

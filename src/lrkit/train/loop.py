@@ -47,6 +47,7 @@ from lrkit.train.parallel import (
     teardown_distributed,
     wrap_model,
 )
+from lrkit.train.pipeline import PipelineModel, build_pipeline, check_pipeline_args
 
 #: Run-config keys a checkpoint must agree on to be resumed.
 COMPATIBLE_KEYS = [
@@ -130,6 +131,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --tensor-parallel: shard the norm/residual regions along the sequence (DTensor SequenceParallel)",
     )
     g.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP2 (fully_shard)")
+    g.add_argument(
+        "--pipeline-parallel",
+        type=int,
+        default=1,
+        help="pipeline-parallel degree (torch.distributed.pipelining); the micro-batches of an update "
+        "(gradient accumulation) are the pipeline's microbatches, at least this many",
+    )
+    g.add_argument(
+        "--virtual-pipeline-parallel", type=int, default=1, help="stages per pipeline rank (Interleaved1F1B when > 1)"
+    )
+    g.add_argument(
+        "--pipeline-schedule",
+        choices=["1f1b", "gpipe", "interleaved1f1b"],
+        default=None,
+        help="default: 1f1b, or interleaved1f1b with --virtual-pipeline-parallel > 1",
+    )
     g = parser.add_argument_group("evaluation, output and checkpoints")
     g.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps and at the end; 0: never")
     g.add_argument("--eval-iters", type=int, default=4, help="validation micro-batches per evaluation")
@@ -260,6 +277,8 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _model_state(pm: ParallelModel) -> dict[str, Any]:
+    if isinstance(pm, PipelineModel):
+        return pm.model_state()
     if pm.sharded_state:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -268,6 +287,8 @@ def _model_state(pm: ParallelModel) -> dict[str, Any]:
 
 
 def _optimizer_state(pm: ParallelModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    if isinstance(pm, PipelineModel):
+        return pm.optimizer_state(optimizer)
     if pm.sharded_state:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -281,6 +302,9 @@ def _optimizer_state(pm: ParallelModel, optimizer: torch.optim.Optimizer) -> dic
 
 
 def _load_model_and_optimizer(pm: ParallelModel, optimizer: torch.optim.Optimizer, payload: dict[str, Any]) -> None:
+    if isinstance(pm, PipelineModel):
+        pm.load(optimizer, payload)
+        return
     if pm.sharded_state:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
@@ -313,7 +337,7 @@ def _gather_rng(ctx: DistContext) -> list[Any]:
 def run_train(args: argparse.Namespace) -> int:
     """Entry point behind ``lrkit train`` and ``python -m lrkit.train``; returns the exit code."""
     try:
-        ctx = setup_distributed(args.tensor_parallel, args.device)
+        ctx = setup_distributed(args.tensor_parallel, args.device, args.pipeline_parallel)
     except ValueError as err:
         print(f"lrkit train: error: {err}", file=sys.stderr)
         return 2
@@ -379,7 +403,14 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             f"--sequence-length {args.sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
             "under --sequence-parallel"
         )
-    pm = wrap_model(model, ctx, fsdp=args.fsdp, sequence_parallel=args.sequence_parallel)
+    pm: ParallelModel
+    if ctx.pp_size > 1:
+        check_pipeline_args(args, ctx, grad_accum, model.config.n_layer)
+        pm = build_pipeline(model, ctx, args, n_microbatches=grad_accum)
+    else:
+        if args.virtual_pipeline_parallel != 1 or args.pipeline_schedule is not None:
+            raise TrainError("--virtual-pipeline-parallel and --pipeline-schedule need --pipeline-parallel > 1")
+        pm = wrap_model(model, ctx, fsdp=args.fsdp, sequence_parallel=args.sequence_parallel)
     if args.compile:
         pm.module = torch.compile(pm.module)  # type: ignore[assignment]
     optimizer = build_optimizer(args, pm)
@@ -440,7 +471,14 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         t0 = time.perf_counter()
         lrs = [float(g["lr"]) for g in optimizer.param_groups]
         loss_sum = torch.zeros((), device=ctx.device)
-        for micro in range(grad_accum):
+        if isinstance(pm, PipelineModel):  # the update's micro-batches are the pipeline's microbatches
+            batches = [loader.next_batch() for _ in range(grad_accum)]
+            x = torch.cat([b[0] for b in batches]).to(ctx.device)
+            y = torch.cat([b[1] for b in batches]).to(ctx.device)
+            amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+            with amp:
+                loss_sum = pm.pipeline_step(x, y)  # the last stage's loss, broadcast to every stage
+        for micro in range(grad_accum if not isinstance(pm, PipelineModel) else 0):
             x, y = loader.next_batch()
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
@@ -454,7 +492,10 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         if args.inject_inf_grad_at == step:
             params[0].grad.fill_(float("inf"))  # type: ignore[union-attr]
         scaler.unscale_(optimizer)
-        grad_norm = clip_grad_norm(params, args.grad_clip)
+        if isinstance(pm, PipelineModel):
+            grad_norm = pm.clip_grad_norm(args.grad_clip)  # global over all stages
+        else:
+            grad_norm = clip_grad_norm(params, args.grad_clip)
         if use_scaler:
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
@@ -497,6 +538,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             f"step {step:4d}/{args.num_iterations} | train loss {loss:.6f} | lr {lrs[0]:.2e} | "
             f"({ms:.2f} ms | {record['tok_per_s']:.0f} tok/s | DP={ctx.dp_size}"
             + (f" TP={ctx.tp_size}" if ctx.tp_size > 1 else "")
+            + (f" PP={ctx.pp_size}" if ctx.pp_size > 1 else "")
             + ")"
             + (
                 f" | val loss {record['val_loss']:.6f} | val ppl {record['val_ppl']:.2f}"

@@ -30,7 +30,9 @@ class DistContext:
     dp_rank: int = 0
     tp_size: int = 1
     device: torch.device = torch.device("cpu")
-    mesh: Any = None  # DeviceMesh with dims ("dp", "tp") when distributed
+    mesh: Any = None  # DeviceMesh with dims ("dp", "tp") when distributed; ("dp", "pp", "tp") under PP
+    pp_size: int = 1
+    pp_rank: int = 0
 
     @property
     def distributed(self) -> bool:
@@ -46,14 +48,23 @@ class DistContext:
         return self.rank == 0
 
 
-def setup_distributed(tensor_parallel: int = 1, device: str = "auto") -> DistContext:
-    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` set); else a 1-process context."""
+def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_parallel: int = 1) -> DistContext:
+    """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` set); else a 1-process context.
+
+    With ``pipeline_parallel > 1`` the mesh is ``(dp, pp, tp)``, rank = ``(dp_rank * pp + pp_rank) * tp + tp_rank``;
+    otherwise it is the ``(dp, tp)`` mesh as before.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if tensor_parallel < 1 or world_size % tensor_parallel != 0:
         raise ValueError(
             f"--tensor-parallel must divide the number of ranks, got tensor_parallel={tensor_parallel}, "
             f"world_size={world_size}"
+        )
+    if pipeline_parallel < 1 or world_size % (pipeline_parallel * tensor_parallel) != 0:
+        raise ValueError(
+            f"--pipeline-parallel x --tensor-parallel must divide the number of ranks, got "
+            f"pipeline_parallel={pipeline_parallel}, tensor_parallel={tensor_parallel}, world_size={world_size}"
         )
     if world_size == 1:
         dev = torch.device("cuda" if use_cuda else "cpu")
@@ -69,6 +80,23 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto") -> DistCon
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
     from torch.distributed.device_mesh import init_device_mesh
 
+    if pipeline_parallel > 1:
+        dp_size = world_size // (pipeline_parallel * tensor_parallel)
+        mesh = init_device_mesh(
+            dev.type, (dp_size, pipeline_parallel, tensor_parallel), mesh_dim_names=("dp", "pp", "tp")
+        )
+        return DistContext(
+            rank=rank,
+            world_size=world_size,
+            local_rank=local_rank,
+            dp_size=dp_size,
+            dp_rank=rank // (pipeline_parallel * tensor_parallel),
+            tp_size=tensor_parallel,
+            device=dev,
+            mesh=mesh,
+            pp_size=pipeline_parallel,
+            pp_rank=(rank // tensor_parallel) % pipeline_parallel,
+        )
     dp_size = world_size // tensor_parallel
     mesh = init_device_mesh(dev.type, (dp_size, tensor_parallel), mesh_dim_names=("dp", "tp"))
     return DistContext(

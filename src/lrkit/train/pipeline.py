@@ -1,0 +1,335 @@
+"""Pipeline parallelism on ``torch.distributed.pipelining``: ``--pipeline-parallel N --virtual-pipeline-parallel V``.
+
+The model's blocks are split evenly into ``N * V`` stage modules. Stage 0 also holds the
+embeddings, the last stage the final norm and the output head and computes the loss.
+Stage ``s`` lives on pipeline rank ``s % N`` (looped placement), so with ``V > 1`` every
+rank holds ``V`` stages and runs ``ScheduleInterleaved1F1B``; with ``V == 1`` it runs
+``Schedule1F1B`` (default) or ``ScheduleGPipe``.
+
+The micro-batches of one optimizer update are the pipeline's micro-batches:
+``n_microbatches`` = the gradient-accumulation steps, which must be ``>= N`` (raise
+``--total-batch-size``). The schedule averages the gradients over them (``scale_grads``),
+as the plain loop does by dividing each micro-loss.
+
+GPT-2's tied embedding: the first stage holds ``wte`` and the last stage ``lm_head``,
+on different ranks, so the last stage keeps a *copy* of the shared weight (Megatron's
+approach). After backward the two ranks all-reduce (sum) the copy's and the original's
+gradients, so both hold the tied gradient of the single-process model and take the
+same optimizer update: the copies stay identical. The grad norm counts the weight once.
+
+Every rank builds the full model from the same seed and keeps only its stages'
+parameters in its optimizer. Gradients are averaged over data-parallel replicas
+(``dp = world / N``) by hand; the global grad norm sums squared norms over the pipeline
+group. Checkpoints gather every stage's parameters and optimizer state to rank 0 into
+the same full-model payload as the other layouts (so a PP checkpoint resumes under any
+layout, and any full checkpoint resumes under PP).
+
+Refused for now, with a clear error: tensor parallel, FSDP, ZeRO-1, ``--compile``,
+float16 (the GradScaler cannot scale the schedule's internal backward; bfloat16 works)
+and ``--eval-interval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lrkit.train.parallel import DistContext, ParallelModel
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b")
+
+
+def stage_layers(n_layer: int, pp: int, vpp: int = 1) -> list[tuple[int, int]]:
+    """Block ranges ``[lo, hi)`` of the ``pp * vpp`` stages; the blocks must split evenly."""
+    if pp < 1 or vpp < 1:
+        raise ValueError(f"--pipeline-parallel and --virtual-pipeline-parallel must be >= 1, got {pp} and {vpp}")
+    stages = pp * vpp
+    if n_layer % stages != 0:
+        raise ValueError(
+            f"--pipeline-parallel {pp} x --virtual-pipeline-parallel {vpp} = {stages} stages must divide the "
+            f"model's n_layer={n_layer}"
+        )
+    per = n_layer // stages
+    return [(s * per, (s + 1) * per) for s in range(stages)]
+
+
+def check_pipeline_args(args: argparse.Namespace, ctx: DistContext, grad_accum: int, n_layer: int) -> None:
+    """Refuse what PP does not support (yet) before any step."""
+    pp, vpp = args.pipeline_parallel, args.virtual_pipeline_parallel
+    stage_layers(n_layer, pp, vpp)
+    refused = [
+        (args.tensor_parallel > 1, "--tensor-parallel"),
+        (args.sequence_parallel, "--sequence-parallel"),
+        (args.fsdp, "--fsdp"),
+        (args.zero_stage == 1, "--zero-stage 1"),
+        (args.compile, "--compile"),
+        (args.dtype == "float16", "--dtype float16"),
+        (bool(args.eval_interval), "--eval-interval"),
+    ]
+    for bad, flag in refused:
+        if bad:
+            raise ValueError(f"--pipeline-parallel {pp} cannot be combined with {flag} yet")
+    if grad_accum < pp:
+        raise ValueError(
+            f"--pipeline-parallel {pp} needs at least {pp} micro-batches per update (the pipeline's "
+            f"microbatches are the gradient-accumulation steps), got {grad_accum}: raise --total-batch-size to "
+            f">= {pp} x batch-size x sequence-length x data-parallel size "
+            f"= {pp * args.batch_size * args.sequence_length * ctx.dp_size}"
+        )
+    schedule = args.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
+    if (vpp > 1) != (schedule == "interleaved1f1b"):
+        raise ValueError(
+            f"--pipeline-schedule {schedule} does not fit --virtual-pipeline-parallel {vpp}: use interleaved1f1b "
+            "for V > 1, 1f1b or gpipe for V = 1"
+        )
+    if vpp > 1:
+        rounds = max(1, grad_accum // pp)
+        if grad_accum % rounds:
+            raise ValueError(
+                f"Interleaved1F1B needs the micro-batches per update ({grad_accum}) to be a multiple of "
+                f"{rounds} = max(1, micro-batches // --pipeline-parallel {pp})"
+            )
+
+
+class _Stage(nn.Module):
+    """Blocks ``[lo, hi)`` of a GPT-2 or LLaMA-3 model, with the embeddings (first) or the head (last)."""
+
+    def __init__(self, model: nn.Module, lo: int, hi: int, first: bool, last: bool) -> None:
+        super().__init__()
+        m: Any = model
+        self.first, self.last = first, last
+        self.llama = type(model).__name__ == "Llama3"
+        if self.llama:
+            self._rope = m.rope_cos_sin  # recomputed on each stage (deterministic, not parameters)
+            if first:
+                self.tok_embeddings = m.tok_embeddings
+            self.blocks = nn.ModuleList(list(m.layers)[lo:hi])
+            if last:
+                self.norm, self.head = m.norm, m.output
+        else:
+            if first:
+                self.wte, self.wpe, self.drop = m.transformer.wte, m.transformer.wpe, m.transformer.drop
+            self.blocks = nn.ModuleList(list(m.transformer.h)[lo:hi])
+            if last:
+                self.norm, self.head = m.transformer.ln_f, m.lm_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.llama:
+            cos, sin = self._rope(x.shape[1], x.device)
+            if self.first:
+                x = self.tok_embeddings(x)
+            for block in self.blocks:
+                x = block(x, cos, sin)
+        else:
+            if self.first:
+                pos = torch.arange(x.shape[1], dtype=torch.long, device=x.device)
+                x = self.drop(self.wte(x) + self.wpe(pos))
+            for block in self.blocks:
+                x = block(x)
+        if self.last:
+            x = self.head(self.norm(x))
+        return x
+
+
+def _loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+
+class PipelineModel(ParallelModel):
+    """This rank's stages, its schedule, and the hooks the loop needs (step, grad sync, clip, checkpoint)."""
+
+    full: nn.Module
+    schedule: Any
+    n_microbatches: int
+    _tied_copy: nn.Parameter | None
+    _tied_group: Any
+    _canon: dict[int, str]  # id(local param) -> name in the single-process model
+    _full_order: list[list[str]]  # the single-process optimizer groups (decay, no_decay), by name
+    _state_keys: list[tuple[str, str]]  # full state-dict key -> the parameter name that holds it
+
+    def pipeline_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of one update's micro-batches (stacked along dim 0); the mean loss on every rank."""
+        ctx = self.ctx
+        losses: list[torch.Tensor] = []
+        first = ctx.pp_rank == 0
+        last = ctx.pp_rank == ctx.pp_size - 1
+        args = (x,) if first else ()
+        self.schedule.step(*args, target=y if last else None, losses=losses if last else None)
+        loss_sum = torch.zeros((), device=ctx.device)
+        for loss in losses:
+            loss_sum += loss.detach().float() / self.n_microbatches
+        dist.broadcast(loss_sum, group=ctx.mesh["pp"].get_group(), group_src=ctx.pp_size - 1)
+        return loss_sum
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Global grad norm over all stages (squared norms summed over the pipeline group), clipped as torch does."""
+        grads = [p.grad for p in self.raw.parameters() if p.grad is not None]
+        counted = [p.grad for p in self.raw.parameters() if p.grad is not None and p is not self._tied_copy]
+        local = torch.nn.utils.get_total_norm(counted) if counted else torch.zeros((), device=self.ctx.device)
+        squared = local.double().pow(2).reshape(1)
+        dist.all_reduce(squared, op=dist.ReduceOp.SUM, group=self.ctx.mesh["pp"].get_group())
+        total = squared.sqrt().to(local.dtype).reshape(())
+        if max_norm > 0:
+            coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+            for g in grads:
+                g.mul_(coef)
+        return float(total)
+
+    # ------------------------------------------------------------------ checkpoint: full-model payloads
+
+    def _local_named(self) -> dict[str, torch.Tensor]:
+        """This rank's parameters by single-process name (the tied copy left out: stage 0 reports it)."""
+        return {self._canon[id(p)]: p.detach().cpu().clone() for p in self.raw.parameters() if p is not self._tied_copy}
+
+    def model_state(self) -> dict[str, Any]:
+        """Collective: the full model's state dict on rank 0 (``{}`` elsewhere)."""
+        gathered = _gather(self._local_named(), self.ctx)
+        if not self.ctx.is_main:
+            return {}
+        merged: dict[str, torch.Tensor] = {}
+        for part in gathered:
+            merged.update(part)
+        return {key: merged[name] for key, name in self._state_keys}
+
+    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Collective: the single-process optimizer's state dict on rank 0 (``{}`` elsewhere)."""
+        local = optimizer.state_dict()
+        by_name: dict[str, Any] = {}
+        for group, saved in zip(optimizer.param_groups, local["param_groups"]):
+            for p, index in zip(group["params"], saved["params"]):
+                if p is not self._tied_copy and index in local["state"]:
+                    by_name[self._canon[id(p)]] = _to_cpu(local["state"][index])
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in local["param_groups"]]
+        gathered = _gather((by_name, hyper), self.ctx)
+        if not self.ctx.is_main:
+            return {}
+        states: dict[str, Any] = {}
+        for part, _ in gathered:
+            states.update(part)
+        groups, state, index = [], {}, 0
+        for g, names in enumerate(self._full_order):
+            params = []
+            for name in names:
+                if name in states:
+                    state[index] = states[name]
+                params.append(index)
+                index += 1
+            groups.append({**hyper[min(g, len(hyper) - 1)], "params": params})
+        return {"state": state, "param_groups": groups}
+
+    def load(self, optimizer: torch.optim.Optimizer, payload: dict[str, Any]) -> None:
+        """Load a full-model payload (any layout's) into this rank's stages and optimizer."""
+        state = payload["model"]
+        with torch.no_grad():
+            for p in self.raw.parameters():
+                p.copy_(state[self._canon[id(p)]])
+        full = payload["optimizer"]
+        index_of = {name: i for i, name in enumerate(n for names in self._full_order for n in names)}
+        local = optimizer.state_dict()
+        new_state = {}
+        for g, (group, saved) in enumerate(zip(optimizer.param_groups, local["param_groups"])):
+            for p, index in zip(group["params"], saved["params"]):
+                i = index_of[self._canon[id(p)]]
+                if i in full["state"]:
+                    new_state[index] = full["state"][i]
+            hyper = {k: v for k, v in full["param_groups"][g].items() if k != "params"}
+            saved.update(hyper)
+        local["state"] = new_state
+        optimizer.load_state_dict(local)
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def _gather(obj: Any, ctx: DistContext) -> list[Any]:
+    out: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out if out is not None else []
+
+
+def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace, n_microbatches: int) -> PipelineModel:
+    """This rank's stage modules, ``PipelineStage`` objects and schedule; collective (creates process groups)."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
+
+    pp, vpp = ctx.pp_size, args.virtual_pipeline_parallel
+    cfg: Any = model.config
+    ranges = stage_layers(cfg.n_layer, pp, vpp)
+    model.to(ctx.device)
+    tied = type(model).__name__ == "GPT2"
+    # The single-process names, optimizer groups and state-dict keys, taken before any untying.
+    named = list(model.named_parameters())
+    full_order = [[n for n, p in named if p.dim() >= 2], [n for n, p in named if p.dim() < 2]]
+    name_of = {id(p): n for n, p in named}
+    state_keys = [(k, name_of[id(v)]) for k, v in model.state_dict(keep_vars=True).items()]
+    n_stages = pp * vpp
+    my_stages = [s for s in range(n_stages) if s % pp == ctx.pp_rank]
+    tied_copy: nn.Parameter | None = None
+    canon: dict[int, str] = {}
+    if tied and (n_stages - 1) in my_stages and 0 not in my_stages:
+        m: Any = model
+        tied_copy = nn.Parameter(m.lm_head.weight.detach().clone())
+        m.lm_head.weight = tied_copy
+        canon[id(tied_copy)] = "transformer.wte.weight"
+    modules = [_Stage(model, *ranges[s], first=s == 0, last=s == n_stages - 1) for s in my_stages]
+    raw = nn.ModuleList(modules)
+    for p in raw.parameters():
+        canon.setdefault(id(p), name_of.get(id(p), ""))
+    pp_group = ctx.mesh["pp"].get_group()
+    stages: list[Any] = [
+        PipelineStage(mod, s, n_stages, ctx.device, group=pp_group) for mod, s in zip(modules, my_stages)
+    ]
+    schedule_name = args.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
+    schedule: Any
+    if schedule_name == "interleaved1f1b":
+        schedule = ScheduleInterleaved1F1B(stages, n_microbatches=n_microbatches, loss_fn=_loss_fn)
+    elif schedule_name == "gpipe":
+        schedule = ScheduleGPipe(stages[0], n_microbatches=n_microbatches, loss_fn=_loss_fn)
+    else:
+        schedule = Schedule1F1B(stages[0], n_microbatches=n_microbatches, loss_fn=_loss_fn)
+
+    # The tied pair (stage 0 on pp rank 0, the last stage on pp rank pp-1) of every data-parallel replica.
+    tied_group = None
+    if tied:
+        per_replica = pp * ctx.tp_size
+        for d in range(ctx.dp_size):
+            group = dist.new_group([d * per_replica, d * per_replica + (pp - 1) * ctx.tp_size])
+            if d == ctx.dp_rank:
+                tied_group = group
+    owns_tied = tied and (ctx.pp_rank == 0 or ctx.pp_rank == pp - 1)
+    tied_param: nn.Parameter | None = None
+    if owns_tied:
+        m = model
+        tied_param = tied_copy if tied_copy is not None else m.transformer.wte.weight
+    dp_group = ctx.mesh["dp"].get_group() if ctx.dp_size > 1 else None
+    params = list(raw.parameters())
+
+    def _sync() -> None:
+        if tied_param is not None and tied_param.grad is not None:
+            dist.all_reduce(tied_param.grad, op=dist.ReduceOp.SUM, group=tied_group)
+        if dp_group is not None:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=dp_group)
+                    p.grad.div_(ctx.dp_size)
+
+    layout = f"PP{pp}" + (f"+VPP{vpp}" if vpp > 1 else "") + (f"+DP{ctx.dp_size}" if ctx.dp_size > 1 else "")
+    pm = PipelineModel(module=raw, raw=raw, ctx=ctx, layout=layout, sharded_state=False, _sync_grads=_sync)
+    pm.full = model
+    pm.schedule = schedule
+    pm.n_microbatches = n_microbatches
+    pm._tied_copy = tied_copy
+    pm._tied_group = tied_group
+    pm._canon = canon
+    pm._full_order = full_order
+    pm._state_keys = state_keys
+    return pm

@@ -1,0 +1,108 @@
+"""Pipeline parallel (torch.distributed.pipelining): same LRs and losses as one process, exact resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train import CHAINED, TINY, parse, run, torchrun
+
+from lrkit.train.loop import read_metrics, run_train
+from lrkit.train.parallel import DistContext
+from lrkit.train.pipeline import check_pipeline_args, stage_layers
+
+SPEC = json.dumps(CHAINED)
+TWO_MICRO = ["--total-batch-size", str(2 * 2 * 32)]  # 2 micro-batches of 2 x 32 tokens per update
+FOUR_MICRO = ["--total-batch-size", str(4 * 2 * 32)]
+
+
+def _same_run(pipelined: list[dict[str, object]], single: list[dict[str, object]]) -> None:
+    assert [r["step"] for r in pipelined] == [r["step"] for r in single]
+    assert [r["lr"] for r in pipelined] == [r["lr"] for r in single]  # exactly
+    assert [r["loss"] for r in pipelined] == pytest.approx([r["loss"] for r in single], rel=1e-5)
+
+
+@pytest.mark.parametrize("model", ["gpt2", "llama3"])
+def test_pp2_matches_one_process(tmp_path: Path, model: str) -> None:
+    single = run(tmp_path / "one", "--num-iterations", "4", "--model", model, *TWO_MICRO)
+    torchrun(
+        2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "4", "--lr-scheduler", SPEC, "--model", model,
+        "--pipeline-parallel", "2", "--check-lr-sync", *TWO_MICRO,
+    )  # fmt: skip
+    pipelined = read_metrics(tmp_path / "pp" / "metrics.jsonl")
+    assert all(r["lr_ranks_equal"] for r in pipelined)
+    _same_run(pipelined, single)
+
+
+def test_pp2_vpp2_dp2_interleaved_matches_one_process(tmp_path: Path) -> None:
+    """4 ranks: 2 data-parallel replicas of a 2-rank pipeline with 2 virtual stages each (Interleaved1F1B)."""
+    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
+    torchrun(
+        4, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "3", "--lr-scheduler", SPEC,
+        "--pipeline-parallel", "2", "--virtual-pipeline-parallel", "2", "--check-lr-sync", *FOUR_MICRO,
+    )  # fmt: skip
+    pipelined = read_metrics(tmp_path / "pp" / "metrics.jsonl")
+    assert all(r["lr_ranks_equal"] for r in pipelined)
+    _same_run(pipelined, single)
+
+
+def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path) -> None:
+    """A PP checkpoint holds the full model: resumed under PP it ends identical, and it loads in one process."""
+    flags = ["--lr-scheduler", SPEC, "--pipeline-parallel", "2", "--model", "llama3", *TWO_MICRO]
+    torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "2", "--save-interval", "2", *flags)
+    torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "4", "--resume", "auto", *flags)
+    straight = run(tmp_path / "one", "--num-iterations", "4", "--model", "llama3", *TWO_MICRO)
+    resumed = read_metrics(tmp_path / "pp" / "metrics.jsonl")
+    _same_run(resumed, straight)
+    ckpt_path = next((tmp_path / "pp" / "checkpoints").glob("*2.pt"))
+    crossed = run(
+        tmp_path / "cross", "--num-iterations", "4", "--model", "llama3", "--resume", str(ckpt_path), *TWO_MICRO
+    )
+    _same_run(crossed, straight[2:])
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_stages_must_divide_the_layers() -> None:
+    assert stage_layers(4, 2, 2) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    with pytest.raises(
+        ValueError, match=r"--pipeline-parallel 2 x --virtual-pipeline-parallel 3 = 6 stages.*n_layer=4"
+    ):
+        stage_layers(4, 2, 3)
+
+
+def test_too_few_microbatches() -> None:
+    args = parse(*TINY, "--pipeline-parallel", "2")
+    with pytest.raises(ValueError, match=r"needs at least 2 micro-batches per update.*got 1.*--total-batch-size"):
+        check_pipeline_args(args, DistContext(pp_size=2), grad_accum=1, n_layer=4)
+
+
+def test_refused_combination() -> None:
+    args = parse(*TINY, "--pipeline-parallel", "2", "--fsdp")
+    with pytest.raises(ValueError, match="cannot be combined with --fsdp"):
+        check_pipeline_args(args, DistContext(pp_size=2), grad_accum=2, n_layer=4)
+
+
+def test_pipeline_needs_the_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "1", "--pipeline-parallel", "2")
+    assert run_train(args) == 2
+    assert "--pipeline-parallel x --tensor-parallel must divide the number of ranks" in capsys.readouterr().err
+    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "1", "--virtual-pipeline-parallel", "2")
+    assert run_train(args) == 2
+    assert "need --pipeline-parallel > 1" in capsys.readouterr().err
+
+
+def test_too_few_microbatches_under_torchrun(tmp_path: Path) -> None:
+    """Every rank refuses before any step; torchrun fails with the message."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lrkit.train"]
+    args = [*TINY, "--run-dir", str(tmp_path), "--num-iterations", "2", "--pipeline-parallel", "2"]
+    proc = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "needs at least 2 micro-batches per update" in proc.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()

@@ -566,6 +566,7 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
     def step(self, metrics: SupportsFloat, epoch: int | None = None) -> None:  # type: ignore[override]
         """Record ``metrics`` for the step just taken, reducing the LR if it has plateaued."""
         current = float(metrics)
+        self._stored_last_lr = None  # read from the groups from now on
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self.is_better(current, self.best):
             self.best = current
@@ -579,7 +580,20 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
             self._reduce_lr()
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    _stored_last_lr: list[float] | None = None
+
+    @property  # type: ignore[override]
+    def _last_lr(self) -> list[float]:
+        """The LRs as of the last ``step``, as torch keeps them, without copying them on the hot path:
+        after a step they are read from the groups when asked (only ``step`` changes them); after
+        construction or ``load_state_dict`` they are the stored values."""
+        stored = self._stored_last_lr
+        return group_lrs(self.optimizer) if stored is None else stored
+
+    @_last_lr.setter
+    def _last_lr(self, value: list[float]) -> None:
+        self._stored_last_lr = list(value)
 
     def _reduce_lr(self, epoch: int | None = None) -> None:
         groups = self.optimizer.param_groups

@@ -43,7 +43,6 @@ given"): a flag the chosen schedule does not use is an error that says which sch
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -279,7 +278,6 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | N
             choice = _scheduler_value(choice)
         except argparse.ArgumentTypeError as err:
             _Flags(args, str(choice), parser).fail(f"argument --lr-scheduler: {err}")
-    _register_spec_types()
     accepted = _ALWAYS if isinstance(choice, dict) else _ALWAYS | _ACCEPTS[str(choice)]
     label = "a JSON spec" if isinstance(choice, dict) else str(choice)
     what = "a JSON spec (it holds its own arguments)" if isinstance(choice, dict) else f"--lr-scheduler {label}"
@@ -300,19 +298,6 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | N
     if choice.startswith("hf:"):
         return _hf_spec(flags, choice[3:])
     return _BUILDERS[choice](flags)
-
-
-def _register_spec_types() -> None:
-    """Make sure every spec type this module can name is registered with :func:`lrkit.build_scheduler`.
-
-    The LLM and HF types register when :mod:`lrkit.llm` / :mod:`lrkit.hf` are imported, which
-    needs torch; without torch there is nothing to build with, and the spec is still returned.
-    """
-    try:
-        importlib.import_module("lrkit.llm")
-        importlib.import_module("lrkit.hf")
-    except ImportError:  # pragma: no cover - only without torch
-        pass
 
 
 def _warmup_args(f: _Flags) -> dict[str, Any]:

@@ -31,24 +31,9 @@ import torch
 from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
+import lrkit.torch_compat
 
-CLASSES = [
-    "LambdaLR",
-    "MultiplicativeLR",
-    "StepLR",
-    "MultiStepLR",
-    "ConstantLR",
-    "LinearLR",
-    "ExponentialLR",
-    "SequentialLR",
-    "PolynomialLR",
-    "CosineAnnealingLR",
-    "ChainedScheduler",
-    "ReduceLROnPlateau",
-    "CyclicLR",
-    "CosineAnnealingWarmRestarts",
-    "OneCycleLR",
-]
+CLASSES = list(lrkit.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
 COMPOSITES = ("ChainedScheduler", "SequentialLR")
 
 
@@ -854,3 +839,9 @@ def test_compiled_adamw_with_tensor_lr_does_not_recompile() -> None:
     # Control: with a float LR the same loop does recompile.
     assert _compiled_adamw_graphs(0.01, steps=6) > 1
     torch._dynamo.reset()
+
+
+def test_lrkit_has_every_torch_scheduler() -> None:
+    """The oracle for the name list is torch itself: every public scheduler class has an lrkit twin."""
+    assert set(CLASSES) == set(torch_lr.__all__) - {"LRScheduler"}
+    assert len(CLASSES) == 15

@@ -53,6 +53,9 @@ from lrkit.train.pipeline import PipelineModel, build_pipeline, check_pipeline_a
 COMPATIBLE_KEYS = [
     "model",
     "preset",
+    "n_layer",
+    "n_head",
+    "n_kv_head",
     "sequence_length",
     "optimizer",
     "dtype",
@@ -73,6 +76,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", choices=MODEL_NAMES, default="gpt2", help="architecture (default: gpt2)")
     g.add_argument("--preset", default="tiny", help="model size preset: tiny, small, 124M / 1B (default: tiny)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout probability (GPT-2 only; default 0)")
+    g.add_argument("--n-layer", type=int, default=None, help="override the preset's number of blocks")
+    g.add_argument("--n-head", type=int, default=None, help="override the preset's attention heads")
+    g.add_argument("--n-kv-head", type=int, default=None, help="override the preset's key/value heads (LLaMA-3 only)")
     g = parser.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -223,6 +229,21 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
     return cls(groups, **kwargs)
 
 
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The model-config fields the flags replace in the preset (``--dropout``, ``--n-layer``, ...)."""
+    overrides: dict[str, Any] = {}
+    if args.model == "gpt2" and args.dropout:
+        overrides["dropout"] = args.dropout
+    for name in ("n_layer", "n_head", "n_kv_head"):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name == "n_kv_head" and args.model != "llama3":
+            raise TrainError(f"--n-kv-head applies to --model llama3 only, got --model {args.model}")
+        overrides[name] = value
+    return overrides
+
+
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The run's flags as plain data (stored in every checkpoint)."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
@@ -371,9 +392,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     np.random.seed(args.seed)
-    overrides: dict[str, Any] = {}
-    if args.model == "gpt2" and args.dropout:
-        overrides["dropout"] = args.dropout
+    overrides = model_overrides(args)
     model = build_model(args.model, args.preset, **overrides)
     block_size = model.config.block_size  # type: ignore[union-attr]
     if args.sequence_length > block_size:

@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-random clean
+.PHONY: setup test lint demo bench align align-layouts clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: setup
 # The full alignment matrix (lrkit vs PyTorch's own schedulers, loss for loss), plus 3 random cases.
 align: setup
 	$(BIN)/lrkit align --random 3 --seed 0
+
+# Every parallel layout (InfiniTrain's scenario matrix) at 8 ranks, gpt2 and llama3, both backends.
+align-layouts: setup
+	$(BIN)/lrkit align --layouts
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

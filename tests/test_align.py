@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,30 @@ def test_matrix_names_are_unique_and_random_cases_are_reproducible() -> None:
     assert len(names) == len(set(names))
     assert {"source", "classes", "llm", "layouts", "resume", "precision"} <= {c.group for c in all_cases()}
     assert [c.spec for c in random_cases(3, seed=5)] == [c.spec for c in random_cases(3, seed=5)]
+
+
+def test_layout_matrix_has_every_scenario_with_a_valid_batch_split() -> None:
+    """make align-layouts: InfiniTrain's layouts for both models, ZeRO-1 wherever DP > 1, same global batch."""
+    from lrkit.align_layouts import SEQUENCES, layout_cases, reference_name
+    from lrkit.train.loop import add_train_arguments
+
+    cases = layout_cases()
+    names = [lc.name for lc in cases]
+    assert len(names) == len(set(names))
+    for model in ("gpt2", "llama3"):
+        layouts = {lc.layout for lc in cases if lc.case.model == model}
+        assert {"single", "ddp8", "tp4-dp2", "tp4-sp-dp2", "pp8", "pp4-vpp2-dp2", "tp2-sp-pp2-vpp2-dp2"} <= layouts
+        assert {"ddp8-zero1", "tp4-dp2-zero1", "pp4-vpp2-dp2-zero1", "tp2-sp-pp2-vpp2-dp2-zero1"} <= layouts
+        assert {"ckpt single", "ckpt tp2-sp-pp2-vpp2-dp2"} <= layouts
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    for lc in cases:
+        args = parser.parse_args(lc.case.flags)
+        ranks_per_replica = args.tensor_parallel * args.pipeline_parallel
+        dp = lc.case.nproc // ranks_per_replica
+        micro = args.total_batch_size // (args.batch_size * args.sequence_length * dp)
+        assert micro * args.batch_size * dp == SEQUENCES, lc.name  # every layout sees the same 16 sequences
+        assert micro >= args.pipeline_parallel, lc.name
+        assert args.n_layer % (args.pipeline_parallel * args.virtual_pipeline_parallel) == 0, lc.name
+        assert (args.zero_stage == 1) <= (dp > 1), lc.name
+        assert reference_name(lc) in names

@@ -356,9 +356,17 @@ def add_align_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cases")
     parser.add_argument("--workdir", default=None, help="where the runs go (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="run the parallel-layout matrix instead (make align-layouts): single, DDP8, TP4, TP4+SP, PP8, "
+        "PP4+VPP2, TP2+SP+PP2+VPP2, their ZeRO-1 variants and the checkpoint cases, for gpt2 and llama3",
+    )
 
 
 def run_align(args: argparse.Namespace) -> int:
+    if args.layouts:
+        return _run_layouts(args)
     cases = source_cases(args.source_nproc) + [c for c in all_cases() if c.group != "source"]
     cases += random_cases(args.random, args.seed)
     if args.list:
@@ -393,6 +401,50 @@ def run_align(args: argparse.Namespace) -> int:
     print(format_table(rows))
     passed = sum(r["verdict"] == "PASS" for r in rows)
     print(f"\n{passed} passed, {len(rows) - passed} failed")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0 if passed == len(rows) else 1
+
+
+def _run_layouts(args: argparse.Namespace) -> int:
+    from lrkit.align_layouts import format_layout_table, layout_cases, reference_name, run_layout_case
+
+    cases = layout_cases()
+    if args.list:
+        for lc in cases:
+            print(f"{lc.name:36} nproc={lc.case.nproc} {' '.join(lc.case.flags)}")
+        return 0
+    if args.cases:
+        known = {lc.name: lc for lc in cases}
+        unknown = [n for n in args.cases if n not in known]
+        if unknown:
+            print(f"lrkit align: error: unknown case(s) {unknown}; run 'lrkit align --layouts --list'", file=sys.stderr)
+            return 2
+        wanted = set(args.cases)
+        # The single-process run of each model is the reference for "Δloss vs single": always run it first.
+        wanted |= {reference_name(known[n]) for n in args.cases}
+        cases = [lc for lc in cases if lc.name in wanted]
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lrkit-layouts-"))
+    single: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    for i, lc in enumerate(cases, 1):
+        print(f"[{i}/{len(cases)}] {lc.name} ...", end=" ", flush=True)
+        try:
+            row = run_layout_case(lc, workdir, single)
+        except RuntimeError as err:
+            print("ERROR")
+            print(str(err), file=sys.stderr)
+            row = {"case": lc.name, "model": lc.case.model, "layout": lc.layout, "steps": 0,
+                   "max_dloss": float("inf"), "max_dlr": float("inf"), "max_dloss_single": float("inf"),
+                   "lr_equal_on_ranks": False, "verdict": "ERROR", "seconds": 0.0}  # fmt: skip
+        else:
+            print(f"{row['verdict']}  Δloss vs torch={row['max_dloss']:.3g}  vs single={row['max_dloss_single']:.3g}"
+                  f"  ({row['seconds']:.1f} s)", flush=True)  # fmt: skip
+        rows.append(row)
+    print()
+    print(format_layout_table(rows))
+    passed = sum(r["verdict"] == "PASS" for r in rows)
+    print(f"{passed} passed, {len(rows) - passed} failed; runs in {workdir}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0 if passed == len(rows) else 1

@@ -1,4 +1,5 @@
-"""Pipeline parallel (torch.distributed.pipelining): same LRs and losses as one process, exact resume, bad input."""
+"""Pipeline parallel (torch.distributed.pipelining), alone and with TP, SP, DP and ZeRO-1: same LRs and losses as
+one process, exact resume, bad input."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import CHAINED, TINY, parse, run, torchrun
+from test_train import CHAINED, TINY, parse, run, torchrun, trace
 
+from lrkit.train.checkpoint import checkpoint_path
 from lrkit.train.loop import read_metrics, run_train
 from lrkit.train.parallel import DistContext
 from lrkit.train.pipeline import check_pipeline_args, stage_layers
@@ -65,6 +67,60 @@ def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path
     _same_run(crossed, straight[2:])
 
 
+def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """4 ranks on the (pp, tp) mesh: a 2-stage pipeline whose stages are tensor- and sequence-parallel.
+
+    LRs equal the single process's exactly and losses to fp32 reduction order; resumed from its
+    step-2 checkpoint in a fresh process group it reproduces step 3 bit for bit.
+    """
+    flags = [
+        "--lr-scheduler", SPEC, "--model", "llama3", "--pipeline-parallel", "2", "--tensor-parallel", "2",
+        "--sequence-parallel", *TWO_MICRO,
+    ]  # fmt: skip
+    single = run(tmp_path / "one", "--num-iterations", "3", "--model", "llama3", *TWO_MICRO)
+    straight_dir = tmp_path / "straight"
+    torchrun(
+        4, "--run-dir", str(straight_dir), "--num-iterations", "3", "--save-interval", "2", "--check-lr-sync", *flags
+    )
+    straight = read_metrics(straight_dir / "metrics.jsonl")
+    assert all(r["lr_ranks_equal"] for r in straight)
+    _same_run(straight, single)
+    resume = ["--resume", str(checkpoint_path(straight_dir, 2))]
+    torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
+    resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
+    assert trace(resumed) == trace(straight[2:])
+
+
+def test_zero1_under_pp2_dp2_matches_one_process(tmp_path: Path) -> None:
+    """4 ranks: ZeRO-1 shards each pipeline stage's optimizer state over its 2 data-parallel replicas (GPT-2's
+    tied embedding included)."""
+    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
+    torchrun(
+        4, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "3", "--lr-scheduler", SPEC,
+        "--pipeline-parallel", "2", "--zero-stage", "1", "--check-lr-sync", *FOUR_MICRO,
+    )  # fmt: skip
+    pipelined = read_metrics(tmp_path / "pp" / "metrics.jsonl")
+    assert all(r["lr_ranks_equal"] for r in pipelined)
+    _same_run(pipelined, single)
+
+
+def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its checkpoint holds the whole optimizer
+    state and resumes bit for bit."""
+    flags = ["--lr-scheduler", SPEC, "--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO]
+    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
+    straight_dir = tmp_path / "straight"
+    torchrun(
+        4, "--run-dir", str(straight_dir), "--num-iterations", "3", "--save-interval", "2", "--check-lr-sync", *flags
+    )
+    straight = read_metrics(straight_dir / "metrics.jsonl")
+    assert all(r["lr_ranks_equal"] for r in straight)
+    _same_run(straight, single)
+    resume = ["--resume", str(checkpoint_path(straight_dir, 2))]
+    torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
+    assert trace(read_metrics(tmp_path / "resumed" / "metrics.jsonl")) == trace(straight[2:])
+
+
 # ------------------------------------------------------------------ bad input
 
 
@@ -86,6 +142,15 @@ def test_refused_combination() -> None:
     args = parse(*TINY, "--pipeline-parallel", "2", "--fsdp")
     with pytest.raises(ValueError, match="cannot be combined with --fsdp"):
         check_pipeline_args(args, DistContext(pp_size=2), grad_accum=2, n_layer=4)
+    args = parse(*TINY, "--pipeline-parallel", "2", "--sequence-parallel")
+    with pytest.raises(ValueError, match="--sequence-parallel needs --tensor-parallel > 1"):
+        check_pipeline_args(args, DistContext(pp_size=2), grad_accum=2, n_layer=4)
+
+
+def test_tensor_parallel_and_zero1_are_accepted() -> None:
+    flags = ["--tensor-parallel", "2", "--sequence-parallel", "--zero-stage", "1", "--virtual-pipeline-parallel", "2"]
+    args = parse(*TINY, "--pipeline-parallel", "2", *flags)
+    check_pipeline_args(args, DistContext(pp_size=2, tp_size=2, dp_size=2), grad_accum=2, n_layer=4)
 
 
 def test_pipeline_needs_the_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -51,6 +51,9 @@ _EXPORTS: dict[str, str] = {
     "StateError": "lrkit.scheduler",
     **{name: "lrkit.torch_compat" for name in _TORCH_COMPAT},
     **{name: "lrkit.llm" for name in _LLM},
+    "Clocked": "lrkit.clocked",
+    "PerGroup": "lrkit.groups",
+    "HyperparamScheduler": "lrkit.hparams",
     "get_scheduler": "lrkit.hf",
     "HFSchedule": "lrkit.hf",
     "build_scheduler": "lrkit.spec",
@@ -58,7 +61,21 @@ _EXPORTS: dict[str, str] = {
     "spec_fingerprint": "lrkit.spec",
     "spec_types": "lrkit.spec",
 }
-_SUBMODULES = ("schedules", "scheduler", "torch_compat", "torch_formulas", "spec", "llm", "hf", "flags", "cli")
+_SUBMODULES = (
+    "schedules",
+    "scheduler",
+    "torch_compat",
+    "torch_formulas",
+    "spec",
+    "llm",
+    "clock",
+    "clocked",
+    "groups",
+    "hparams",
+    "hf",
+    "flags",
+    "cli",
+)
 
 __all__ = list(_EXPORTS)
 
@@ -82,7 +99,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # eager imports for type checkers only
+    from lrkit.clocked import Clocked  # noqa: F401
+    from lrkit.groups import PerGroup  # noqa: F401
     from lrkit.hf import HFSchedule, get_scheduler  # noqa: F401
+    from lrkit.hparams import HyperparamScheduler  # noqa: F401
     from lrkit.llm import (  # noqa: F401
         WSD,
         CosineWithRestarts,

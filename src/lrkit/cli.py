@@ -17,12 +17,13 @@ import importlib
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from lrkit.flags import add_schedule_arguments, spec_from_args
+from lrkit.clock import Quantity, RateError, Rates, StepView, spec_clock_unit, steps_to_reach
+from lrkit.flags import add_clock_arguments, add_schedule_arguments, spec_from_args, total_length
 from lrkit.schedules import Phase
 
 __all__ = ["main", "Curve", "curve_from_spec", "run_checks"]
@@ -398,12 +399,43 @@ def _plot(curve: Curve, path: str, log_y: bool) -> None:
 
 
 def _curve_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Curve | None:
-    spec = spec_from_args(args, parser)
     try:
-        return curve_from_spec(spec, float(args.lr), args.total_steps)
+        rates = Rates(getattr(args, "tokens_per_step", None), getattr(args, "sequence_length", None))
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+    spec = spec_from_args(args, parser, rates)
+    try:
+        length = total_length(args)
+        if spec_clock_unit(spec) is not None:
+            return _clocked_curve(spec, float(args.lr), rates, length)
+        run_end = None if length is None else steps_to_reach(int(length.amount), 0, rates.per_step(length.unit))
+        return curve_from_spec(spec, float(args.lr), run_end)
     except (ValueError, TypeError, KeyError) as err:
         print(f"lrkit {args.command}: error: {err}", file=sys.stderr)
         return None
+
+
+def _clocked_curve(spec: dict[str, Any], lr: float, rates: Rates, length: Quantity | None) -> Curve:
+    """A schedule on the token (sample) clock seen per optimizer step: step ``s`` is at ``s * per_step`` ticks."""
+    unit = str(spec["unit"])
+    try:
+        per_step = rates.per_step(unit)
+        run_end = None if length is None else steps_to_reach(int(length.amount), 0, rates.per_step(length.unit))
+    except RateError as err:
+        raise ValueError(
+            f"the schedule counts {unit}: pass --tokens-per-step N (the trainer's --total-batch-size)"
+            + (" and --sequence-length N" if unit == "samples" else "")
+            + " to show it per optimizer step"
+        ) from err
+    clocked = _build(spec, lr)
+    view = StepView(clocked.clock_schedules[0], per_step)
+    curve = curve_from_spec({"type": "PureSchedule", "schedules": view.to_dict()}, lr, run_end)
+    label = f"Clocked {spec['schedule'].get('type')} ({unit}: {per_step} per optimizer step)"
+    peak = view.peak()
+    expected = curve.expected_peak
+    if peak is not None and not float(peak[0]).is_integer():  # the peak falls between two steps
+        expected = float(max(curve.lrs[math.floor(peak[0])], curve.lrs[math.ceil(peak[0])]))
+    return replace(curve, label=label, spec=spec, expected_peak=expected)
 
 
 def _cmd_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -444,6 +476,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Print the key points of a schedule, a sparkline and checks; exit 1 if a check fails.",
     )
     add_schedule_arguments(preview.add_argument_group("schedule"))
+    add_clock_arguments(preview.add_argument_group("time in tokens or samples"))
     preview.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
     preview.set_defaults(handler=_cmd_preview, parser=preview)
     plot = subparsers.add_parser(
@@ -452,6 +485,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Draw a schedule with matplotlib (phases, peak and floor marked).",
     )
     add_schedule_arguments(plot.add_argument_group("schedule"))
+    add_clock_arguments(plot.add_argument_group("time in tokens or samples"))
     plot.add_argument("-o", "--output", default="lr.png", metavar="PNG", help="image to write (default: lr.png)")
     plot.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
     plot.add_argument("--log-y", action="store_true", help="logarithmic LR axis")

@@ -38,6 +38,15 @@ default 0, to the peak at step W) because torch's ``LinearLR`` cannot start at 0
 Every flag but ``--lr`` (1e-3) and ``--lr-scheduler`` (constant) defaults to None ("not
 given"): a flag the chosen schedule does not use is an error that says which schedules take it.
 ``--total-steps`` is always accepted: it is also the length of the run (preview horizon).
+
+Time in tokens: ``--warmup``, ``--total`` and ``--decay`` take a quantity instead of a step count
+(``2000``, ``50Mtok``, ``10Btok``, ``1.5Msamples``, ``0.01dur``; syntax and the mixed-unit rule in
+:mod:`lrkit.clock`). With a length in tokens (or samples) the LLM schedules (constant, linear, cosine,
+polynomial, wsd, inverse-sqrt, cosine-restarts) run on the token (sample) clock: the spec is
+``{"type": "Clocked", "unit": "tokens", "schedule": <the spec above, lengths in tokens>}``
+(:mod:`lrkit.clocked`). Step counts beside it (``--warmup-steps``, ``--timescale``, ...) are converted
+with the :class:`lrkit.clock.Rates` given to :func:`spec_from_args`; ``dur`` is a fraction of
+``--total``, or of ``--total-steps``. ``--decay F dur`` is ``decay_fraction=F``.
 """
 
 from __future__ import annotations
@@ -48,12 +57,15 @@ from pathlib import Path
 from typing import Any
 
 from lrkit import schedules as S
+from lrkit.clock import Quantity, QuantityError, RateError, Rates, clock_unit, parse_quantity
 
 __all__ = [
     "SHORT_NAMES",
     "ALIASES",
     "ScheduleFlagError",
     "add_schedule_arguments",
+    "add_clock_arguments",
+    "total_length",
     "scheduler_names",
     "spec_from_args",
 ]
@@ -78,7 +90,13 @@ _HF = {f"hf:{name}" for name in S.HF_SCHEDULER_NAMES}
 _HF_BARE = {name: f"hf:{name}" for name in S.HF_SCHEDULER_NAMES if name not in SHORT_NAMES}
 
 # Flags every schedule accepts: the optimizer's LR and the run length.
-_ALWAYS = {"lr", "total_steps"}
+_ALWAYS = {"lr", "total_steps", "total"}
+#: quantity flag -> the step-count flag it stands for (a schedule accepts both or neither)
+_QUANTITY_FLAGS = {"warmup": "warmup_steps", "total": "total_steps", "decay": "decay_steps"}
+#: flags that count optimizer steps: converted to the clock of a schedule in tokens or samples
+_STEP_COUNTS = ("warmup_steps", "total_steps", "decay_steps", "timescale", "cycle_steps", "cycle_warmup_steps")
+#: short names whose schedule may run on the token or sample clock (lrkit's LLM schedules)
+_CLOCKABLE = ("constant", "linear", "cosine", "polynomial", "wsd", "inverse-sqrt", "cosine-restarts")
 _WARMUP = {"warmup_steps", "warmup_start_lr"}
 #: canonical scheduler name -> the flags (dests) it uses besides _ALWAYS
 _ACCEPTS: dict[str, set[str]] = {
@@ -180,6 +198,15 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 30,60,90, got {text!r}") from err
 
 
+def _quantity_text(text: str) -> str:
+    """argparse ``type`` of ``--warmup``/``--total``/``--decay``: the quantity, checked, as typed."""
+    try:
+        parse_quantity(text, "")
+    except QuantityError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text.strip()
+
+
 #: (flag names, argparse keyword arguments) of every schedule flag; each defaults to None ("not given").
 _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (
@@ -195,8 +222,27 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--lr", "--learning-rate"), {"type": float, "default": 1e-3, "help": "peak learning rate (default: 1e-3)"}),
     (("--warmup-steps",), {"type": int, "metavar": "W", "help": "linear warmup steps; the peak is reached at step W"}),
     (
+        ("--warmup",),
+        {
+            "type": _quantity_text,
+            "metavar": "Q",
+            "help": "warmup length as a quantity instead of --warmup-steps: 2000 (steps), 50Mtok, 2Ksamples, "
+            "0.01dur (fraction of --total); multipliers K M B T",
+        },
+    ),
+    (
         ("--total-steps",),
         {"type": int, "metavar": "T", "help": "optimizer steps of the run; decays reach --min-lr at T"},
+    ),
+    (
+        ("--total",),
+        {
+            "type": _quantity_text,
+            "metavar": "Q",
+            "help": "run length as a quantity instead of --total-steps: 20000 (steps), 10Btok, 5Msamples; "
+            "decays reach --min-lr there. In tokens or samples the schedule runs on that clock, and the "
+            "trainer without --num-iterations runs ceil(total / per step) steps",
+        },
     ),
     (("--min-lr",), {"type": float, "help": "absolute floor reached at T (cyclic: base_lr; HF: converted)"}),
     (("--warmup-start-lr",), {"type": float, "help": "absolute LR at step 0 (default: 0)"}),
@@ -204,6 +250,14 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--gamma",), {"type": float, "help": "step/multistep: decay factor (default 0.1); exponential: per step"}),
     (("--milestones",), {"type": _int_list, "help": "multistep: absolute steps where the LR is multiplied by gamma"}),
     (("--decay-steps",), {"type": int, "help": "wsd: length of the final decay"}),
+    (
+        ("--decay",),
+        {
+            "type": _quantity_text,
+            "metavar": "Q",
+            "help": "wsd: decay length as a quantity instead of --decay-steps: 500 (steps), 1Btok, 0.2dur",
+        },
+    ),
     (("--decay-fraction",), {"type": float, "help": "wsd: decay length as a fraction of T"}),
     (("--decay-shape",), {"choices": S.DECAY_SHAPES, "help": "wsd: decay shape (default linear)"}),
     (("--warmup-shape",), {"choices": ("linear", "cosine", "1-sqrt"), "help": "warmup_stable_decay: warmup_type"}),
@@ -249,7 +303,9 @@ class _Flags:
 
     def need(self, dest: str) -> Any:
         if not self.given(dest):
-            self.fail(f"--lr-scheduler {self.name} needs {_FLAG_OF.get(dest, dest)}")
+            quantity = [_FLAG_OF[q] for q, count in _QUANTITY_FLAGS.items() if count == dest]
+            alternative = f" (or {quantity[0]})" if quantity else ""
+            self.fail(f"--lr-scheduler {self.name} needs {_FLAG_OF.get(dest, dest)}{alternative}")
         return getattr(self.args, dest)
 
     def whole(self, dest: str) -> int | None:
@@ -261,16 +317,20 @@ class _Flags:
         return int(value)
 
 
-def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+def spec_from_args(
+    args: argparse.Namespace, parser: argparse.ArgumentParser | None = None, rates: Rates | None = None
+) -> dict[str, Any]:
     """The JSON spec the schedule flags describe (buildable by :func:`lrkit.build_scheduler`).
 
     Args:
         args: parsed flags (from :func:`add_schedule_arguments`).
         parser: when given, misuse is reported with ``parser.error`` (usage + exit 2).
+        rates: tokens per optimizer step and per sample, to convert lengths given in different units
+            (``--warmup-steps 2000 --total 10Btok``); unknown by default.
 
     Raises:
         ScheduleFlagError: a flag the chosen schedule does not use, a missing required flag,
-            or two flags that contradict each other (without ``parser``).
+            two flags that contradict each other, or a quantity that cannot be converted (without ``parser``).
     """
     choice = getattr(args, "lr_scheduler", None) or "constant"
     if isinstance(choice, str):
@@ -279,16 +339,29 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | N
         except argparse.ArgumentTypeError as err:
             _Flags(args, str(choice), parser).fail(f"argument --lr-scheduler: {err}")
     accepted = _ALWAYS if isinstance(choice, dict) else _ALWAYS | _ACCEPTS[str(choice)]
+    accepted = accepted | {q for q, count in _QUANTITY_FLAGS.items() if count in accepted}
     label = "a JSON spec" if isinstance(choice, dict) else str(choice)
     what = "a JSON spec (it holds its own arguments)" if isinstance(choice, dict) else f"--lr-scheduler {label}"
     flags = _Flags(args, label, parser)
     for dest, flag in _FLAG_OF.items():
         if dest == "lr_scheduler" or dest in accepted or not flags.given(dest):
             continue
-        users = [name for name, dests in _ACCEPTS.items() if dest in dests]
+        users = [name for name, dests in _ACCEPTS.items() if _QUANTITY_FLAGS.get(dest, dest) in dests]
         flags.fail(f"{flag} does not apply to {what}; it applies to: {', '.join(users)}")
     if isinstance(choice, dict):
         return dict(choice)
+    resolved, unit = _on_clock(flags, rates or Rates())
+    if unit != "steps" and choice not in _CLOCKABLE:
+        flags.fail(
+            f"--lr-scheduler {choice} counts optimizer steps; lengths in {unit} work with "
+            f"{', '.join(_CLOCKABLE)} (or a JSON Clocked spec)"
+        )
+    spec = _spec_of(_Flags(resolved, label, parser), choice)
+    return spec if unit == "steps" else {"type": "Clocked", "unit": unit, "schedule": spec}
+
+
+def _spec_of(flags: _Flags, choice: str) -> dict[str, Any]:
+    """The spec of short name ``choice`` from flags whose lengths are all in one clock's ticks."""
     if flags.given("warmup_start_lr") and not flags.get("warmup_steps", 0) and choice != "onecycle":
         flags.fail("--warmup-start-lr needs --warmup-steps > 0")
     if flags.given("decay_steps") and flags.given("decay_fraction"):
@@ -298,6 +371,87 @@ def spec_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | N
     if choice.startswith("hf:"):
         return _hf_spec(flags, choice[3:])
     return _BUILDERS[choice](flags)
+
+
+def _on_clock(flags: _Flags, rates: Rates) -> tuple[argparse.Namespace, str]:
+    """The flags with every length in ticks of the schedule's clock, and that clock's unit.
+
+    The clock and the conversions follow :mod:`lrkit.clock`: tokens if any length is in tokens, else
+    samples if any is in samples, else steps; ``--decay F dur`` becomes ``decay_fraction=F``.
+    """
+    for name, count in _QUANTITY_FLAGS.items():
+        if flags.given(name) and flags.given(count):
+            flags.fail(f"give {_FLAG_OF[name]} or {_FLAG_OF[count]}, not both")
+    if flags.given("decay") and flags.given("decay_fraction"):
+        flags.fail("give --decay or --decay-fraction, not both")
+    lengths: dict[str, tuple[str, Quantity]] = {}  # dest -> (flag as typed, quantity)
+    for dest in _STEP_COUNTS:
+        if flags.given(dest):
+            value = flags.whole(dest)
+            lengths[dest] = (_FLAG_OF[dest], Quantity(int(value or 0), "steps", str(value)))
+    for name, count in _QUANTITY_FLAGS.items():
+        if flags.given(name):
+            try:
+                lengths[count] = (_FLAG_OF[name], parse_quantity(flags.get(name), _FLAG_OF[name]))
+            except QuantityError as err:
+                flags.fail(str(err))
+    unit = clock_unit(q.unit for _, q in lengths.values())
+    resolved = argparse.Namespace(**{**vars(flags.args), **dict.fromkeys(_QUANTITY_FLAGS)})
+    try:
+        total = None
+        if "total_steps" in lengths:
+            flag, quantity = lengths["total_steps"]
+            if quantity.unit == "dur":
+                raise QuantityError(f"{flag} {quantity} is the run's length: give it in steps, tokens or samples")
+            total = rates.convert(quantity, unit, name=flag)
+        for dest, (flag, quantity) in lengths.items():
+            if dest == "decay_steps" and quantity.unit == "dur":
+                resolved.decay_fraction, resolved.decay_steps = quantity.amount, None
+            else:
+                setattr(resolved, dest, rates.convert(quantity, unit, total, name=flag))
+    except RateError as err:
+        flags.fail(f"{err} (lrkit preview/plot: pass --tokens-per-step, and --sequence-length for samples)")
+    except QuantityError as err:
+        flags.fail(str(err))
+    return resolved, unit
+
+
+def total_length(args: argparse.Namespace) -> Quantity | None:
+    """The run length the flags give (``--total-steps`` or ``--total``) as a quantity, or None.
+
+    Raises:
+        QuantityError: ``--total`` does not parse or is a ``dur`` fraction.
+    """
+    if getattr(args, "total_steps", None) is not None:
+        return Quantity(int(args.total_steps), "steps", str(args.total_steps))
+    text = getattr(args, "total", None)
+    if text is None:
+        return None
+    quantity = parse_quantity(text, "--total")
+    if quantity.unit == "dur":
+        raise QuantityError(f"--total {quantity} is the run's length: give it in steps, tokens or samples")
+    return quantity
+
+
+def add_clock_arguments(parser_or_group: Any) -> None:
+    """``--tokens-per-step`` and ``--sequence-length``: what ``lrkit preview/plot`` need to show a schedule
+    in tokens or samples per optimizer step, or to convert lengths given in different units (the trainer
+    knows both from its batch flags)."""
+    parser_or_group.add_argument(
+        "--tokens-per-step",
+        "--total-batch-size",
+        dest="tokens_per_step",
+        type=int,
+        metavar="N",
+        help="tokens per optimizer update (the trainer's --total-batch-size): a schedule in tokens is shown "
+        "at step s = s * N tokens, and step counts beside token lengths are converted with it",
+    )
+    parser_or_group.add_argument(
+        "--sequence-length",
+        type=int,
+        metavar="N",
+        help="tokens per sample, for lengths in samples (a sample is one sequence)",
+    )
 
 
 def _warmup_args(f: _Flags) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from typing import Any
 
 from lrkit import schedules as S
 from lrkit._checks import check_per_group
+from lrkit.clock import spec_clock_unit
 from lrkit.spec import spec_class, spec_fingerprint
 
 __all__ = [
@@ -187,6 +188,7 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
     if policy.kind == "cooldown":
         if same and saved.policy == str(policy):  # the same command again: the cooldown is already in force
             return Decision(policy, saved, new_spec, False)
+        _in_steps(policy, saved.spec, new_spec)
         return Decision(policy, saved, new_spec, True)
     if same:
         return Decision(policy, saved, new_spec, False)
@@ -205,8 +207,19 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
                 f"schedule also differs from the one in {where} in:\n{shown}\n"
                 "use --lr-resume-policy override to apply another schedule"
             )
+        _in_steps(policy, saved.spec, new_spec)
         _pure_class(new_spec)
     return Decision(policy, saved, new_spec, True)
+
+
+def _in_steps(policy: Policy, *specs: Mapping[str, Any]) -> None:
+    """``extend`` and ``cooldown`` refit in optimizer steps: refuse schedules on the token or sample clock."""
+    units = sorted({unit for unit in map(spec_clock_unit, specs) if unit is not None})
+    if units:
+        raise ResumeError(
+            f"--lr-resume-policy {policy} works in optimizer steps, but the schedule counts {' and '.join(units)} "
+            "(a Clocked spec): use --lr-resume-policy checkpoint or override"
+        )
 
 
 def _pure_class(spec: Mapping[str, Any]) -> Any:

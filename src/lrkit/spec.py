@@ -41,7 +41,9 @@ for _name in torch_compat.__all__:
 
 
 def _load_builtin_types() -> None:
-    """The LLM and Hugging Face schedule types register themselves on import (they import this module)."""
+    """The LLM, clocked and Hugging Face schedule types register themselves on import (they import this module)."""
+    import lrkit.clocked  # noqa: F401
+    import lrkit.groups  # noqa: F401
     import lrkit.hf  # noqa: F401
     import lrkit.llm  # noqa: F401
 
@@ -75,7 +77,7 @@ def _check_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"{where}['type']={kind!r} is not a known scheduler; expected one of {spec_types()}")
     args = {k: v for k, v in spec.items() if k != "type"}
     allowed = _argument_names(_REGISTRY[kind][0])
-    if kind in _COMPOSITES:
+    if "schedulers" in inspect.signature(_REGISTRY[kind][0]).parameters:  # composites, PerGroup
         allowed = [*allowed, "schedulers"]
     unknown = sorted(set(args) - set(allowed))
     if unknown:

@@ -9,8 +9,23 @@ Per step the last rank prints (InfiniTrain's format)::
     step    1/200 | train loss 5.545177 | lr 3.00e-06 | (95.12 ms | 21531 tok/s | DP=1)
 
 and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
-``{"step", "lr": [per group], "loss", "tokens", "ms", "tok_per_s", "grad_norm", "skipped"}``;
-eval records add ``"val_loss"`` and ``"val_ppl"``.
+``{"step", "lr": [per group], "loss", "tokens", "samples", "ms", "tok_per_s", "grad_norm", "skipped"}``;
+eval records add ``"val_loss"`` and ``"val_ppl"``. ``"lr"`` is the LR this step used, ``"tokens"`` and
+``"samples"`` count what was read up to the end of this step.
+
+Time in tokens (:mod:`lrkit.clock`): with a schedule on the token (or sample) clock, the scheduler
+advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
+schedule's time at which ``"lr"`` was set (tokens or samples of the successful updates before this
+step), so ``lr == schedule(clock)``. A ``--total`` in tokens or samples without ``--num-iterations``
+sets the run length to ``ceil((total - clock) / per step)`` more steps. Checkpoints hold the clocks
+and the tokens per step, so a resume may change ``--total-batch-size``: a schedule in tokens stays
+continuous in tokens; one in steps stays continuous in steps (a note says the batch changed).
+
+Param groups and the other hyperparameters (:mod:`lrkit.train.optim`): with named groups
+(``--param-groups parts|layers``, ``--layer-decay``) the record adds ``"lr_groups"``, the groups' names in
+the order of ``"lr"``; each hyperparameter schedule adds its values in force for the step:
+``"weight_decay"``, ``"beta2"``, ``"momentum"`` (one per group) and ``"grad_clip"`` (one float). They step
+on the step clock (once per successful update); checkpoints hold their states under ``"hparams"``.
 """
 
 from __future__ import annotations
@@ -31,10 +46,14 @@ import numpy as np
 import torch
 
 from lrkit import resume as resume_policy
-from lrkit.flags import add_schedule_arguments, spec_from_args
+from lrkit.clock import Rates, spec_clock_unit, steps_to_reach
+from lrkit.clocked import advance as advance_clock
+from lrkit.clocked import move_to as move_clock
+from lrkit.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.scheduler import group_lrs, set_group_value
 from lrkit.spec import build_scheduler, spec_fingerprint
 from lrkit.train import checkpoint as ckpt
+from lrkit.train import optim as train_optim
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
 from lrkit.train.models import MODEL_NAMES, build_model
 from lrkit.train.parallel import (
@@ -48,6 +67,7 @@ from lrkit.train.parallel import (
     wrap_model,
 )
 from lrkit.train.pipeline import PipelineModel, build_pipeline, check_pipeline_args
+from lrkit.train.zero import ZeroOptimizer
 
 #: Run-config keys a checkpoint must agree on to be resumed.
 COMPATIBLE_KEYS = [
@@ -97,7 +117,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="tokens per optimizer update; gradient accumulation = total / (batch * seq * dp). "
         "Default: batch * seq * dp (no accumulation)",
     )
-    g.add_argument("--num-iterations", type=int, default=100, help="optimizer updates to run (steps)")
+    g.add_argument(
+        "--num-iterations",
+        type=int,
+        default=None,
+        help="optimizer updates to run (steps). Default: 100, or with a --total in tokens or samples, "
+        "as many as reach it: ceil(total / tokens (samples) per step)",
+    )
     g = parser.add_argument_group("optimizer")
     g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
     g.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (AdamW) / L2 (others)")
@@ -105,7 +131,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--beta2", type=float, default=0.95)
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global grad norm to this; 0 disables")
-    g.add_argument("--zero-stage", type=int, choices=[0, 1], default=0, help="1: ZeroRedundancyOptimizer")
+    g.add_argument(
+        "--zero-stage",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="1: shard the optimizer state over the data-parallel ranks (ZeRO-1)",
+    )
+    g = parser.add_argument_group("param groups and hyperparameter schedules (lrkit.train.optim)")
+    train_optim.add_group_arguments(g)
     g = parser.add_argument_group("learning-rate schedule")
     add_schedule_arguments(parser_or_group=g)
     g.add_argument(
@@ -122,7 +156,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="on --resume with a schedule that differs from the checkpoint's: strict (error with the diff, "
         "the default), checkpoint (keep the checkpoint's), override (apply the new one now; warns with the "
         "LR jump), extend (only the run length changed: refit the rest of the decay from the current LR), "
-        "cooldown:N[:SHAPE] (decay from the current LR to --min-lr over N steps, then hold)",
+        "cooldown:N[:SHAPE] (decay from the current LR to --min-lr over N steps, then hold). A changed "
+        "--wd-schedule, --beta2-schedule, --momentum-schedule or --grad-clip-schedule: checkpoint keeps the "
+        "checkpoint's, override applies the new one from the current step, the others error",
     )
     g = parser.add_argument_group("precision and speed")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
@@ -174,7 +210,7 @@ def _validate(args: argparse.Namespace, ctx: DistContext) -> int:
     """Check the batch arithmetic; return the gradient-accumulation steps."""
     for name in ("batch_size", "sequence_length", "num_iterations"):
         value = getattr(args, name)
-        if value < 1:
+        if value is not None and value < 1:
             raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     per_update = args.batch_size * args.sequence_length * ctx.dp_size
     total = args.total_batch_size if args.total_batch_size is not None else per_update
@@ -205,7 +241,7 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
     lr: float | torch.Tensor = float(args.lr)
     if args.compile:
         lr = torch.tensor(float(args.lr))  # a tensor LR changes without recompiling the step
-    groups = _param_groups(pm.raw, args.weight_decay)
+    groups = train_optim.named_groups(args, pm.raw) or _param_groups(pm.raw, args.weight_decay)
     cls: type[torch.optim.Optimizer]
     kwargs: dict[str, Any] = {"lr": lr}
     if args.optimizer in ("adamw", "adam"):
@@ -219,13 +255,12 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
     if args.zero_stage == 1:
         if not pm.ctx.distributed:
             raise TrainError("--zero-stage 1 needs more than one rank (launch with torchrun)")
-        from torch.distributed.optim import ZeroRedundancyOptimizer
-
-        zero = ZeroRedundancyOptimizer(groups, optimizer_class=cls, **kwargs)
-        return zero
+        if args.fsdp:
+            raise TrainError("--zero-stage 1 cannot be combined with --fsdp (FSDP2 already shards the optimizer state)")
+        return ZeroOptimizer(groups, optimizer_class=cls, group=pm.ctx.mesh["dp"].get_group(), **kwargs)
     if args.compile:
         for group in groups:
-            group["lr"] = torch.tensor(float(args.lr))
+            group["lr"] = torch.tensor(float(group.get("lr", args.lr)))
     return cls(groups, **kwargs)
 
 
@@ -310,15 +345,15 @@ def _model_state(pm: ParallelModel) -> dict[str, Any]:
 def _optimizer_state(pm: ParallelModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     if isinstance(pm, PipelineModel):
         return pm.optimizer_state(optimizer)
+    if isinstance(optimizer, ZeroOptimizer):  # ZeRO-1: gather the shards on rank 0
+        full = optimizer.full_state_dict()
+        return full if pm.ctx.is_main else {}
     if pm.sharded_state:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         return get_optimizer_state_dict(
             pm.raw, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
-    if hasattr(optimizer, "consolidate_state_dict"):  # ZeRO-1: gather the shards on rank 0
-        optimizer.consolidate_state_dict(to=0)
-        return optimizer.state_dict() if pm.ctx.is_main else {}
     return optimizer.state_dict()
 
 
@@ -335,7 +370,10 @@ def _load_model_and_optimizer(pm: ParallelModel, optimizer: torch.optim.Optimize
 
         options = StateDictOptions(full_state_dict=True)
         set_model_state_dict(pm.raw, payload["model"], options=options)
-        set_optimizer_state_dict(pm.raw, optimizer, payload["optimizer"], options=options)
+        if isinstance(optimizer, ZeroOptimizer):  # a full state dict: it keeps its own shard
+            optimizer.load_state_dict(payload["optimizer"])
+        else:
+            set_optimizer_state_dict(pm.raw, optimizer, payload["optimizer"], options=options)
         return
     pm.raw.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
@@ -381,10 +419,17 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         torch.set_flush_denormal(True)
     grad_accum = _validate(args, ctx)
     run_dir = Path(args.run_dir)
-    if getattr(args, "total_steps", None) is None:
+    tokens_per_step = args.batch_size * args.sequence_length * ctx.dp_size * grad_accum
+    #: clock ticks per optimizer update (tokens and samples; a sample is one sequence)
+    per_step = {"tokens": tokens_per_step, "samples": tokens_per_step // args.sequence_length}
+    length = total_length(args)
+    derive_length = args.num_iterations is None and length is not None and length.unit != "steps"
+    if args.num_iterations is None and not derive_length:
+        args.num_iterations = 100
+    if getattr(args, "total_steps", None) is None and getattr(args, "total", None) is None:
         args.total_steps = args.num_iterations  # the schedule spans the run unless told otherwise
     config = run_config(args)
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, rates=Rates(tokens_per_step, args.sequence_length))
 
     # Fail on bad input before any expensive work: data path, then model shape.
     tokens = load_corpus(args.data)
@@ -403,6 +448,9 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     vocab = model.config.vocab_size  # type: ignore[union-attr]
     if int(tokens.max()) >= vocab:
         raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={vocab}")
+    named = train_optim.named_groups(args, model)  # --param-groups: names and LR factors bind the schedule
+    spec = train_optim.group_spec(args, spec, named)
+    lr_groups = [str(g["name"]) for g in named] if named is not None else None
 
     payload: dict[str, Any] | None = None
     resume_path: Path | None = None
@@ -437,38 +485,67 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     if decision is not None:  # restore the schedule in force at the checkpoint first
         spec, request, applied_policy = decision.saved.spec, decision.request, decision.record
     scheduler = build_scheduler(spec, optimizer, backend=args.scheduler_backend)
+    hparams = train_optim.build_hparam_schedulers(args, optimizer)  # weight decay, betas, momentum, clip
+    unit = spec_clock_unit(spec)  # "tokens" / "samples": the scheduler advances by clock ticks, not steps
     use_scaler = args.dtype == "float16"
     step_optimizer: Any = optimizer.step
-    if args.compile and not use_scaler and args.zero_stage == 0 and not pm.sharded_state:
+    if args.compile and not use_scaler and args.zero_stage == 0 and not pm.sharded_state and not hparams:
         # The update is compiled too (PyTorch's "compiling the optimizer" recipe). Its LRs are tensors
         # that the scheduler, outside the compiled region, fills in place: a new LR is a new input
-        # value, not a new graph. The scaler's, ZeRO-1's and DTensor steps stay eager.
+        # value, not a new graph. The scaler's, ZeRO-1's and DTensor steps stay eager, and so does a step
+        # with scheduled hyperparameters (Python floats in the groups, which would recompile it).
         step_optimizer = torch.compile(optimizer.step)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
     autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     loader = TokenLoader(train_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
     step0, tokens_seen = 0, 0
+    clock = {"tokens": 0, "samples": 0}  # tokens and samples of the successful updates: the schedule clocks
     if payload is not None:
         step0, tokens_seen = int(payload["step"]), int(payload["tokens"])
+        clock = _saved_clock(payload, args.sequence_length)
         if payload.get("scheduler_backend") == "lrkit" and args.scheduler_backend == "lrkit":
             _load_model_and_optimizer(pm, optimizer, payload)
             scheduler.load_state_dict(payload["scheduler"])
         else:  # torch's own state is not plain data: replay its steps (deterministic), then load
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                for _ in range(int(payload["scheduler_steps"])):
-                    scheduler.step()
+                if unit is not None:  # a clocked schedule is a closed form of its clock: jump there
+                    move_clock(scheduler, clock[unit], int(payload["scheduler_steps"]))
+                else:
+                    for _ in range(int(payload["scheduler_steps"])):
+                        scheduler.step()
             _load_model_and_optimizer(pm, optimizer, payload)
         if payload.get("scaler"):
             scaler.load_state_dict(payload["scaler"])
         loader.load_state_dict(payload["data"])
         ckpt.restore_rng_state(payload["rng"][ctx.rank])
     scheduler_steps = int(payload["scheduler_steps"]) if payload is not None else 0
+    if payload is not None:  # the hyperparameter schedules continue, or change as --lr-resume-policy says
+        kind = (getattr(args, "lr_resume_policy", None) or resume_policy.Policy("strict")).kind
+        hparams, notes = train_optim.resume_hparams(hparams, payload.get("hparams"), kind, scheduler_steps, optimizer)
+        for note in notes:
+            _note(ctx, note)
     if decision is not None:
         for note in decision.notes:
             _note(ctx, note)
         if decision.change:
-            spec, scheduler = _change_schedule(decision, scheduler_steps, optimizer, args.scheduler_backend, ctx)
+            spec, scheduler = _change_schedule(
+                decision, scheduler_steps, optimizer, args.scheduler_backend, ctx, clock=clock
+            )
+            unit = spec_clock_unit(spec)
+    if payload is not None:
+        saved_per_step = int(payload.get("tokens_per_step") or (tokens_seen // step0 if step0 else tokens_per_step))
+        if saved_per_step != tokens_per_step:
+            _note(ctx, _batch_change_note(saved_per_step, tokens_per_step, unit, clock, step0))
+    if derive_length:
+        assert length is not None
+        args.num_iterations = step0 + steps_to_reach(int(length.amount), clock[length.unit], per_step[length.unit])
+        config["num_iterations"] = args.num_iterations
+        _note(
+            ctx,
+            f"--total {length} without --num-iterations: running to step {args.num_iterations} "
+            f"({per_step[length.unit]} {length.unit} per step; the last step reaches or passes the total)",
+        )
 
     is_main = ctx.is_main
     if is_main:
@@ -481,7 +558,6 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     if ctx.is_last_rank and not args.quiet and resume_path is not None:
         printer.write(f"resumed from {resume_path} at step {step0}")
     params = [p for p in pm.raw.parameters() if p.requires_grad]
-    tokens_per_step = args.batch_size * args.sequence_length * ctx.dp_size * grad_accum
     from lrkit.torch_compat import ReduceLROnPlateau as LrkitPlateau
 
     plateau = isinstance(scheduler, (LrkitPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
@@ -489,6 +565,8 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     for step in range(step0 + 1, args.num_iterations + 1):
         t0 = time.perf_counter()
         lrs = [float(g["lr"]) for g in optimizer.param_groups]
+        hparam_values = train_optim.hparam_record(hparams)  # the scheduled values this update uses
+        lr_clock = clock[unit] if unit is not None else None  # the schedule's time of ``lrs``
         loss_sum = torch.zeros((), device=ctx.device)
         if isinstance(pm, PipelineModel):  # the update's micro-batches are the pipeline's microbatches
             batches = [loader.next_batch() for _ in range(grad_accum)]
@@ -511,10 +589,11 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         if args.inject_inf_grad_at == step:
             params[0].grad.fill_(float("inf"))  # type: ignore[union-attr]
         scaler.unscale_(optimizer)
+        max_norm = train_optim.grad_clip(hparams, args.grad_clip)
         if isinstance(pm, PipelineModel):
-            grad_norm = pm.clip_grad_norm(args.grad_clip)  # global over all stages
+            grad_norm = pm.clip_grad_norm(max_norm)  # global over all stages
         else:
-            grad_norm = clip_grad_norm(params, args.grad_clip)
+            grad_norm = clip_grad_norm(params, max_norm)
         if use_scaler:
             scale_before = scaler.get_scale()
             scaler.step(optimizer)
@@ -526,8 +605,14 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
         loss = all_reduce_mean(float(loss_sum), ctx)
         if not skipped:
-            scheduler.step(loss) if plateau else scheduler.step()
+            clock = {name: ticks + per_step[name] for name, ticks in clock.items()}
+            if unit is not None:
+                advance_clock(scheduler, per_step[unit])
+            else:
+                scheduler.step(loss) if plateau else scheduler.step()
             scheduler_steps += 1
+            for h in hparams:  # the LR's step clock: once per successful update
+                h.step()
         tokens_seen += tokens_per_step
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
@@ -537,12 +622,18 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             "lr": lrs,
             "loss": loss,
             "tokens": tokens_seen,
+            "samples": tokens_seen // args.sequence_length,
             "ms": ms,
             "tok_per_s": tokens_per_step / (ms / 1000.0),
             "grad_norm": grad_norm,
             "skipped": skipped,
             "scheduler_steps": scheduler_steps,
         }
+        if lr_clock is not None:
+            record["clock"] = lr_clock
+        if lr_groups is not None:
+            record["lr_groups"] = lr_groups
+        record.update(hparam_values)
         if args.check_lr_sync:
             ranks = all_gather_floats([float(g["lr"]) for g in optimizer.param_groups], ctx)
             record["lr_ranks_equal"] = all(r == ranks[0] for r in ranks)
@@ -582,6 +673,9 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
                 args,
                 request=request,
                 applied_policy=applied_policy,
+                clock=clock,
+                tokens_per_step=tokens_per_step,
+                hparams=hparams,
             )
     printer.close()
     if is_main and not args.no_plot:
@@ -607,11 +701,16 @@ def save(
     args: argparse.Namespace,
     request: dict[str, Any] | None = None,
     applied_policy: str | None = None,
+    clock: dict[str, int] | None = None,
+    tokens_per_step: int | None = None,
+    hparams: list[Any] | None = None,
 ) -> None:
     """Collective: every rank takes part (state gathering); rank 0 writes atomically.
 
     ``spec`` is the schedule in force, ``request`` the one the flags asked for (they differ after a
-    ``--lr-resume-policy`` change) and ``applied_policy`` the policy that last changed it.
+    ``--lr-resume-policy`` change) and ``applied_policy`` the policy that last changed it. ``clock``
+    holds the tokens and samples of the successful updates, ``tokens_per_step`` the batch in tokens.
+    ``hparams`` are the hyperparameter schedulers, saved under ``"hparams"`` by key.
     """
     model_state = _model_state(pm)
     optimizer_state = _optimizer_state(pm, optimizer)
@@ -626,17 +725,41 @@ def save(
         "model": model_state,
         "optimizer": optimizer_state,
         "scheduler": scheduler.state_dict() if lrkit_backend else {},
+        "hparams": {h.key: h.state_dict() for h in hparams or []},  # the hyperparameter schedules' states
         "scheduler_backend": args.scheduler_backend,
         "scheduler_spec": spec,
         "scheduler_fingerprint": spec_fingerprint(spec),
         "scheduler_request": request if request is not None else spec,
         "scheduler_resume_policy": applied_policy,
+        "clock": dict(clock) if clock is not None else None,
+        "tokens_per_step": tokens_per_step,
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         "rng": rng,
         "data": loader.state_dict(),
         "config": config,
     }
     ckpt.save_checkpoint(run_dir, step, payload, keep_last=args.keep_last)
+
+
+def _saved_clock(payload: dict[str, Any], sequence_length: int) -> dict[str, int]:
+    """The clocks of a checkpoint; one saved before they existed counts every token it read."""
+    saved = payload.get("clock")
+    if isinstance(saved, dict) and {"tokens", "samples"} <= set(saved):
+        return {"tokens": int(saved["tokens"]), "samples": int(saved["samples"])}
+    tokens = int(payload["tokens"])
+    return {"tokens": tokens, "samples": tokens // sequence_length}
+
+
+def _batch_change_note(before: int, after: int, unit: str | None, clock: dict[str, int], step: int) -> str:
+    """What a resume with another batch size does to the schedule (no LR jump either way)."""
+    head = f"the batch changed from {before} to {after} tokens per step at step {step}"
+    if unit is not None:
+        return f"{head}; the schedule counts {unit} and continues at {clock[unit]} {unit}, with no LR jump"
+    return (
+        f"{head}; the schedule counts optimizer steps, so its LR is continuous in steps but the rest of it now "
+        f"spans {after / before:.3g}x the tokens. Give its lengths in tokens (--warmup 50Mtok --total 10Btok) "
+        "to keep it in token time"
+    )
 
 
 def _note(ctx: DistContext, message: str) -> None:
@@ -646,9 +769,15 @@ def _note(ctx: DistContext, message: str) -> None:
 
 
 def _change_schedule(
-    decision: resume_policy.Decision, steps: int, optimizer: torch.optim.Optimizer, backend: str, ctx: DistContext
+    decision: resume_policy.Decision,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    backend: str,
+    ctx: DistContext,
+    clock: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Put the schedule that ``decision`` asks for in force at scheduler step ``steps``; return it and its spec."""
+    """Put the schedule that ``decision`` asks for in force at scheduler step ``steps`` (and, for a schedule
+    in tokens or samples, at ``clock``); return it and its spec."""
     before = group_lrs(optimizer)
     peaks = [float(g["initial_lr"]) for g in optimizer.param_groups]
     spec, notes = resume_policy.in_force(decision, steps, before, peaks)
@@ -656,10 +785,14 @@ def _change_schedule(
     for group in optimizer.param_groups:
         set_group_value(group, "lr", float(group["initial_lr"]))
     scheduler = build_scheduler(spec, optimizer, backend=backend)  # type: ignore[arg-type]
+    unit = spec_clock_unit(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(steps):
-            scheduler.step()
+        if unit is not None:
+            move_clock(scheduler, (clock or {}).get(unit, 0), steps)
+        else:
+            for _ in range(steps):
+                scheduler.step()
     if decision.policy.kind == "override":
         notes.append(resume_policy.jump_report(steps, before, group_lrs(optimizer)))
     for note in notes:
@@ -726,8 +859,9 @@ def plot_run(metrics_path: Path, out: Path) -> Path:
     steps = [r["step"] for r in records]
     fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     n_groups = len(records[0]["lr"]) if records else 0
+    names = records[0].get("lr_groups") if records else None
     for i in range(n_groups):
-        ax_lr.plot(steps, [r["lr"][i] for r in records], label=f"group {i}")
+        ax_lr.plot(steps, [r["lr"][i] for r in records], label=names[i] if names else f"group {i}")
     ax_lr.set_ylabel("learning rate")
     ax_lr.legend(loc="best")
     ax_lr.grid(alpha=0.3)

@@ -1,9 +1,27 @@
-"""Parallel layouts on torch.distributed: DDP, ZeRO-1, FSDP2 and tensor parallel.
+"""Parallel layouts on torch.distributed: DDP, ZeRO-1, FSDP2, tensor and sequence parallel.
 
 Under ``torchrun`` the process group uses gloo on CPU and NCCL on CUDA. Ranks form
-a ``(dp, tp)`` device mesh, rank = ``dp_rank * tp + tp_rank``. The scheduler never
-sees any of this: every rank builds the same scheduler from the same spec and
-steps it once per optimizer update, so every rank holds the same LR.
+a ``(dp, tp)`` device mesh, rank = ``dp_rank * tp + tp_rank``; with pipeline
+parallelism (:mod:`lrkit.train.pipeline`) a ``(dp, pp, tp)`` mesh, rank =
+``(dp_rank * pp + pp_rank) * tp + tp_rank``. The scheduler never sees any of this:
+every rank builds the same scheduler from the same spec and steps it once per
+optimizer update, so every rank holds the same LR.
+
+What composes (world = DP x PP x TP):
+
+* DDP (``DistributedDataParallel``) when DP > 1 and TP = 1; with TP > 1 the
+  DTensor gradients are averaged over the ``dp`` group by hand (their local shards).
+* Tensor parallel: :func:`block_tp_plan` per block (column-parallel in, row-parallel
+  out), embeddings and head replicated; ``--sequence-parallel`` keeps the residual
+  stream sharded along the sequence between the block's sublayers and blocks.
+* FSDP2 over the ``dp`` mesh, alone or on top of TP.
+* ZeRO-1 (:class:`~lrkit.train.zero.ZeroOptimizer`) over the ``dp`` group in every
+  layout with DP, TP and PP included (FSDP2 already shards the state: refused there).
+* Pipeline parallel with any of TP, SP, DP and ZeRO-1 (not FSDP2): see
+  :mod:`lrkit.train.pipeline`.
+
+Checkpoints hold whole tensors in every layout: DTensors are gathered on save
+(:func:`full_tensor`) and cut back into this rank's shard on load (:func:`shard_like`).
 """
 
 from __future__ import annotations
@@ -37,6 +55,10 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def tp_rank(self) -> int:
+        return self.rank % self.tp_size
 
     @property
     def is_last_rank(self) -> bool:
@@ -120,13 +142,13 @@ def teardown_distributed() -> None:
             dist.destroy_process_group()
 
 
-def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn.Module, dict[str, Any]]]:
-    """Megatron-style plan: column-parallel into attention/MLP, row-parallel out of them.
+def block_tp_plan(model_name: str, sequence_parallel: bool = False) -> dict[str, Any]:
+    """One transformer block's plan (Megatron-style): column-parallel into attention/MLP, row-parallel out.
 
-    With ``sequence_parallel`` the residual stream between blocks stays sharded along the
-    sequence (``Shard(1)``): the norms run on their sequence shard (``SequenceParallel``),
-    each attention/MLP all-gathers its input and reduce-scatters its output, and the
-    stream is gathered again before the output head.
+    With ``sequence_parallel`` the block takes and returns the residual stream sharded along the
+    sequence (``Shard(1)`` DTensors): its norms run on their sequence shard (``SequenceParallel``),
+    attention and MLP all-gather their input and reduce-scatter their output. Without it the block
+    takes and returns plain (replicated) tensors.
     """
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (
@@ -136,24 +158,18 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
         SequenceParallel,
     )
 
-    name = type(model).__name__
-    if name == "GPT2":
-        blocks: Any = model.transformer.h  # type: ignore[union-attr]
+    if model_name == "GPT2":
         attn, mlp, norms = "attn", "mlp", ("ln_1", "ln_2")
         attn_in, attn_out = ("attn.c_q", "attn.c_k", "attn.c_v"), "attn.c_proj"
         mlp_in: tuple[str, ...] = ("mlp.c_fc",)
         mlp_out = "mlp.c_proj"
-        extra_inputs: tuple[None, ...] = ()
-        final_norm, head = "transformer.ln_f", "lm_head"
-    elif name == "Llama3":
-        blocks = model.layers  # type: ignore[union-attr]
+    elif model_name == "Llama3":
         attn, mlp, norms = "attention", "feed_forward", ("attention_norm", "ffn_norm")
         attn_in, attn_out = ("attention.wq", "attention.wk", "attention.wv"), "attention.wo"
         mlp_in, mlp_out = ("feed_forward.w1", "feed_forward.w3"), "feed_forward.w2"
-        extra_inputs = (None, None)  # RoPE cos and sin, plain tensors
-        final_norm, head = "norm", "output"
     else:
-        raise ValueError(f"no tensor-parallel plan for model {name}")
+        raise ValueError(f"no tensor-parallel plan for model {model_name}")
+    extra_inputs = block_extra_inputs(model_name)
     out = Shard(1) if sequence_parallel else None
     plan: dict[str, Any] = {}
     for layer in (*attn_in, *mlp_in):
@@ -171,8 +187,36 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
         plan[mlp] = PrepareModuleInput(
             input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
         )
+    return plan
+
+
+def block_extra_inputs(model_name: str) -> tuple[None, ...]:
+    """Placeholders for a block's inputs after the residual stream: LLaMA-3's RoPE cos and sin (plain tensors)."""
+    return (None, None) if model_name == "Llama3" else ()
+
+
+def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """Every block's :func:`block_tp_plan`; with ``sequence_parallel`` also the model-level entry and exit.
+
+    Under sequence parallelism the residual stream enters the first block sharded along the
+    sequence, the final norm runs on its shard, and the stream is gathered again before the head.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import PrepareModuleInput, SequenceParallel
+
+    name = type(model).__name__
+    if name == "GPT2":
+        blocks: Any = model.transformer.h  # type: ignore[union-attr]
+        final_norm, head = "transformer.ln_f", "lm_head"
+    elif name == "Llama3":
+        blocks = model.layers  # type: ignore[union-attr]
+        final_norm, head = "norm", "output"
+    else:
+        raise ValueError(f"no tensor-parallel plan for model {name}")
+    plan = block_tp_plan(name, sequence_parallel)
     plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in blocks]
     if sequence_parallel:
+        extra_inputs = block_extra_inputs(name)
         root = {
             # Enter the residual stream sharded along the sequence; leave it gathered for the head.
             _first_block(name): PrepareModuleInput(
@@ -268,7 +312,7 @@ def wrap_model(
             for p in params:
                 if p.grad is None:
                     continue
-                local = p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                local = local_tensor(p.grad)
                 dist.all_reduce(local, op=dist.ReduceOp.SUM, group=dp_group)
                 local.div_(ctx.dp_size)
 
@@ -296,6 +340,61 @@ def all_gather_floats(values: list[float], ctx: DistContext) -> list[list[float]
     return out
 
 
+def is_dtensor(tensor: torch.Tensor) -> bool:
+    """A DTensor (tensor parallel / FSDP2 parameter, gradient or optimizer state), not a plain tensor."""
+    return hasattr(tensor, "full_tensor")
+
+
+def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (a view: writing it writes the DTensor), or the plain tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined, no-any-return]
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor: a DTensor's shards gathered (collective over its mesh), a plain tensor as is."""
+    return tensor.full_tensor() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined, no-any-return]
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``full`` laid out as ``like``: this rank's shard as a DTensor when ``like`` is one (no communication:
+    every rank holds ``full``), else ``full`` on ``like``'s device."""
+    full = full.to(like.device)
+    if not is_dtensor(like):
+        return full
+    from torch.distributed.tensor import distribute_tensor
+
+    dt: Any = like
+    return distribute_tensor(full, dt.device_mesh, dt.placements, src_data_rank=None)
+
+
+def optimizer_state_like(state: dict[str, Any], param: torch.Tensor) -> dict[str, Any]:
+    """One parameter's optimizer state (a full checkpoint's: whole plain tensors) laid out as ``param``:
+    state shaped like a DTensor parameter becomes this rank's shard; scalars (Adam's ``step``) stay."""
+    if not is_dtensor(param):
+        return state
+    return {
+        key: shard_like(value, param)
+        if isinstance(value, torch.Tensor) and not is_dtensor(value) and key != "step" and value.shape == param.shape
+        else value
+        for key, value in state.items()
+    }
+
+
+def squared_grad_norm(grads: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """``|plain|^2 + |dtensor|^2`` as a float64 scalar: the squared L2 norm of the gradients of this rank's model
+    part, each element counted once (a DTensor's norm is taken over its mesh, so a replicated DTensor counts
+    once and a sharded one whole; plain gradients are this rank's own or replicated copies)."""
+    squared = torch.zeros((), dtype=torch.float64, device=device)
+    plain = [g for g in grads if not is_dtensor(g)]
+    distributed = [g for g in grads if is_dtensor(g)]
+    if plain:
+        squared += torch.nn.utils.get_total_norm(plain).double() ** 2
+    if distributed:
+        norm = torch.nn.utils.get_total_norm(distributed)
+        squared += full_tensor(norm).double() ** 2
+    return squared
+
+
 def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     """Global L2 grad norm over all ranks' shards, clipped to ``max_norm`` when ``max_norm > 0``.
 
@@ -305,18 +404,11 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> float:
     ``total = sqrt(|plain|^2 + |dtensor|^2)``.
     """
     grads = [p.grad for p in params if p.grad is not None]
-    distributed = [g for g in grads if hasattr(g, "full_tensor")]
-    if not distributed:
+    if not any(is_dtensor(g) for g in grads):
         if max_norm > 0:
             return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
         return float(torch.nn.utils.get_total_norm(grads))
-    plain = [g for g in grads if not hasattr(g, "full_tensor")]
-    squared = 0.0
-    if plain:
-        squared += float(torch.nn.utils.get_total_norm(plain)) ** 2
-    norm: Any = torch.nn.utils.get_total_norm(distributed)
-    squared += float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm) ** 2
-    total = squared**0.5
+    total = float(squared_grad_norm(grads, grads[0].device)) ** 0.5
     if max_norm > 0:
         coef = max_norm / (total + 1e-6)
         if coef < 1.0:

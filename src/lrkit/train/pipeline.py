@@ -11,22 +11,35 @@ The micro-batches of one optimizer update are the pipeline's micro-batches:
 ``--total-batch-size``). The schedule averages the gradients over them (``scale_grads``),
 as the plain loop does by dividing each micro-loss.
 
+Ranks form the ``(dp, pp, tp)`` mesh, rank = ``(dp_rank * N + pp_rank) * T + tp_rank``, so
+TP x PP x DP all compose (world = DP * N * T):
+
+* **Tensor parallel** (``--tensor-parallel T``, ``--sequence-parallel``): every stage's
+  blocks get the same per-block plan as the unpipelined model (:func:`block_tp_plan`); the
+  embeddings, the final norm and the head stay replicated. Activations cross stage
+  boundaries as plain full tensors (what ``PipelineStage`` sends), over the pipeline group
+  of this tensor-parallel rank; under sequence parallelism a stage shards the residual
+  stream along the sequence on entering its first block and gathers it on leaving its last.
+* **Data parallel**: gradients are averaged over the replicas by hand (DTensor gradients
+  through their local shards); ``--zero-stage 1`` shards the optimizer state over them
+  (:class:`~lrkit.train.zero.ZeroOptimizer`).
+
 GPT-2's tied embedding: the first stage holds ``wte`` and the last stage ``lm_head``,
 on different ranks, so the last stage keeps a *copy* of the shared weight (Megatron's
-approach). After backward the two ranks all-reduce (sum) the copy's and the original's
-gradients, so both hold the tied gradient of the single-process model and take the
-same optimizer update: the copies stay identical. The grad norm counts the weight once.
+approach). After backward the two ranks (same data- and tensor-parallel rank) all-reduce
+(sum) the copy's and the original's gradients, so both hold the tied gradient of the
+single-process model and take the same optimizer update: the copies stay identical. The
+grad norm counts the weight once.
 
 Every rank builds the full model from the same seed and keeps only its stages'
-parameters in its optimizer. Gradients are averaged over data-parallel replicas
-(``dp = world / N``) by hand; the global grad norm sums squared norms over the pipeline
-group. Checkpoints gather every stage's parameters and optimizer state to rank 0 into
-the same full-model payload as the other layouts (so a PP checkpoint resumes under any
-layout, and any full checkpoint resumes under PP).
+parameters in its optimizer. The global grad norm sums squared norms over the pipeline
+group (a DTensor's norm is already global over its tensor-parallel group). Checkpoints
+gather every stage's parameters and optimizer state, as whole tensors, to rank 0 into the
+same full-model payload as the unsharded layouts, whatever ``N``, ``V``, ``T`` and ``DP`` (a PP
+checkpoint without TP resumes in one process), and cut them back into shards on load.
 
-Refused for now, with a clear error: tensor parallel, FSDP, ZeRO-1, ``--compile``,
-float16 (the GradScaler cannot scale the schedule's internal backward; bfloat16 works)
-and ``--eval-interval``.
+Refused, with an error naming the flag: FSDP, ``--compile``, float16 (the GradScaler
+cannot scale the schedule's internal backward; bfloat16 works) and ``--eval-interval``.
 """
 
 from __future__ import annotations
@@ -39,7 +52,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lrkit.train.parallel import DistContext, ParallelModel
+from lrkit.train.parallel import (
+    DistContext,
+    ParallelModel,
+    block_extra_inputs,
+    block_tp_plan,
+    check_tp_divisibility,
+    full_tensor,
+    local_tensor,
+    optimizer_state_like,
+    shard_like,
+    squared_grad_norm,
+)
+from lrkit.train.zero import ZeroOptimizer
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b")
 
@@ -62,11 +87,10 @@ def check_pipeline_args(args: argparse.Namespace, ctx: DistContext, grad_accum: 
     """Refuse what PP does not support (yet) before any step."""
     pp, vpp = args.pipeline_parallel, args.virtual_pipeline_parallel
     stage_layers(n_layer, pp, vpp)
+    if args.sequence_parallel and args.tensor_parallel < 2:
+        raise ValueError("--sequence-parallel needs --tensor-parallel > 1")
     refused = [
-        (args.tensor_parallel > 1, "--tensor-parallel"),
-        (args.sequence_parallel, "--sequence-parallel"),
         (args.fsdp, "--fsdp"),
-        (args.zero_stage == 1, "--zero-stage 1"),
         (args.compile, "--compile"),
         (args.dtype == "float16", "--dtype float16"),
         (bool(args.eval_interval), "--eval-interval"),
@@ -136,6 +160,40 @@ class _Stage(nn.Module):
         return x
 
 
+def _stage_tp_plan(stage: _Stage, sequence_parallel: bool) -> list[tuple[nn.Module, dict[str, Any]]]:
+    """The blocks' tensor-parallel plans; under sequence parallelism also the stage's entry and exit.
+
+    A stage takes and returns plain full tensors (``PipelineStage`` sends plain tensors), so with
+    ``sequence_parallel`` the residual stream is sharded along the sequence entering the first block
+    and gathered leaving the last one; the final norm and head then run on the gathered stream.
+    """
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import PrepareModuleInput, PrepareModuleInputOutput, PrepareModuleOutput
+
+    name = "Llama3" if stage.llama else "GPT2"
+    plan = block_tp_plan(name, sequence_parallel)
+    plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in stage.blocks]
+    if sequence_parallel:
+        extra = block_extra_inputs(name)
+        enter: dict[str, Any] = {
+            "input_layouts": (Replicate(), *extra),
+            "desired_input_layouts": (Shard(1), *extra),
+        }
+        leave: dict[str, Any] = {"output_layouts": Shard(1), "desired_output_layouts": Replicate()}
+        last = len(stage.blocks) - 1
+        root: dict[str, Any]
+        if last == 0:
+            both = PrepareModuleInputOutput(**enter, use_local_input=False, **leave, use_local_output=True)
+            root = {"blocks.0": both}
+        else:
+            root = {
+                "blocks.0": PrepareModuleInput(**enter, use_local_output=False),
+                f"blocks.{last}": PrepareModuleOutput(**leave, use_local_output=True),
+            }
+        plans.append((stage, root))
+    return plans
+
+
 def _loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
@@ -170,25 +228,29 @@ class PipelineModel(ParallelModel):
         """Global grad norm over all stages (squared norms summed over the pipeline group), clipped as torch does."""
         grads = [p.grad for p in self.raw.parameters() if p.grad is not None]
         counted = [p.grad for p in self.raw.parameters() if p.grad is not None and p is not self._tied_copy]
-        local = torch.nn.utils.get_total_norm(counted) if counted else torch.zeros((), device=self.ctx.device)
-        squared = local.double().pow(2).reshape(1)
+        squared = squared_grad_norm(counted, self.ctx.device).reshape(1)
         dist.all_reduce(squared, op=dist.ReduceOp.SUM, group=self.ctx.mesh["pp"].get_group())
-        total = squared.sqrt().to(local.dtype).reshape(())
+        total = squared.sqrt().float().reshape(())
         if max_norm > 0:
             coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
             for g in grads:
-                g.mul_(coef)
+                local_tensor(g).mul_(coef)
         return float(total)
 
     # ------------------------------------------------------------------ checkpoint: full-model payloads
 
-    def _local_named(self) -> dict[str, torch.Tensor]:
-        """This rank's parameters by single-process name (the tied copy left out: stage 0 reports it)."""
-        return {self._canon[id(p)]: p.detach().cpu().clone() for p in self.raw.parameters() if p is not self._tied_copy}
+    def _sends(self, sharded_over_dp: bool = False) -> bool:
+        """Whether this rank's part goes into the gathered payload: one copy per stage, not per replica or shard."""
+        return self.ctx.tp_rank == 0 and (sharded_over_dp or self.ctx.dp_rank == 0)
 
     def model_state(self) -> dict[str, Any]:
         """Collective: the full model's state dict on rank 0 (``{}`` elsewhere)."""
-        gathered = _gather(self._local_named(), self.ctx)
+        local: dict[str, torch.Tensor] = {}
+        if self.ctx.dp_rank == 0:  # DTensors are gathered over the tensor-parallel group of this replica
+            for p in self.raw.parameters():
+                if p is not self._tied_copy:  # stage 0 reports the tied weight
+                    local[self._canon[id(p)]] = full_tensor(p.detach()).cpu().clone()
+        gathered = _gather(local if self._sends() else {}, self.ctx)
         if not self.ctx.is_main:
             return {}
         merged: dict[str, torch.Tensor] = {}
@@ -197,7 +259,10 @@ class PipelineModel(ParallelModel):
         return {key: merged[name] for key, name in self._state_keys}
 
     def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-        """Collective: the single-process optimizer's state dict on rank 0 (``{}`` elsewhere)."""
+        """Collective: the single-process optimizer's state dict on rank 0 (``{}`` elsewhere).
+
+        Under ZeRO-1 every data-parallel rank holds the state of its own parameters: all of them send.
+        """
         local = optimizer.state_dict()
         by_name: dict[str, Any] = {}
         for group, saved in zip(optimizer.param_groups, local["param_groups"]):
@@ -205,7 +270,8 @@ class PipelineModel(ParallelModel):
                 if p is not self._tied_copy and index in local["state"]:
                     by_name[self._canon[id(p)]] = _to_cpu(local["state"][index])
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in local["param_groups"]]
-        gathered = _gather((by_name, hyper), self.ctx)
+        sends = self._sends(sharded_over_dp=isinstance(optimizer, ZeroOptimizer))
+        gathered = _gather((by_name, hyper) if sends else ({}, hyper), self.ctx)
         if not self.ctx.is_main:
             return {}
         states: dict[str, Any] = {}
@@ -223,11 +289,11 @@ class PipelineModel(ParallelModel):
         return {"state": state, "param_groups": groups}
 
     def load(self, optimizer: torch.optim.Optimizer, payload: dict[str, Any]) -> None:
-        """Load a full-model payload (any layout's) into this rank's stages and optimizer."""
+        """Load a full-model payload (any layout's) into this rank's stages and optimizer (cut into shards)."""
         state = payload["model"]
         with torch.no_grad():
             for p in self.raw.parameters():
-                p.copy_(state[self._canon[id(p)]])
+                local_tensor(p).copy_(local_tensor(shard_like(state[self._canon[id(p)]], p)))
         full = payload["optimizer"]
         index_of = {name: i for i, name in enumerate(n for names in self._full_order for n in names)}
         local = optimizer.state_dict()
@@ -236,7 +302,7 @@ class PipelineModel(ParallelModel):
             for p, index in zip(group["params"], saved["params"]):
                 i = index_of[self._canon[id(p)]]
                 if i in full["state"]:
-                    new_state[index] = full["state"][i]
+                    new_state[index] = optimizer_state_like(full["state"][i], p)
             hyper = {k: v for k, v in full["param_groups"][g].items() if k != "params"}
             saved.update(hyper)
         local["state"] = new_state
@@ -244,8 +310,9 @@ class PipelineModel(ParallelModel):
 
 
 def _to_cpu(value: Any) -> Any:
+    """Whole tensors on the CPU (a DTensor is gathered: collective over its tensor-parallel group)."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
+        return full_tensor(value.detach()).cpu().clone()
     if isinstance(value, dict):
         return {k: _to_cpu(v) for k, v in value.items()}
     return value
@@ -281,9 +348,18 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
         m.lm_head.weight = tied_copy
         canon[id(tied_copy)] = "transformer.wte.weight"
     modules = [_Stage(model, *ranges[s], first=s == 0, last=s == n_stages - 1) for s in my_stages]
+    if ctx.tp_size > 1:
+        from torch.distributed.tensor.parallel import parallelize_module
+
+        check_tp_divisibility(model, ctx.tp_size)
+        for module in modules:
+            for target, plan in _stage_tp_plan(module, args.sequence_parallel):
+                parallelize_module(target, ctx.mesh["tp"], plan)
     raw = nn.ModuleList(modules)
+    # Tensor parallelism replaced the blocks' parameters (DTensors) under the same names.
+    name_now = {id(p): n for n, p in model.named_parameters()}
     for p in raw.parameters():
-        canon.setdefault(id(p), name_of.get(id(p), ""))
+        canon.setdefault(id(p), name_now[id(p)])
     pp_group = ctx.mesh["pp"].get_group()
     stages: list[Any] = [
         PipelineStage(mod, s, n_stages, ctx.device, group=pp_group) for mod, s in zip(modules, my_stages)
@@ -297,14 +373,17 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
     else:
         schedule = Schedule1F1B(stages[0], n_microbatches=n_microbatches, loss_fn=_loss_fn)
 
-    # The tied pair (stage 0 on pp rank 0, the last stage on pp rank pp-1) of every data-parallel replica.
+    # The tied pair (stage 0 on pp rank 0, the last stage on pp rank pp-1) of every data-parallel replica
+    # and tensor-parallel rank. The embedding and head are not tensor-parallel: the tied weight is plain.
     tied_group = None
     if tied:
-        per_replica = pp * ctx.tp_size
+        tp = ctx.tp_size
         for d in range(ctx.dp_size):
-            group = dist.new_group([d * per_replica, d * per_replica + (pp - 1) * ctx.tp_size])
-            if d == ctx.dp_rank:
-                tied_group = group
+            for t in range(tp):
+                first_rank = d * pp * tp + t
+                group = dist.new_group([first_rank, first_rank + (pp - 1) * tp])
+                if (d, t) == (ctx.dp_rank, ctx.tp_rank):
+                    tied_group = group
     owns_tied = tied and (ctx.pp_rank == 0 or ctx.pp_rank == pp - 1)
     tied_param: nn.Parameter | None = None
     if owns_tied:
@@ -319,10 +398,17 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
         if dp_group is not None:
             for p in params:
                 if p.grad is not None:
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM, group=dp_group)
-                    p.grad.div_(ctx.dp_size)
+                    grad = local_tensor(p.grad)
+                    dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=dp_group)
+                    grad.div_(ctx.dp_size)
 
-    layout = f"PP{pp}" + (f"+VPP{vpp}" if vpp > 1 else "") + (f"+DP{ctx.dp_size}" if ctx.dp_size > 1 else "")
+    layout = (
+        f"PP{pp}"
+        + (f"+VPP{vpp}" if vpp > 1 else "")
+        + (f"+TP{ctx.tp_size}" if ctx.tp_size > 1 else "")
+        + ("+SP" if args.sequence_parallel else "")
+        + (f"+DP{ctx.dp_size}" if ctx.dp_size > 1 else "")
+    )
     pm = PipelineModel(module=raw, raw=raw, ctx=ctx, layout=layout, sharded_state=False, _sync_grads=_sync)
     pm.full = model
     pm.schedule = schedule

@@ -208,6 +208,19 @@ def test_checkpoint_from_another_model(tmp_path: Path, capsys: pytest.CaptureFix
     assert "model" in err and "gpt2" in err and "llama3" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "saved"),
+    [("--lr", "2e-3", "0.001"), ("--layer-decay", "0.5", "None"), ("--n-layer", "2", "None")],
+)
+def test_resume_with_another_peak_or_shape_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, saved: str
+) -> None:
+    """The groups' peaks come from the checkpoint: a changed --lr or --layer-decay would be ignored silently."""
+    run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
+    err = _error_of(tmp_path, flag, value, "--resume", "auto", capsys=capsys)
+    assert "incompatible" in err and f"{flag[2:].replace('-', '_')}: checkpoint={saved}" in err
+
+
 @pytest.mark.parametrize("model", ["gpt2", "llama3"])
 def test_tensor_and_sequence_parallel_match_one_process(tmp_path: Path, model: str) -> None:
     """TP2+SP computes the same model: losses agree with the single-process run (fp32 reduction order aside)."""

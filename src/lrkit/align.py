@@ -111,6 +111,12 @@ def _llm_spec(name: str) -> dict[str, Any] | None:
         "CosineWithRestarts": {"warmup_steps": 1, "cycle_steps": 4, "cycle_decay": 0.8, "min_lr": 1e-4},
         "HFSchedule": {"name": "cosine_with_restarts", "num_warmup_steps": 2, "num_training_steps": 10,
                        "scheduler_specific_kwargs": {"num_cycles": 2}},
+        # Token time: 4 x 64 = 256 tokens per update, so the warmup ends inside step 3 and the decay at step 10.
+        "Clocked": {"unit": "tokens", "schedule": {"type": "WarmupCosine", "warmup_steps": 600,
+                                                   "total_steps": 2560, "min_lr": 1e-4}},
+        # The trainer's two groups (matrices, then biases and gains), each on its own schedule.
+        "PerGroup": {"schedulers": [{"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 10, "min_lr": 1e-4},
+                                    {"type": "WSD", "warmup_steps": 0, "total_steps": 10, "decay_steps": 3}]},
     }  # fmt: skip
     args = examples.get(name)
     return None if args is None else {"type": name, **args}

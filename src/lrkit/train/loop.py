@@ -83,6 +83,11 @@ COMPATIBLE_KEYS = [
     "sequence_parallel",
     "fsdp",
     "zero_stage",
+    # The groups' peaks come from the checkpoint's optimizer state: a change here would be ignored silently.
+    "lr",
+    "param_groups",
+    "layer_decay",
+    "group_lr",
 ]
 
 
@@ -280,8 +285,12 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's flags as plain data (stored in every checkpoint)."""
-    return {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    """The run's flags as plain data (stored in every checkpoint); ``--group-lr`` as ``{name: scale}``."""
+    config: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))
+    }
+    config["group_lr"] = dict(getattr(args, "group_lr", None) or [])
+    return config
 
 
 # ---------------------------------------------------------------------- metrics

@@ -32,22 +32,29 @@ CHAINED = {
     "type": "ChainedScheduler",
     "schedulers": [STEP, {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5}],
 }
-#: A composite torch can also run: a SequentialLR (warmup, then cosine) chained with a decay.
-#: (torch cannot enter a ChainedScheduler at a SequentialLR milestone, so not the other way round.)
-COMPOSITE = {
-    "type": "ChainedScheduler",
-    "schedulers": [
-        {
-            "type": "SequentialLR",
-            "milestones": [4],
-            "schedulers": [
-                {"type": "LinearLR", "start_factor": 0.25, "total_iters": 4},
-                {"type": "CosineAnnealingLR", "T_max": 8, "eta_min": 1e-4},
-            ],
-        },
-        {"type": "ExponentialLR", "gamma": 0.95},
-    ],
-}
+
+
+def composite(warmup: int, decay: int, start_factor: float = 0.25, gamma: float = 0.95) -> dict[str, Any]:
+    """A composite torch can also run: a SequentialLR (LinearLR warmup over ``warmup`` steps, then cosine
+    over ``decay`` steps to 1e-4) chained with an ExponentialLR(``gamma``). torch cannot enter a
+    ChainedScheduler at a SequentialLR milestone, so the nesting is not the other way round."""
+    return {
+        "type": "ChainedScheduler",
+        "schedulers": [
+            {
+                "type": "SequentialLR",
+                "milestones": [warmup],
+                "schedulers": [
+                    {"type": "LinearLR", "start_factor": start_factor, "total_iters": warmup},
+                    {"type": "CosineAnnealingLR", "T_max": decay, "eta_min": 1e-4},
+                ],
+            },
+            {"type": "ExponentialLR", "gamma": gamma},
+        ],
+    }
+
+
+COMPOSITE = composite(4, 8)
 #: Pipeline cases: 4 micro-batches (batch 4 x 64 tokens) per update, the pipeline's microbatches.
 PP_FLAGS = ["--total-batch-size", str(4 * 4 * 64)]
 #: The schedule the ``extend`` and ``cooldown`` resume cases start from.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrkit.align import Case, _command, _run, compare
+from lrkit.align import Case, _command, _run, compare, composite
 
 #: The model every layout case trains: 8 blocks (PP8, PP4 x VPP2), 4 heads (TP4), 4 KV heads for LLaMA-3.
 SHAPE = ["--n-layer", "8", "--n-head", "4"]
@@ -43,35 +43,9 @@ def _batch(micro_batch: int) -> list[str]:
             "--total-batch-size", str(SEQUENCES * SEQ_LEN)]  # fmt: skip
 
 
-#: Warmup (LinearLR) then cosine, chained with an exponential decay: a composite torch runs too.
-COMPOSITE_10 = {
-    "type": "ChainedScheduler",
-    "schedulers": [
-        {
-            "type": "SequentialLR",
-            "milestones": [3],
-            "schedulers": [
-                {"type": "LinearLR", "start_factor": 0.25, "total_iters": 3},
-                {"type": "CosineAnnealingLR", "T_max": 7, "eta_min": 1e-4},
-            ],
-        },
-        {"type": "ExponentialLR", "gamma": 0.95},
-    ],
-}
-COMPOSITE_50 = {
-    "type": "ChainedScheduler",
-    "schedulers": [
-        {
-            "type": "SequentialLR",
-            "milestones": [10],
-            "schedulers": [
-                {"type": "LinearLR", "start_factor": 0.1, "total_iters": 10},
-                {"type": "CosineAnnealingLR", "T_max": 40, "eta_min": 1e-4},
-            ],
-        },
-        {"type": "ExponentialLR", "gamma": 0.99},
-    ],
-}
+#: Warmup (LinearLR) then cosine, chained with an exponential decay: 10 steps, and 50 for the checkpoint cases.
+COMPOSITE_10 = composite(3, 7)
+COMPOSITE_50 = composite(10, 40, start_factor=0.1, gamma=0.99)
 
 #: (name, ranks, micro-batch size, layout flags): InfiniTrain's scenarios at 8 ranks, and the single process.
 LAYOUTS: list[tuple[str, int, int, list[str]]] = [

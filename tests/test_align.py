@@ -60,3 +60,22 @@ def test_layout_matrix_has_every_scenario_with_a_valid_batch_split() -> None:
         assert args.n_layer % (args.pipeline_parallel * args.virtual_pipeline_parallel) == 0, lc.name
         assert (args.zero_stage == 1) <= (dp > 1), lc.name
         assert reference_name(lc) in names
+
+
+def test_a_failed_case_is_an_error_row_and_the_matrix_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrkit.align import _run_matrix, format_table
+
+    ours = [{"step": s, "loss": 1.0, "lr": [0.1]} for s in range(1, 11)]
+    good = compare(Case("good", {}), ours, ours, 0.0)
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("command failed (1): torchrun ...")
+
+    runs = [("broken", broken, {"model": "gpt2", "layout": "2", "dtype": "float32"}), ("good", lambda: good, {})]
+    assert _run_matrix(runs, lambda r: "", format_table, None, "") == 1  # type: ignore[arg-type]
+    out = capsys.readouterr()
+    assert "command failed" in out.err
+    lines = out.out.splitlines()
+    assert any(line.startswith("broken") and line.endswith("ERROR") for line in lines)
+    assert any(line.startswith("good") and line.endswith("PASS") for line in lines)
+    assert "1 passed, 1 failed" in out.out

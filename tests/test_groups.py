@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from test_llm import run as run_schedule
+from test_train import TINY, parse
+from test_train import train_run as run
 
 import lrkit
 from lrkit import schedules as S
 from lrkit.groups import PerGroup, layer_depths, layerwise_lr_decay, part_groups, scale_absolute_lrs, scale_groups
 from lrkit.scheduler import StateError
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import add_train_arguments, plot_run, read_metrics, run_train, train
+from lrkit.train.loop import plot_run, run_train
 from lrkit.train.models import build_model
-from lrkit.train.parallel import DistContext
 
 PEAKS = (1e-3, 3e-4, 5e-4)
 CHILDREN: list[dict[str, Any]] = [
@@ -38,12 +39,8 @@ def make_optimizer(peaks: tuple[float, ...] = PEAKS, names: list[str] | None = N
 
 
 def lrs_over(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int = STEPS) -> list[list[float]]:
-    out = [[float(g["lr"]) for g in optimizer.param_groups]]
-    for _ in range(steps):
-        optimizer.step()
-        scheduler.step()
-        out.append([float(g["lr"]) for g in optimizer.param_groups])
-    return out
+    """Every group's LR at steps 0..``steps`` (test_llm's stepping loop)."""
+    return run_schedule(scheduler, optimizer, steps)
 
 
 def alone(spec: dict[str, Any], peak: float, backend: str = "lrkit") -> list[float]:
@@ -241,7 +238,6 @@ def test_scale_groups_and_bad_input() -> None:
 
 # --------------------------------------------------------------------------- the trainer
 
-TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
 LR, MIN_LR, WARMUP, TOTAL = 1e-3, 1e-4, 2, 5
 EMBED = {"type": "WSD", "warmup_steps": 0, "total_steps": TOTAL, "decay_steps": 2, "min_lr": 2e-5}
 GROUP_FLAGS = [
@@ -249,17 +245,6 @@ GROUP_FLAGS = [
     "--total-steps", str(TOTAL), "--min-lr", str(MIN_LR), "--group-lr", "body=0.5",
     "--group-schedule", "embed=" + json.dumps(EMBED),
 ]  # fmt: skip
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
-    train(parse(*TINY, "--run-dir", str(tmp), *argv), DistContext())
-    return read_metrics(tmp / "metrics.jsonl")
 
 
 def test_trainer_logs_every_groups_lr_and_each_follows_its_schedule(tmp_path: Path) -> None:

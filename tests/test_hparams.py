@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import torch
+from test_train import TINY, parse
+from test_train import train_run as run
 
 from lrkit import schedules as S
 from lrkit.hparams import HyperparamScheduler, schedule_from_text
 from lrkit.scheduler import StateError
-from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
-from lrkit.train.parallel import DistContext
+from lrkit.train.loop import run_train
 
 WD = S.WarmupCosine(peak_lr=0.1, warmup_steps=0, total_steps=8, min_lr=0.01)
 BETA2 = S.Decay(start_lr=0.95, decay_steps=6, min_lr=0.99, decay_shape="cosine")  # a rise: 0.95 -> 0.99
@@ -173,23 +174,11 @@ def test_schedule_from_text(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- the trainer
 
-TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
 FLAGS = [
     "--lr-scheduler", "cosine", "--warmup-steps", "1", "--total-steps", "6", "--weight-decay", "0.1",
     "--wd-schedule", "cosine:0.2:0.02", "--beta2-schedule", "linear:0.95:0.99:4",
     "--grad-clip-schedule", "linear:2.0:0.5",
 ]  # fmt: skip
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
-    train(parse(*TINY, "--run-dir", str(tmp), *argv), DistContext())
-    return read_metrics(tmp / "metrics.jsonl")
 
 
 def test_trainer_schedules_reach_the_optimizer_and_resume_exactly(tmp_path: Path) -> None:

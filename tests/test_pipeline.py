@@ -40,12 +40,22 @@ def test_pp2_matches_one_process(tmp_path: Path, model: str) -> None:
     _same_run(pipelined, single)
 
 
-def test_pp2_vpp2_dp2_interleaved_matches_one_process(tmp_path: Path) -> None:
-    """4 ranks: 2 data-parallel replicas of a 2-rank pipeline with 2 virtual stages each (Interleaved1F1B)."""
+@pytest.mark.parametrize(
+    "layout",
+    [
+        # 2 data-parallel replicas of a 2-rank pipeline with 2 virtual stages each (Interleaved1F1B)
+        ["--virtual-pipeline-parallel", "2"],
+        # ZeRO-1 shards each stage's optimizer state over its 2 replicas (GPT-2's tied embedding included)
+        ["--zero-stage", "1"],
+    ],
+    ids=["vpp2-interleaved", "zero1"],
+)
+def test_pp2_dp2_matches_one_process(tmp_path: Path, layout: list[str]) -> None:
+    """4 ranks, PP2 x DP2: the same LRs as one process, exactly, and the same losses to rel 1e-5."""
     single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
     torchrun(
         4, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "3", "--lr-scheduler", SPEC,
-        "--pipeline-parallel", "2", "--virtual-pipeline-parallel", "2", "--check-lr-sync", *FOUR_MICRO,
+        "--pipeline-parallel", "2", *layout, "--check-lr-sync", *FOUR_MICRO,
     )  # fmt: skip
     pipelined = read_metrics(tmp_path / "pp" / "metrics.jsonl")
     assert all(r["lr_ranks_equal"] for r in pipelined)
@@ -89,19 +99,6 @@ def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> N
     torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
     resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
     assert trace(resumed) == trace(straight[2:])
-
-
-def test_zero1_under_pp2_dp2_matches_one_process(tmp_path: Path) -> None:
-    """4 ranks: ZeRO-1 shards each pipeline stage's optimizer state over its 2 data-parallel replicas (GPT-2's
-    tied embedding included)."""
-    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
-    torchrun(
-        4, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "3", "--lr-scheduler", SPEC,
-        "--pipeline-parallel", "2", "--zero-stage", "1", "--check-lr-sync", *FOUR_MICRO,
-    )  # fmt: skip
-    pipelined = read_metrics(tmp_path / "pp" / "metrics.jsonl")
-    assert all(r["lr_ranks_equal"] for r in pipelined)
-    _same_run(pipelined, single)
 
 
 def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:

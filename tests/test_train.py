@@ -37,10 +37,15 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
-    args = parse(*TINY, "--run-dir", str(tmp), "--lr-scheduler", json.dumps(CHAINED), *argv)
-    train(args, DistContext())
+def train_run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
+    """Train the tiny model in this process with ``argv``; the records of its ``metrics.jsonl``."""
+    train(parse(*TINY, "--run-dir", str(tmp), *argv), DistContext())
     return read_metrics(tmp / "metrics.jsonl")
+
+
+def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
+    """:func:`train_run` with the chained schedule unless ``argv`` names another."""
+    return train_run(tmp, "--lr-scheduler", json.dumps(CHAINED), *argv)
 
 
 def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -396,26 +397,48 @@ def run_align(args: argparse.Namespace) -> int:
             return 2
         cases = [known[n] for n in args.cases]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lrkit-align-"))
+    runs: list[Run] = [
+        (c.name, partial(run_case, c, workdir), {"model": c.model, "layout": str(c.nproc), "dtype": c.dtype})
+        for c in cases
+    ]
+    return _run_matrix(runs, lambda r: f"Δloss={r['max_dloss']:.3g}", format_table, args.json, "")
+
+
+#: One case of a matrix: its name, what runs it (returns its row), and the columns of its row if it fails.
+Run = tuple[str, Callable[[], dict[str, Any]], dict[str, Any]]
+
+
+def _run_matrix(
+    runs: list[Run],
+    summary: Callable[[dict[str, Any]], str],
+    table: Callable[[list[dict[str, Any]]], str],
+    json_path: str | None,
+    footer: str,
+) -> int:
+    """Run every case with a progress line, print the table; 0 when every row passes.
+
+    A case whose training fails is an ERROR row (its third element fills the columns) and the others still run.
+    """
     rows = []
-    for i, case in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {case.name} ...", end=" ", flush=True)
+    for i, (name, run, failed) in enumerate(runs, 1):
+        print(f"[{i}/{len(runs)}] {name} ...", end=" ", flush=True)
         try:
-            row = run_case(case, workdir)
+            row = run()
         except RuntimeError as err:
             print("ERROR")
             print(str(err), file=sys.stderr)
-            row = {"case": case.name, "model": case.model, "layout": str(case.nproc), "dtype": case.dtype, "steps": 0,
-                   "max_dloss": float("inf"), "max_dlr": float("inf"), "lr_equal_on_ranks": False,
-                   "verdict": "ERROR", "seconds": 0.0}  # fmt: skip
+            inf = float("inf")
+            row = {**failed, "case": name, "steps": 0, "max_dloss": inf, "max_dlr": inf, "max_dloss_single": inf,
+                   "lr_equal_on_ranks": False, "verdict": "ERROR", "seconds": 0.0}  # fmt: skip
         else:
-            print(f"{row['verdict']}  Δloss={row['max_dloss']:.3g}  ({row['seconds']:.1f} s)", flush=True)
+            print(f"{row['verdict']}  {summary(row)}  ({row['seconds']:.1f} s)", flush=True)
         rows.append(row)
     print()
-    print(format_table(rows))
+    print(table(rows))
     passed = sum(r["verdict"] == "PASS" for r in rows)
-    print(f"\n{passed} passed, {len(rows) - passed} failed")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    print(f"\n{passed} passed, {len(rows) - passed} failed{footer}")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
     return 0 if passed == len(rows) else 1
 
 
@@ -439,28 +462,17 @@ def _run_layouts(args: argparse.Namespace) -> int:
         cases = [lc for lc in cases if lc.name in wanted]
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="lrkit-layouts-"))
     single: dict[str, list[dict[str, Any]]] = {}
-    rows = []
-    for i, lc in enumerate(cases, 1):
-        print(f"[{i}/{len(cases)}] {lc.name} ...", end=" ", flush=True)
-        try:
-            row = run_layout_case(lc, workdir, single)
-        except RuntimeError as err:
-            print("ERROR")
-            print(str(err), file=sys.stderr)
-            row = {"case": lc.name, "model": lc.case.model, "layout": lc.layout, "steps": 0,
-                   "max_dloss": float("inf"), "max_dlr": float("inf"), "max_dloss_single": float("inf"),
-                   "lr_equal_on_ranks": False, "verdict": "ERROR", "seconds": 0.0}  # fmt: skip
-        else:
-            print(f"{row['verdict']}  Δloss vs torch={row['max_dloss']:.3g}  vs single={row['max_dloss_single']:.3g}"
-                  f"  ({row['seconds']:.1f} s)", flush=True)  # fmt: skip
-        rows.append(row)
-    print()
-    print(format_layout_table(rows))
-    passed = sum(r["verdict"] == "PASS" for r in rows)
-    print(f"{passed} passed, {len(rows) - passed} failed; runs in {workdir}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
-    return 0 if passed == len(rows) else 1
+    runs: list[Run] = [
+        (lc.name, partial(run_layout_case, lc, workdir, single), {"model": lc.case.model, "layout": lc.layout})
+        for lc in cases
+    ]
+    return _run_matrix(
+        runs,
+        lambda r: f"Δloss vs torch={r['max_dloss']:.3g}  vs single={r['max_dloss_single']:.3g}",
+        format_layout_table,
+        args.json,
+        f"; runs in {workdir}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,23 +165,35 @@ def _canonical(name: str) -> str | None:
     return _HF_BARE.get(key)
 
 
-def _scheduler_value(text: str) -> str | dict[str, Any]:
-    """argparse ``type`` of ``--lr-scheduler``: a canonical name or a spec dict."""
+def read_spec_source(text: str) -> str:
+    """The text of a spec flag: ``@file.json`` is replaced by the file's contents (argparse errors)."""
     source = text.strip()
     if source.startswith("@"):
         path = Path(source[1:])
         try:
-            source = path.read_text()
+            return path.read_text().strip()
         except OSError as err:
             raise argparse.ArgumentTypeError(f"cannot read spec file {str(path)!r}: {err.strerror}") from err
+    return source
+
+
+def parse_json_spec(source: str, label: str = "") -> dict[str, Any]:
+    """A JSON spec object with a ``"type"`` key; ``label`` prefixes the argparse error."""
+    prefix = f"{label}: " if label else ""
+    try:
+        spec = json.loads(source)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"{prefix}invalid JSON spec {source!r}: {err}") from err
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise argparse.ArgumentTypeError(f"{prefix}a JSON spec must be an object with a 'type' key, got {spec!r}")
+    return spec
+
+
+def _scheduler_value(text: str) -> str | dict[str, Any]:
+    """argparse ``type`` of ``--lr-scheduler``: a canonical name or a spec dict."""
+    source = read_spec_source(text)
     if source.startswith("{"):
-        try:
-            spec = json.loads(source)
-        except json.JSONDecodeError as err:
-            raise argparse.ArgumentTypeError(f"invalid JSON spec: {err}") from err
-        if not isinstance(spec, dict) or "type" not in spec:
-            raise argparse.ArgumentTypeError(f"a JSON spec must be an object with a 'type' key, got {spec!r}")
-        return spec
+        return parse_json_spec(source)
     name = _canonical(source)
     if name is None:
         raise argparse.ArgumentTypeError(

@@ -33,9 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from lrkit.flags import parse_json_spec, read_spec_source
 from lrkit.groups import NO_DECAY_SUFFIX, PerGroup, layerwise_lr_decay, part_groups, scale_absolute_lrs, scale_groups
 from lrkit.hparams import GRAD_CLIP, SHORT_FORMS, HyperparamScheduler, schedule_from_text
 from lrkit.llm import ScheduleLR
@@ -72,19 +72,7 @@ def _name_spec(text: str) -> tuple[str, dict[str, Any]]:
     name, sep, source = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME=SPEC such as 'embed={{\"type\": ...}}', got {text!r}")
-    source = source.strip()
-    if source.startswith("@"):
-        try:
-            source = Path(source[1:]).read_text()
-        except OSError as err:
-            raise argparse.ArgumentTypeError(f"cannot read spec file {source[1:]!r}: {err.strerror}") from err
-    try:
-        spec = json.loads(source)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"{name}: invalid JSON spec {source!r}: {err}") from err
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise argparse.ArgumentTypeError(f"{name}: a spec must be a JSON object with a 'type' key, got {spec!r}")
-    return name, spec
+    return name, parse_json_spec(read_spec_source(source), label=name)
 
 
 def _schedule_text(text: str) -> str:

@@ -18,7 +18,7 @@ import torch
 
 import lrkit
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.loop import TrainError, add_train_arguments, optimizer_impl_kwargs, read_metrics, run_train, train
 from lrkit.train.parallel import DistContext
 
 CHAINED = {
@@ -89,6 +89,40 @@ def test_gradient_accumulation_steps_the_scheduler_once_per_update(tmp_path: Pat
     records = run(tmp_path, "--num-iterations", "5", "--total-batch-size", str(4 * 2 * 32))
     assert [r["scheduler_steps"] for r in records] == [1, 2, 3, 4, 5]
     assert [r["tokens"] for r in records] == [4 * 2 * 32 * (i + 1) for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--optimizer", "adamw"], {"fused": True}),
+        (["--optimizer", "adam"], {"fused": True}),
+        (["--optimizer", "sgd"], {}),
+        (["--optimizer", "adamw", "--compile"], {}),
+        (["--optimizer-impl", "for-loop"], {"foreach": False}),
+        (["--optimizer-impl", "foreach"], {"foreach": True}),
+        (["--optimizer", "sgd", "--optimizer-impl", "fused"], {"fused": True}),
+    ],
+)
+def test_optimizer_impl_picks_torchs_implementation(argv: list[str], expected: dict[str, bool]) -> None:
+    assert optimizer_impl_kwargs(parse(*argv)) == expected
+
+
+def test_optimizer_impl_with_dtensor_parameters() -> None:
+    """torch's fused kernels refuse DTensors (TP, FSDP2): auto falls back, an explicit fused is an error."""
+    assert optimizer_impl_kwargs(parse(), dtensor_params=True) == {}
+    with pytest.raises(TrainError, match="--optimizer-impl fused .*DTensor"):
+        optimizer_impl_kwargs(parse("--optimizer-impl", "fused"), dtensor_params=True)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_fused_update_trains_like_torchs_for_loop(tmp_path: Path, optimizer: str) -> None:
+    """The fused AdamW/Adam kernel (the default) against torch's for-loop implementation, as the oracle."""
+    argv = ("--num-iterations", "5", "--optimizer", optimizer, "--weight-decay", "0.1")
+    fused = run(tmp_path / "fused", *argv)
+    loop = run(tmp_path / "loop", *argv, "--optimizer-impl", "for-loop")
+    assert [r["lr"] for r in fused] == [r["lr"] for r in loop]
+    assert [r["loss"] for r in fused] == pytest.approx([r["loss"] for r in loop], rel=1e-5)
+    assert fused[-1]["loss"] < fused[0]["loss"]
 
 
 def test_amp_skipped_update_does_not_advance_the_schedule(tmp_path: Path) -> None:

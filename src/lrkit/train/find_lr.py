@@ -57,7 +57,7 @@ _TRAINER_FLAGS: dict[str, tuple[str, ...]] = {
     "model": ("model", "preset"),
     "data": ("data",),
     "batch": ("batch_size", "sequence_length"),
-    "optimizer": ("optimizer", "weight_decay", "beta1", "beta2", "momentum", "grad_clip"),
+    "optimizer": ("optimizer", "weight_decay", "beta1", "beta2", "momentum", "grad_clip", "optimizer_impl"),
     "run": ("seed", "threads", "device"),
 }
 #: Fraction of the scan at its start left out of the steepest-descent search: there the EMA has seen

@@ -62,6 +62,7 @@ from lrkit.train.parallel import (
     all_gather_floats,
     all_reduce_mean,
     clip_grad_norm,
+    is_dtensor,
     setup_distributed,
     teardown_distributed,
     wrap_model,
@@ -142,6 +143,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[0, 1],
         default=0,
         help="1: shard the optimizer state over the data-parallel ranks (ZeRO-1)",
+    )
+    g.add_argument(
+        "--optimizer-impl",
+        choices=["auto", "fused", "foreach", "for-loop"],
+        default="auto",
+        help="torch's implementation of the update. auto (default): fused for adamw/adam (one kernel over "
+        "all parameters, on CPU too; about 5x faster than the for-loop that torch picks on CPU), torch's "
+        "own choice for sgd and under --compile (which builds its own kernels). The same math; the "
+        "bits of the update may differ between implementations",
     )
     g = parser.add_argument_group("param groups and hyperparameter schedules (lrkit.train.optim)")
     train_optim.add_group_arguments(g)
@@ -252,11 +262,10 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
     if args.optimizer in ("adamw", "adam"):
         cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
         kwargs["betas"] = (args.beta1, args.beta2)
-        if pm.ctx.device.type == "cuda":
-            kwargs["fused"] = True
     else:
         cls = torch.optim.SGD
         kwargs["momentum"] = args.momentum
+    kwargs.update(optimizer_impl_kwargs(args, dtensor_params=any(is_dtensor(p) for p in pm.raw.parameters())))
     if args.zero_stage == 1:
         if not pm.ctx.distributed:
             raise TrainError("--zero-stage 1 needs more than one rank (launch with torchrun)")
@@ -267,6 +276,27 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
         for group in groups:
             group["lr"] = torch.tensor(float(group.get("lr", args.lr)))
     return cls(groups, **kwargs)
+
+
+def optimizer_impl_kwargs(args: argparse.Namespace, dtensor_params: bool = False) -> dict[str, bool]:
+    """``--optimizer-impl`` as the optimizer's ``fused`` / ``foreach`` arguments (``{}``: torch's default).
+
+    ``auto`` picks the fused kernel for AdamW and Adam over plain tensors. It leaves torch's default
+    under ``--compile`` (the compiled step is traced from it) and for DTensor parameters
+    (``dtensor_params``: tensor parallel, FSDP2), which torch's fused kernels do not take.
+    """
+    impl = args.optimizer_impl
+    if impl == "auto":
+        fused = args.optimizer in ("adamw", "adam") and not args.compile and not dtensor_params
+        return {"fused": True} if fused else {}
+    if impl == "fused":
+        if dtensor_params:
+            raise TrainError(
+                "--optimizer-impl fused does not work with DTensor parameters (--tensor-parallel > 1 or --fsdp): "
+                "torch's fused kernels take plain tensors only; use auto or foreach"
+            )
+        return {"fused": True}
+    return {"foreach": impl == "foreach"}
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -286,9 +316,7 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The run's flags as plain data (stored in every checkpoint); ``--group-lr`` as ``{name: scale}``."""
-    config: dict[str, Any] = {
-        k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))
-    }
+    config: dict[str, Any] = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
     config["group_lr"] = dict(getattr(args, "group_lr", None) or [])
     return config
 

@@ -271,6 +271,20 @@ def test_trainer_logs_every_groups_lr_and_each_follows_its_schedule(tmp_path: Pa
     assert (tmp_path / "lr.png").stat().st_size > 0
 
 
+def test_cooldown_on_resume_takes_each_groups_own_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``cooldown:N`` on a PerGroup schedule decays every group to its child's min_lr, not to 0."""
+    run(tmp_path, *GROUP_FLAGS, "--num-iterations", "3", "--save-interval", "3")
+    records = run(
+        tmp_path, *GROUP_FLAGS, "--num-iterations", "6", "--resume", "auto", "--lr-resume-policy", "cooldown:2"
+    )
+    floors = [EMBED["min_lr"], MIN_LR * 0.5, MIN_LR * 0.5, MIN_LR]  # embed, body, body_no_decay, head_no_decay
+    straight = run(tmp_path / "straight", *GROUP_FLAGS, "--num-iterations", "4")
+    assert records[3]["lr"] == straight[3]["lr"]  # continuous: the cooldown starts from the LR in force
+    assert records[5]["lr"] == floors
+    assert records[4]["lr"] == [S.Decay(lr, 2, floor)(1) for lr, floor in zip(records[3]["lr"], floors)]
+    assert "to min_lr [2e-05, 5e-05, 5e-05, 0.0001]" in capsys.readouterr().err
+
+
 def test_trainer_layer_decay_scales_peaks_and_floors(tmp_path: Path) -> None:
     decay, layers = 0.5, 4
     records = run(

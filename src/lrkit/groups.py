@@ -62,6 +62,13 @@ def _group_names(optimizer: Any) -> list[str | None]:
     return [g.get("name") if isinstance(g.get("name"), str) else None for g in optimizer.param_groups]
 
 
+def per_group_children(
+    spec: Mapping[str, Any], group_names: Sequence[str | None] | None, num_groups: int
+) -> list[dict[str, Any]]:
+    """The child spec of every param group of a ``PerGroup`` ``spec``, in ``param_groups`` order."""
+    return [child for _, child in _resolve(spec.get("schedulers"), spec.get("names"), group_names, num_groups)]
+
+
 def pure_types() -> list[str]:
     """The spec types whose LR is a function of the step alone: what a :class:`PerGroup` child may be."""
     return [name for name in spec_types() if issubclass(spec_class(name), ScheduleLR)]

@@ -15,9 +15,10 @@ Otherwise the policy decides:
   its floor at its new end (:class:`lrkit.schedules.Refit`).
 * ``cooldown:N[:SHAPE]``: from the current LR to ``min_lr`` over ``N`` steps, then held
   (:class:`lrkit.schedules.Decay`): WSD from any checkpoint. ``min_lr`` is the new spec's top-level
-  ``min_lr`` (``--min-lr``), else 0; ``SHAPE`` (linear, cosine, 1-sqrt, exponential) defaults to the
-  new spec's ``decay_shape`` (WSD), else linear. Rerunning the same command (same flags, same
-  policy) continues the cooldown already in force instead of starting another.
+  ``min_lr`` (``--min-lr``), else 0 (a ``PerGroup`` spec: each group's child's ``min_lr``); ``SHAPE``
+  (linear, cosine, 1-sqrt, exponential) defaults to the new spec's ``decay_shape`` (WSD), else linear.
+  Rerunning the same command (same flags, same policy) continues the cooldown already in force
+  instead of starting another.
 
 Every policy but ``override`` keeps the LR continuous at the resume step: the LR of the first update
 after the resume is exactly the LR in force at the checkpoint. The schedule put in force is a plain
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,25 +242,46 @@ def _then(saved_spec: dict[str, Any], step: int, pieces: list[S.Schedule]) -> di
     return {"type": "SequentialLR", "milestones": [step], "schedulers": [saved_spec, piece]}
 
 
+def cooldown_floors(
+    spec: Mapping[str, Any], num_groups: int, group_names: Sequence[str | None] | None = None
+) -> list[float]:
+    """Each group's ``cooldown`` target: the spec's ``min_lr`` (one, or one per group), else 0; for a
+    ``PerGroup`` spec, each group's child's ``min_lr`` (an absolute LR of that group), else 0."""
+    if spec.get("type") == "PerGroup":
+        from lrkit.groups import per_group_children
+
+        children = per_group_children(spec, group_names, num_groups)
+        return [float(check_per_group("min_lr", child.get("min_lr", 0.0), 1)[0]) for child in children]
+    return [float(f) for f in check_per_group("min_lr", spec.get("min_lr", 0.0), num_groups)]
+
+
 def in_force(
-    decision: Decision, step: int, current_lrs: list[float], peaks: list[float]
+    decision: Decision,
+    step: int,
+    current_lrs: list[float],
+    peaks: list[float],
+    group_names: Sequence[str | None] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """The spec to put in force at scheduler step ``step`` (and notes), given each group's current LR and peak."""
+    """The spec to put in force at scheduler step ``step`` (and notes), given each group's current LR and peak
+    (and the groups' ``"name"``, which a ``PerGroup`` spec keyed by name needs)."""
     policy, new_spec = decision.policy, decision.new_spec
     if policy.kind == "override":
         return dict(new_spec), []
     if policy.kind == "cooldown":
-        floors = check_per_group("min_lr", new_spec.get("min_lr", 0.0), len(current_lrs))
+        try:
+            floors = cooldown_floors(new_spec, len(current_lrs), group_names)
+        except (TypeError, ValueError) as err:
+            raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
         shape = policy.shape or str(new_spec.get("decay_shape") or "linear")
         try:
             pieces: list[S.Schedule] = [
-                S.Decay(lr, int(policy.steps or 1), float(floor), shape) for lr, floor in zip(current_lrs, floors)
+                S.Decay(lr, int(policy.steps or 1), floor, shape) for lr, floor in zip(current_lrs, floors)
             ]
         except (TypeError, ValueError) as err:
             raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
         note = (
             f"--lr-resume-policy {policy}: {shape} decay from the LR in force {_lrs(current_lrs)} at step {step} "
-            f"to min_lr {_lrs([float(f) for f in floors])} at step {step + int(policy.steps or 1)}, then held"
+            f"to min_lr {_lrs(floors)} at step {step + int(policy.steps or 1)}, then held"
         )
         return _then(decision.saved.spec, step, pieces), [note]
     # extend

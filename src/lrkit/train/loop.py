@@ -817,7 +817,8 @@ def _change_schedule(
     in tokens or samples, at ``clock``); return it and its spec."""
     before = group_lrs(optimizer)
     peaks = [float(g["initial_lr"]) for g in optimizer.param_groups]
-    spec, notes = resume_policy.in_force(decision, steps, before, peaks)
+    names = [g.get("name") for g in optimizer.param_groups]
+    spec, notes = resume_policy.in_force(decision, steps, before, peaks, group_names=names)
     # Built as if from step 0 (chainable classes start from initial_lr), then fast-forwarded.
     for group in optimizer.param_groups:
         set_group_value(group, "lr", float(group["initial_lr"]))

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_train import CHAINED, TINY, parse, trace
+from test_train import _error_of as train_error_of
 
 from lrkit import schedules as S
 from lrkit.resume import Policy, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.loop import read_metrics, train
 from lrkit.train.parallel import DistContext
-
-TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
-CHAINED = {
-    "type": "ChainedScheduler",
-    "schedulers": [
-        {"type": "StepLR", "step_size": 3, "gamma": 0.5},
-        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5},
-    ],
-}
 
 LR, FLOOR = 0.01, 0.001
 COSINE = ["--lr", str(LR), "--lr-scheduler", "cosine", "--warmup-steps", "2", "--min-lr", str(FLOOR)]
@@ -31,16 +23,6 @@ COSINE = ["--lr", str(LR), "--lr-scheduler", "cosine", "--warmup-steps", "2", "-
 def old(t: float) -> float:
     """The first leg's schedule (cosine to step 8), as the trainer builds it."""
     return S.WarmupCosine(LR, 2, 8, min_lr=FLOOR)(t)
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
-    return [(r["step"], r["lr"], r["loss"]) for r in records]
 
 
 def leg(tmp: Path, steps: int, *argv: str) -> list[dict[str, Any]]:
@@ -84,11 +66,8 @@ def test_parse_policy() -> None:
 
 
 def _error_of(tmp: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    before = (tmp / "metrics.jsonl").read_text()
-    args = parse(*TINY, "--run-dir", str(tmp), "--num-iterations", "8", "--resume", "auto", *argv)
-    assert run_train(args) == 2
-    assert (tmp / "metrics.jsonl").read_text() == before  # no step ran
-    return capsys.readouterr().err
+    """The error of resuming the run in ``tmp`` to step 8 with ``argv`` (no step may run)."""
+    return train_error_of(tmp, "--num-iterations", "8", "--resume", "auto", *argv, capsys=capsys)
 
 
 def test_strict_is_an_error_with_the_diff_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -137,13 +137,17 @@ def test_amp_skipped_update_does_not_advance_the_schedule(tmp_path: Path) -> Non
     assert [r["lr"] for r in records[3:]] == [r["lr"] for r in clean[2:5]]
 
 
-def test_resume_is_exact_under_ddp(tmp_path: Path) -> None:
-    spec = json.dumps(CHAINED)
-    torchrun(2, "--run-dir", str(tmp_path / "a"), "--num-iterations", "6", "--lr-scheduler", spec)
-    torchrun(
-        2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "3", "--save-interval", "3", "--lr-scheduler", spec
-    )
-    torchrun(2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "6", "--resume", "auto", "--lr-scheduler", spec)
+@pytest.mark.parametrize(
+    "layout",
+    [[], ["--tensor-parallel", "2", "--dropout", "0.1"]],
+    ids=["ddp2", "tp2-dropout"],
+)
+def test_resume_is_exact_under_ddp(tmp_path: Path, layout: list[str]) -> None:
+    """2 ranks, 6 steps straight against 3 + resume to 6; with TP, dropout's random state resumes too."""
+    flags = ["--lr-scheduler", json.dumps(CHAINED), *layout]
+    torchrun(2, "--run-dir", str(tmp_path / "a"), "--num-iterations", "6", *flags)
+    torchrun(2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "3", "--save-interval", "3", *flags)
+    torchrun(2, "--run-dir", str(tmp_path / "b"), "--num-iterations", "6", "--resume", "auto", *flags)
     straight = read_metrics(tmp_path / "a" / "metrics.jsonl")
     resumed = read_metrics(tmp_path / "b" / "metrics.jsonl")
     assert len(straight) == 6

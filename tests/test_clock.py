@@ -246,12 +246,15 @@ def test_wsd_with_a_decay_fraction_runs_on_the_clock() -> None:
         scheduler.advance(50)
 
 
-def test_resume_policies_that_refit_in_steps_refuse_a_clocked_schedule() -> None:
+def test_extend_refuses_a_clocked_schedule_and_cooldown_a_change_of_clock() -> None:
     saved = Saved(CLOCKED, CLOCKED)
     new = {**CLOCKED, "schedule": {**COSINE, "total_steps": 8192}}
-    for policy in (Policy("extend"), Policy("cooldown", 10)):
-        with pytest.raises(ResumeError, match="counts tokens"):
-            decide(policy, saved, new)
+    with pytest.raises(ResumeError, match="extend works in optimizer steps, but the schedule counts tokens"):
+        decide(Policy("extend"), saved, new)
+    assert decide(Policy("cooldown", 10), saved, new).change is True  # a cooldown on the token clock
+    for before, after in ((CLOCKED, COSINE), (COSINE, CLOCKED)):
+        with pytest.raises(ResumeError, match="cooldown:10 decays on the clock of the schedule in force"):
+            decide(Policy("cooldown", 10), Saved(before, before), after)
     assert decide(Policy("strict"), saved, dict(CLOCKED)).change is False
 
 
@@ -433,6 +436,31 @@ def test_resume_with_another_batch_size_has_no_lr_jump(
     for record in resumed:
         np.testing.assert_allclose(record["lr"], [PURE(record["clock"])] * 2, rtol=4.5e-16, atol=0)
     assert records[:6] == first
+
+
+@pytest.mark.parametrize("backend", ["lrkit", "torch"])
+def test_cooldown_of_a_token_schedule_decays_over_n_steps_of_tokens(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cooldown:2`` at 512 tokens, resumed at 256 tokens per step: the decay spans 2 x 256 tokens."""
+    common = [*TOKEN_COSINE, "--save-interval", "4", "--scheduler-backend", backend]
+    first = train_run(tmp_path, *common, "--total-batch-size", "128", "--num-iterations", "4")
+    capsys.readouterr()
+    cooldown = ["--total-batch-size", "256", "--num-iterations", "8", "--resume", "auto"]
+    records = train_run(tmp_path, *common, *cooldown, "--lr-resume-policy", "cooldown:2")
+    err = capsys.readouterr().err
+    assert "at step 4 (512 tokens) to min_lr [0.001, 0.001] at step 6 (1024 tokens, at 256 tokens per step)" in err
+    assert records[:4] == first
+    resumed = records[4:]
+    assert [r["clock"] for r in resumed] == [512, 768, 1024, 1280]
+    start = PURE(512)  # the LR in force at the checkpoint: the first update after the resume uses it
+    expected = [start, S.Decay(start, 512, 1e-3)(256), 1e-3, 1e-3]
+    for record, lr in zip(resumed, expected):
+        np.testing.assert_allclose(record["lr"], [lr] * 2, rtol=4.5e-16, atol=0)
+    # rerunning the same command continues the cooldown in force (the floor, held)
+    more = train_run(tmp_path, *common, *cooldown[:2], "--num-iterations", "10", "--resume", "auto",
+                     "--lr-resume-policy", "cooldown:2")  # fmt: skip
+    assert [r["lr"][0] for r in more[8:]] == pytest.approx([1e-3, 1e-3], rel=4.5e-16)
 
 
 def test_a_step_schedule_resumed_with_another_batch_is_continuous_in_steps_and_says_so(

@@ -31,7 +31,7 @@ from lrkit.llm import ScheduleLR, group_peaks
 from lrkit.scheduler import LRScheduler, StateError
 from lrkit.spec import register_spec_type, spec_class
 
-__all__ = ["Clocked", "advance", "move_to"]
+__all__ = ["Clocked", "advance", "clock_schedules_for", "move_to"]
 
 _UNITS = ("tokens", "samples")
 
@@ -52,10 +52,15 @@ def _inner(schedule: Any) -> tuple[type[ScheduleLR], dict[str, Any]]:
 
 
 def _clock_schedules(optimizer: Any, unit: str, schedule: Any) -> list[S.Schedule]:
+    return clock_schedules_for(group_peaks(optimizer), unit, schedule)
+
+
+def clock_schedules_for(peaks: list[float], unit: str, schedule: Any) -> list[S.Schedule]:
+    """Each param group's schedule of the clock, for groups peaking at ``peaks`` (a ``Clocked`` spec's parts)."""
     check_choice("unit", unit, _UNITS)
     cls, args = _inner(schedule)
     try:
-        return cls.spec_schedules(group_peaks(optimizer), **args)
+        return cls.spec_schedules(peaks, **args)
     except (TypeError, ValueError) as err:
         raise type(err)(f"Clocked ({unit}): schedule: {err}") from err
 

@@ -18,7 +18,8 @@ Otherwise the policy decides:
   ``min_lr`` (``--min-lr``), else 0 (a ``PerGroup`` spec: each group's child's ``min_lr``); ``SHAPE``
   (linear, cosine, 1-sqrt, exponential) defaults to the new spec's ``decay_shape`` (WSD), else linear.
   Rerunning the same command (same flags, same policy) continues the cooldown already in force
-  instead of starting another.
+  instead of starting another. A schedule on the token (or sample) clock decays on that clock, over
+  ``N`` updates at the current batch, ``N * tokens per update`` tokens (the clock may not change).
 
 Every policy but ``override`` keeps the LR continuous at the resume step: the LR of the first update
 after the resume is exactly the LR in force at the checkpoint. The schedule put in force is a plain
@@ -189,7 +190,9 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
     if policy.kind == "cooldown":
         if same and saved.policy == str(policy):  # the same command again: the cooldown is already in force
             return Decision(policy, saved, new_spec, False)
-        _in_steps(policy, saved.spec, new_spec)
+        units = {spec_clock_unit(saved.spec), spec_clock_unit(new_spec)}
+        if len(units) > 1:  # a cooldown runs on the clock of the schedule in force, which must stay the same
+            _in_steps(policy, saved.spec, new_spec)
         return Decision(policy, saved, new_spec, True)
     if same:
         return Decision(policy, saved, new_spec, False)
@@ -214,11 +217,17 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
 
 
 def _in_steps(policy: Policy, *specs: Mapping[str, Any]) -> None:
-    """``extend`` and ``cooldown`` refit in optimizer steps: refuse schedules on the token or sample clock."""
+    """``extend`` refits in optimizer steps, and ``cooldown`` cannot change clocks: refuse the token or sample
+    clock (``extend``), or a change between clocks (``cooldown``)."""
     units = sorted({unit for unit in map(spec_clock_unit, specs) if unit is not None})
     if units:
+        what = (
+            "works in optimizer steps"
+            if policy.kind == "extend"
+            else "decays on the clock of the schedule in force, and the command line's schedule changes the clock"
+        )
         raise ResumeError(
-            f"--lr-resume-policy {policy} works in optimizer steps, but the schedule counts {' and '.join(units)} "
+            f"--lr-resume-policy {policy} {what}, but the schedule counts {' and '.join(units)} "
             "(a Clocked spec): use --lr-resume-policy checkpoint or override"
         )
 
@@ -247,6 +256,8 @@ def cooldown_floors(
 ) -> list[float]:
     """Each group's ``cooldown`` target: the spec's ``min_lr`` (one, or one per group), else 0; for a
     ``PerGroup`` spec, each group's child's ``min_lr`` (an absolute LR of that group), else 0."""
+    if spec.get("type") == "Clocked" and isinstance(spec.get("schedule"), Mapping):
+        return cooldown_floors(spec["schedule"], num_groups, group_names)
     if spec.get("type") == "PerGroup":
         from lrkit.groups import per_group_children
 
@@ -261,29 +272,18 @@ def in_force(
     current_lrs: list[float],
     peaks: list[float],
     group_names: Sequence[str | None] | None = None,
+    clock: Mapping[str, int] | None = None,
+    per_step: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The spec to put in force at scheduler step ``step`` (and notes), given each group's current LR and peak
-    (and the groups' ``"name"``, which a ``PerGroup`` spec keyed by name needs)."""
+    (and the groups' ``"name"``, which a ``PerGroup`` spec keyed by name needs). A ``cooldown`` of a schedule
+    on the token or sample clock also needs ``clock`` (the ticks consumed so far, by unit) and ``per_step``
+    (the ticks of one update): its ``N`` steps become ``N * per_step`` ticks."""
     policy, new_spec = decision.policy, decision.new_spec
     if policy.kind == "override":
         return dict(new_spec), []
     if policy.kind == "cooldown":
-        try:
-            floors = cooldown_floors(new_spec, len(current_lrs), group_names)
-        except (TypeError, ValueError) as err:
-            raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
-        shape = policy.shape or str(new_spec.get("decay_shape") or "linear")
-        try:
-            pieces: list[S.Schedule] = [
-                S.Decay(lr, int(policy.steps or 1), floor, shape) for lr, floor in zip(current_lrs, floors)
-            ]
-        except (TypeError, ValueError) as err:
-            raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
-        note = (
-            f"--lr-resume-policy {policy}: {shape} decay from the LR in force {_lrs(current_lrs)} at step {step} "
-            f"to min_lr {_lrs(floors)} at step {step + int(policy.steps or 1)}, then held"
-        )
-        return _then(decision.saved.spec, step, pieces), [note]
+        return _cooldown(decision, step, current_lrs, peaks, group_names, clock or {}, per_step or {})
     # extend
     cls = _pure_class(new_spec)
     schedules = cls.spec_schedules(peaks, **{k: v for k, v in new_spec.items() if k != "type"})
@@ -291,7 +291,7 @@ def in_force(
     if all(s(step) == lr for s, lr in zip(schedules, current_lrs)):
         return dict(new_spec), [f"--lr-resume-policy extend ({changed}): the new schedule is continuous at step {step}"]
     try:
-        pieces = [S.Refit(s, step, lr) for s, lr in zip(schedules, current_lrs)]
+        pieces: list[S.Schedule] = [S.Refit(s, step, lr) for s, lr in zip(schedules, current_lrs)]
     except ValueError as err:
         raise ResumeError(
             f"--lr-resume-policy extend ({changed}): the new schedule must still be decaying at the resume "
@@ -303,6 +303,49 @@ def in_force(
         f"{_lrs(current_lrs)} at step {step} to the floor at step {int(end[0]) if end else '?'}"
     )
     return _then(decision.saved.spec, step, pieces), [note]
+
+
+def _cooldown(
+    decision: Decision,
+    step: int,
+    current_lrs: list[float],
+    peaks: list[float],
+    group_names: Sequence[str | None] | None,
+    clock: Mapping[str, int],
+    per_step: Mapping[str, int],
+) -> tuple[dict[str, Any], list[str]]:
+    """``cooldown:N``: a :class:`lrkit.schedules.Decay` per group from the LR in force, after the saved schedule."""
+    policy, new_spec = decision.policy, decision.new_spec
+    unit = spec_clock_unit(new_spec)
+    steps = int(policy.steps or 1)
+    length, now = steps, step
+    if unit is not None:
+        if unit not in clock or not per_step.get(unit):
+            raise ResumeError(f"--lr-resume-policy {policy}: the schedule counts {unit}, and the trainer gave no clock")
+        length, now = steps * int(per_step[unit]), int(clock[unit])
+    shape_of = new_spec["schedule"] if unit is not None else new_spec
+    shape = policy.shape or str(shape_of.get("decay_shape") or "linear")
+    try:
+        floors = cooldown_floors(new_spec, len(current_lrs), group_names)
+        pieces: list[S.Schedule] = [S.Decay(lr, length, floor, shape) for lr, floor in zip(current_lrs, floors)]
+    except (TypeError, ValueError) as err:
+        raise ResumeError(f"--lr-resume-policy {policy}: {err}") from err
+    where = f"at step {step}" + (f" ({now} {unit})" if unit else "")
+    until = f"step {step + steps}" + (f" ({now + length} {unit}, at {per_step[unit]} {unit} per step)" if unit else "")
+    note = (
+        f"--lr-resume-policy {policy}: {shape} decay from the LR in force {_lrs(current_lrs)} {where} "
+        f"to min_lr {_lrs(floors)} at {until}, then held"
+    )
+    if unit is None:
+        return _then(decision.saved.spec, step, pieces), [note]
+    # On the clock: each group's saved schedule up to now, then its decay, as one pure schedule of the clock.
+    from lrkit.clocked import clock_schedules_for
+
+    saved = decision.saved.spec
+    before = clock_schedules_for(peaks, unit, saved["schedule"])
+    joined = [S.Sequence((old, piece), (now,)) if now >= 1 else piece for old, piece in zip(before, pieces)]
+    schedule = {"type": "PureSchedule", "schedules": [s.to_dict() for s in joined]}
+    return {"type": "Clocked", "unit": unit, "schedule": schedule}, [note]
 
 
 def _lrs(values: list[float]) -> str:

@@ -567,7 +567,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             _note(ctx, note)
         if decision.change:
             spec, scheduler = _change_schedule(
-                decision, scheduler_steps, optimizer, args.scheduler_backend, ctx, clock=clock
+                decision, scheduler_steps, optimizer, args.scheduler_backend, ctx, clock=clock, per_step=per_step
             )
             unit = spec_clock_unit(spec)
     if payload is not None:
@@ -812,13 +812,16 @@ def _change_schedule(
     backend: str,
     ctx: DistContext,
     clock: dict[str, int] | None = None,
+    per_step: dict[str, int] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Put the schedule that ``decision`` asks for in force at scheduler step ``steps`` (and, for a schedule
-    in tokens or samples, at ``clock``); return it and its spec."""
+    in tokens or samples, at ``clock``, moving ``per_step`` ticks per update); return it and its spec."""
     before = group_lrs(optimizer)
     peaks = [float(g["initial_lr"]) for g in optimizer.param_groups]
     names = [g.get("name") for g in optimizer.param_groups]
-    spec, notes = resume_policy.in_force(decision, steps, before, peaks, group_names=names)
+    spec, notes = resume_policy.in_force(
+        decision, steps, before, peaks, group_names=names, clock=clock, per_step=per_step
+    )
     # Built as if from step 0 (chainable classes start from initial_lr), then fast-forwarded.
     for group in optimizer.param_groups:
         set_group_value(group, "lr", float(group["initial_lr"]))

@@ -32,6 +32,7 @@ demo: setup
 bench: setup
 	$(BIN)/python benchmarks/step_overhead.py
 	$(BIN)/python benchmarks/curve.py
+	$(BIN)/python benchmarks/optimizer_update.py
 	$(BIN)/python benchmarks/train_throughput.py
 
 # The full alignment matrix (lrkit vs PyTorch's own schedulers, loss for loss), plus 3 random cases.

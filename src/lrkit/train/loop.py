@@ -238,7 +238,7 @@ def _validate(args: argparse.Namespace, ctx: DistContext) -> int:
     return total // per_update
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two groups, as in nanoGPT: matrices decay; biases, norms and gains do not."""
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
@@ -256,7 +256,7 @@ def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.
     lr: float | torch.Tensor = float(args.lr)
     if args.compile:
         lr = torch.tensor(float(args.lr))  # a tensor LR changes without recompiling the step
-    groups = train_optim.named_groups(args, pm.raw) or _param_groups(pm.raw, args.weight_decay)
+    groups = train_optim.named_groups(args, pm.raw) or param_groups(pm.raw, args.weight_decay)
     cls: type[torch.optim.Optimizer]
     kwargs: dict[str, Any] = {"lr": lr}
     if args.optimizer in ("adamw", "adam"):

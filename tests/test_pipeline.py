@@ -77,35 +77,10 @@ def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path
     _same_run(crossed, straight[2:])
 
 
-def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
-    """4 ranks on the (pp, tp) mesh: a 2-stage pipeline whose stages are tensor- and sequence-parallel.
-
-    LRs equal the single process's exactly and losses to fp32 reduction order; resumed from its
-    step-2 checkpoint in a fresh process group it reproduces step 3 bit for bit.
-    """
-    flags = [
-        "--lr-scheduler", SPEC, "--model", "llama3", "--pipeline-parallel", "2", "--tensor-parallel", "2",
-        "--sequence-parallel", *TWO_MICRO,
-    ]  # fmt: skip
-    single = run(tmp_path / "one", "--num-iterations", "3", "--model", "llama3", *TWO_MICRO)
-    straight_dir = tmp_path / "straight"
-    torchrun(
-        4, "--run-dir", str(straight_dir), "--num-iterations", "3", "--save-interval", "2", "--check-lr-sync", *flags
-    )
-    straight = read_metrics(straight_dir / "metrics.jsonl")
-    assert all(r["lr_ranks_equal"] for r in straight)
-    _same_run(straight, single)
-    resume = ["--resume", str(checkpoint_path(straight_dir, 2))]
-    torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
-    resumed = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
-    assert trace(resumed) == trace(straight[2:])
-
-
-def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
-    """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its checkpoint holds the whole optimizer
-    state and resumes bit for bit."""
-    flags = ["--lr-scheduler", SPEC, "--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO]
-    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
+def _four_ranks_match_one_process_and_resume(tmp_path: Path, flags: list[str], single_flags: list[str]) -> None:
+    """3 steps on 4 ranks with ``flags`` (saving at step 2) against one process with ``single_flags``: the
+    same LRs on every rank, losses to fp32 reduction order; resumed from step 2, step 3 bit for bit."""
+    single = run(tmp_path / "one", "--num-iterations", "3", *single_flags)
     straight_dir = tmp_path / "straight"
     torchrun(
         4, "--run-dir", str(straight_dir), "--num-iterations", "3", "--save-interval", "2", "--check-lr-sync", *flags
@@ -116,6 +91,26 @@ def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: P
     resume = ["--resume", str(checkpoint_path(straight_dir, 2))]
     torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
     assert trace(read_metrics(tmp_path / "resumed" / "metrics.jsonl")) == trace(straight[2:])
+
+
+def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """4 ranks on the (pp, tp) mesh: a 2-stage pipeline whose stages are tensor- and sequence-parallel.
+
+    LRs equal the single process's exactly and losses to fp32 reduction order; resumed from its
+    step-2 checkpoint in a fresh process group it reproduces step 3 bit for bit.
+    """
+    flags = [
+        "--lr-scheduler", SPEC, "--model", "llama3", "--pipeline-parallel", "2", "--tensor-parallel", "2",
+        "--sequence-parallel", *TWO_MICRO,
+    ]  # fmt: skip
+    _four_ranks_match_one_process_and_resume(tmp_path, flags, ["--model", "llama3", *TWO_MICRO])
+
+
+def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
+    """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its checkpoint holds the whole optimizer
+    state and resumes bit for bit."""
+    flags = ["--lr-scheduler", SPEC, "--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO]
+    _four_ranks_match_one_process_and_resume(tmp_path, flags, FOUR_MICRO)
 
 
 # ------------------------------------------------------------------ bad input

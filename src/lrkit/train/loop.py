@@ -149,9 +149,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "fused", "foreach", "for-loop"],
         default="auto",
         help="torch's implementation of the update. auto (default): fused for adamw/adam (one kernel over "
-        "all parameters, on CPU too; about 5x faster than the for-loop that torch picks on CPU), torch's "
-        "own choice for sgd and under --compile (which builds its own kernels). The same math; the "
-        "bits of the update may differ between implementations",
+        "all parameters, on CPU too: 4-5x faster than the for-loop torch picks there, see "
+        "benchmarks/optimizer_update.py), torch's own choice for sgd, for DTensor parameters (TP, FSDP2) and "
+        "under --compile (which builds its own kernels). The same math; the bits of the update may differ "
+        "between implementations",
     )
     g = parser.add_argument_group("param groups and hyperparameter schedules (lrkit.train.optim)")
     train_optim.add_group_arguments(g)

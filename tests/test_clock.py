@@ -246,15 +246,17 @@ def test_wsd_with_a_decay_fraction_runs_on_the_clock() -> None:
         scheduler.advance(50)
 
 
-def test_extend_refuses_a_clocked_schedule_and_cooldown_a_change_of_clock() -> None:
+def test_extend_and_cooldown_refuse_a_change_of_clock() -> None:
     saved = Saved(CLOCKED, CLOCKED)
     new = {**CLOCKED, "schedule": {**COSINE, "total_steps": 8192}}
-    with pytest.raises(ResumeError, match="extend works in optimizer steps, but the schedule counts tokens"):
-        decide(Policy("extend"), saved, new)
-    assert decide(Policy("cooldown", 10), saved, new).change is True  # a cooldown on the token clock
-    for before, after in ((CLOCKED, COSINE), (COSINE, CLOCKED)):
-        with pytest.raises(ResumeError, match="cooldown:10 decays on the clock of the schedule in force"):
-            decide(Policy("cooldown", 10), Saved(before, before), after)
+    for policy in (Policy("extend"), Policy("cooldown", 10)):
+        assert decide(policy, saved, new).change is True  # on the token clock
+        for before, after, units in ((CLOCKED, COSINE, ("tokens", "steps")), (COSINE, CLOCKED, ("steps", "tokens"))):
+            message = f"{policy} continues on the clock .* which counts {units[0]}, but .* counts {units[1]}"
+            with pytest.raises(ResumeError, match=message):
+                decide(policy, Saved(before, before), {**after, "total_steps": 8192} if after is COSINE else new)
+    with pytest.raises(ResumeError, match="extend changes only the run length"):
+        decide(Policy("extend"), saved, {**CLOCKED, "schedule": {**COSINE, "min_lr": 2e-4}})
     assert decide(Policy("strict"), saved, dict(CLOCKED)).change is False
 
 
@@ -461,6 +463,25 @@ def test_cooldown_of_a_token_schedule_decays_over_n_steps_of_tokens(
     more = train_run(tmp_path, *common, *cooldown[:2], "--num-iterations", "10", "--resume", "auto",
                      "--lr-resume-policy", "cooldown:2")  # fmt: skip
     assert [r["lr"][0] for r in more[8:]] == pytest.approx([1e-3, 1e-3], rel=4.5e-16)
+
+
+@pytest.mark.parametrize("backend", ["lrkit", "torch"])
+def test_extend_of_a_token_schedule_refits_the_rest_in_tokens(
+    tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2048 -> 4096 tokens at 1024 tokens trained: the LR continues, then decays to the floor at 4096 tokens."""
+    common = ["--save-interval", "8", "--total-batch-size", "128", "--scheduler-backend", backend]
+    first = train_run(tmp_path, *TOKEN_COSINE, *common, "--num-iterations", "8")
+    capsys.readouterr()
+    longer = [arg.replace("2048tok", "4096tok") for arg in TOKEN_COSINE]
+    records = train_run(tmp_path, *longer, *common, "--resume", "auto", "--lr-resume-policy", "extend")
+    err = capsys.readouterr().err
+    assert "schedule.total_steps: 2048 -> 4096" in err and "at step 8 (1024 tokens) to the floor at tokens 4096" in err
+    assert records[:8] == first and len(records) == 4096 // 128
+    refit = S.Refit(S.WarmupCosine(1e-2, 512, 4096, 1e-3), 1024, PURE(1024))
+    for record in records[8:]:
+        np.testing.assert_allclose(record["lr"], [refit(record["clock"] - 1024)] * 2, rtol=1e-15, atol=0)
+    assert records[8]["lr"][0] == pytest.approx(PURE(1024), rel=1e-15) and records[-1]["lr"][0] > 1e-3
 
 
 def test_a_step_schedule_resumed_with_another_batch_is_continuous_in_steps_and_says_so(

@@ -12,14 +12,16 @@ Otherwise the policy decides:
 * ``extend``: only the run length may change (``total_steps``, ``T_max``, ``total_iters``,
   ``num_training_steps``). If the new schedule is already continuous at the resume step (warmup, WSD's
   stable phase) it applies as it is; otherwise its rest is refitted to start at the current LR and reach
-  its floor at its new end (:class:`lrkit.schedules.Refit`).
+  its floor at its new end (:class:`lrkit.schedules.Refit`). A schedule on the token (or sample) clock
+  is refitted on that clock (lengths in tokens).
 * ``cooldown:N[:SHAPE]``: from the current LR to ``min_lr`` over ``N`` steps, then held
   (:class:`lrkit.schedules.Decay`): WSD from any checkpoint. ``min_lr`` is the new spec's top-level
   ``min_lr`` (``--min-lr``), else 0 (a ``PerGroup`` spec: each group's child's ``min_lr``); ``SHAPE``
   (linear, cosine, 1-sqrt, exponential) defaults to the new spec's ``decay_shape`` (WSD), else linear.
   Rerunning the same command (same flags, same policy) continues the cooldown already in force
   instead of starting another. A schedule on the token (or sample) clock decays on that clock, over
-  ``N`` updates at the current batch, ``N * tokens per update`` tokens (the clock may not change).
+  ``N`` updates at the current batch, ``N * tokens per update`` tokens. Neither policy may change the
+  clock (steps, tokens, samples) of the schedule in force.
 
 Every policy but ``override`` keeps the LR continuous at the resume step: the LR of the first update
 after the resume is exactly the LR in force at the checkpoint. The schedule put in force is a plain
@@ -190,9 +192,7 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
     if policy.kind == "cooldown":
         if same and saved.policy == str(policy):  # the same command again: the cooldown is already in force
             return Decision(policy, saved, new_spec, False)
-        units = {spec_clock_unit(saved.spec), spec_clock_unit(new_spec)}
-        if len(units) > 1:  # a cooldown runs on the clock of the schedule in force, which must stay the same
-            _in_steps(policy, saved.spec, new_spec)
+        _same_clock(policy, saved.spec, new_spec)
         return Decision(policy, saved, new_spec, True)
     if same:
         return Decision(policy, saved, new_spec, False)
@@ -203,6 +203,7 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
             "from the current step, with an LR jump), extend (only the run length changed) or cooldown:N"
         )
     if policy.kind == "extend":
+        _same_clock(policy, saved.spec, new_spec)
         others = [line for line in diff if _last_key(line) not in LENGTH_KEYS]
         if others:
             shown = "\n".join(f"  {line}" for line in others)
@@ -211,25 +212,23 @@ def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = 
                 f"schedule also differs from the one in {where} in:\n{shown}\n"
                 "use --lr-resume-policy override to apply another schedule"
             )
-        _in_steps(policy, saved.spec, new_spec)
-        _pure_class(new_spec)
+        _pure_class(_on_the_clock(new_spec))
     return Decision(policy, saved, new_spec, True)
 
 
-def _in_steps(policy: Policy, *specs: Mapping[str, Any]) -> None:
-    """``extend`` refits in optimizer steps, and ``cooldown`` cannot change clocks: refuse the token or sample
-    clock (``extend``), or a change between clocks (``cooldown``)."""
-    units = sorted({unit for unit in map(spec_clock_unit, specs) if unit is not None})
-    if units:
-        what = (
-            "works in optimizer steps"
-            if policy.kind == "extend"
-            else "decays on the clock of the schedule in force, and the command line's schedule changes the clock"
-        )
+def _same_clock(policy: Policy, saved_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> None:
+    """``extend`` and ``cooldown`` continue on the clock of the schedule in force: refuse a change of clock."""
+    before, after = (spec_clock_unit(spec) or "steps" for spec in (saved_spec, new_spec))
+    if before != after:
         raise ResumeError(
-            f"--lr-resume-policy {policy} {what}, but the schedule counts {' and '.join(units)} "
-            "(a Clocked spec): use --lr-resume-policy checkpoint or override"
+            f"--lr-resume-policy {policy} continues on the clock of the schedule in force, which counts {before}, "
+            f"but the command line's schedule counts {after}: use --lr-resume-policy checkpoint or override"
         )
+
+
+def _on_the_clock(spec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The schedule a ``Clocked`` spec wraps (lengths in its unit), or the spec itself."""
+    return spec["schedule"] if spec_clock_unit(spec) is not None else spec
 
 
 def _pure_class(spec: Mapping[str, Any]) -> Any:
@@ -285,24 +284,58 @@ def in_force(
     if policy.kind == "cooldown":
         return _cooldown(decision, step, current_lrs, peaks, group_names, clock or {}, per_step or {})
     # extend
-    cls = _pure_class(new_spec)
-    schedules = cls.spec_schedules(peaks, **{k: v for k, v in new_spec.items() if k != "type"})
+    unit, now = _clock_now(policy, new_spec, step, clock or {}, per_step or {})
+    inner = _on_the_clock(new_spec)
+    schedules = _pure_class(inner).spec_schedules(peaks, **{k: v for k, v in inner.items() if k != "type"})
     changed = "; ".join(line for line in spec_diff(decision.saved.request, new_spec))
-    if all(s(step) == lr for s, lr in zip(schedules, current_lrs)):
-        return dict(new_spec), [f"--lr-resume-policy extend ({changed}): the new schedule is continuous at step {step}"]
+    where = f"step {step}" + (f" ({now} {unit})" if unit else "")
+    if all(s(now) == lr for s, lr in zip(schedules, current_lrs)):
+        return dict(new_spec), [f"--lr-resume-policy extend ({changed}): the new schedule is continuous at {where}"]
     try:
-        pieces: list[S.Schedule] = [S.Refit(s, step, lr) for s, lr in zip(schedules, current_lrs)]
+        pieces: list[S.Schedule] = [S.Refit(s, now, lr) for s, lr in zip(schedules, current_lrs)]
     except ValueError as err:
         raise ResumeError(
             f"--lr-resume-policy extend ({changed}): the new schedule must still be decaying at the resume "
-            f"step {step}: {err}"
+            f"{where}: {err}"
         ) from err
     end = schedules[0].end()
     note = (
         f"--lr-resume-policy extend ({changed}): the rest of the decay is refitted from the LR in force "
-        f"{_lrs(current_lrs)} at step {step} to the floor at step {int(end[0]) if end else '?'}"
+        f"{_lrs(current_lrs)} at {where} to the floor at {unit or 'step'} {int(end[0]) if end else '?'}"
     )
-    return _then(decision.saved.spec, step, pieces), [note]
+    return _after(decision.saved.spec, step, now, peaks, pieces), [note]
+
+
+def _clock_now(
+    policy: Policy, spec: Mapping[str, Any], step: int, clock: Mapping[str, int], per_step: Mapping[str, int]
+) -> tuple[str | None, int]:
+    """The unit ``spec`` counts (``None``: steps) and where its clock stands at scheduler step ``step``."""
+    unit = spec_clock_unit(spec)
+    if unit is None:
+        return None, step
+    if unit not in clock or not per_step.get(unit):
+        raise ResumeError(f"--lr-resume-policy {policy}: the schedule counts {unit}, and the trainer gave no clock")
+    return unit, int(clock[unit])
+
+
+def _after(
+    saved_spec: dict[str, Any], step: int, now: int, peaks: list[float], pieces: list[S.Schedule]
+) -> dict[str, Any]:
+    """The saved schedule up to ``now``, then ``pieces`` (one per group, counted from ``now``): in steps,
+    ``SequentialLR([saved, PureSchedule(pieces)], milestones=[step])``; on the token or sample clock, one
+    ``Clocked`` pure schedule per group, ``Sequence([saved_g, piece_g], boundaries=[now])``."""
+    unit = spec_clock_unit(saved_spec)
+    if unit is None:
+        return _then(saved_spec, step, pieces)
+    from lrkit.clocked import clock_schedules_for
+
+    before = clock_schedules_for(peaks, unit, saved_spec["schedule"])
+    joined = [S.Sequence((old, piece), (now,)) if now >= 1 else piece for old, piece in zip(before, pieces)]
+    return {
+        "type": "Clocked",
+        "unit": unit,
+        "schedule": {"type": "PureSchedule", "schedules": [s.to_dict() for s in joined]},
+    }
 
 
 def _cooldown(
@@ -316,15 +349,10 @@ def _cooldown(
 ) -> tuple[dict[str, Any], list[str]]:
     """``cooldown:N``: a :class:`lrkit.schedules.Decay` per group from the LR in force, after the saved schedule."""
     policy, new_spec = decision.policy, decision.new_spec
-    unit = spec_clock_unit(new_spec)
+    unit, now = _clock_now(policy, new_spec, step, clock, per_step)
     steps = int(policy.steps or 1)
-    length, now = steps, step
-    if unit is not None:
-        if unit not in clock or not per_step.get(unit):
-            raise ResumeError(f"--lr-resume-policy {policy}: the schedule counts {unit}, and the trainer gave no clock")
-        length, now = steps * int(per_step[unit]), int(clock[unit])
-    shape_of = new_spec["schedule"] if unit is not None else new_spec
-    shape = policy.shape or str(shape_of.get("decay_shape") or "linear")
+    length = steps * int(per_step[unit]) if unit is not None else steps
+    shape = policy.shape or str(_on_the_clock(new_spec).get("decay_shape") or "linear")
     try:
         floors = cooldown_floors(new_spec, len(current_lrs), group_names)
         pieces: list[S.Schedule] = [S.Decay(lr, length, floor, shape) for lr, floor in zip(current_lrs, floors)]
@@ -336,16 +364,7 @@ def _cooldown(
         f"--lr-resume-policy {policy}: {shape} decay from the LR in force {_lrs(current_lrs)} {where} "
         f"to min_lr {_lrs(floors)} at {until}, then held"
     )
-    if unit is None:
-        return _then(decision.saved.spec, step, pieces), [note]
-    # On the clock: each group's saved schedule up to now, then its decay, as one pure schedule of the clock.
-    from lrkit.clocked import clock_schedules_for
-
-    saved = decision.saved.spec
-    before = clock_schedules_for(peaks, unit, saved["schedule"])
-    joined = [S.Sequence((old, piece), (now,)) if now >= 1 else piece for old, piece in zip(before, pieces)]
-    schedule = {"type": "PureSchedule", "schedules": [s.to_dict() for s in joined]}
-    return {"type": "Clocked", "unit": unit, "schedule": schedule}, [note]
+    return _after(decision.saved.spec, step, now, peaks, pieces), [note]
 
 
 def _lrs(values: list[float]) -> str:

@@ -60,6 +60,12 @@ COMPOSITE = composite(4, 8)
 PP_FLAGS = ["--total-batch-size", str(4 * 4 * 64)]
 #: The schedule the ``extend`` and ``cooldown`` resume cases start from.
 COSINE_10 = {"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 10, "min_lr": 1e-4}
+#: Warmup + cosine on the token clock: 2560 tokens are 10 updates of 4 x 64 tokens.
+TOKENS_COSINE: dict[str, Any] = {
+    "type": "Clocked",
+    "unit": "tokens",
+    "schedule": {"type": "WarmupCosine", "warmup_steps": 600, "total_steps": 2560, "min_lr": 1e-4},
+}
 
 
 @dataclass
@@ -120,8 +126,7 @@ def _llm_spec(name: str) -> dict[str, Any] | None:
         "HFSchedule": {"name": "cosine_with_restarts", "num_warmup_steps": 2, "num_training_steps": 10,
                        "scheduler_specific_kwargs": {"num_cycles": 2}},
         # Token time: 4 x 64 = 256 tokens per update, so the warmup ends inside step 3 and the decay at step 10.
-        "Clocked": {"unit": "tokens", "schedule": {"type": "WarmupCosine", "warmup_steps": 600,
-                                                   "total_steps": 2560, "min_lr": 1e-4}},
+        "Clocked": {k: v for k, v in TOKENS_COSINE.items() if k != "type"},
         # The trainer's two groups (matrices, then biases and gains), each on its own schedule.
         "PerGroup": {"schedulers": [{"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 10, "min_lr": 1e-4},
                                     {"type": "WSD", "warmup_steps": 0, "total_steps": 10, "decay_steps": 3}]},
@@ -197,6 +202,25 @@ def all_cases() -> list[Case]:
             steps=12,
             resume_at=6,
             resume_spec=COSINE_10,
+            resume_flags=["--lr-resume-policy", "cooldown:4"],
+            group="resume",
+        ),
+        # The same two policies on the token clock (lengths in tokens, 256 tokens per update).
+        Case(
+            "resume-extend-tokens",
+            TOKENS_COSINE,
+            steps=14,
+            resume_at=6,
+            resume_spec={**TOKENS_COSINE, "schedule": {**TOKENS_COSINE["schedule"], "total_steps": 3584}},
+            resume_flags=["--lr-resume-policy", "extend"],
+            group="resume",
+        ),
+        Case(
+            "resume-cooldown-tokens",
+            TOKENS_COSINE,
+            steps=12,
+            resume_at=6,
+            resume_spec=TOKENS_COSINE,
             resume_flags=["--lr-resume-policy", "cooldown:4"],
             group="resume",
         ),

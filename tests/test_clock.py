@@ -420,14 +420,23 @@ def test_a_skipped_update_does_not_advance_the_token_clock(tmp_path: Path) -> No
     assert [r["lr"][0] for r in records] == [PURE(r["clock"]) for r in records]
 
 
+def first_leg(
+    tmp_path: Path, backend: str, steps: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The token cosine at 128 tokens per update for ``steps`` updates, saved at the last one: the flags
+    both legs share and the records (the leg's notes are read off ``capsys``)."""
+    common = [*TOKEN_COSINE, "--save-interval", str(steps), "--scheduler-backend", backend]
+    first = train_run(tmp_path, *common, "--total-batch-size", "128", "--num-iterations", str(steps))
+    capsys.readouterr()
+    return common, first
+
+
 @pytest.mark.parametrize("backend", ["lrkit", "torch"])
 def test_resume_with_another_batch_size_has_no_lr_jump(
     tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    common = [*TOKEN_COSINE, "--save-interval", "3", "--scheduler-backend", backend]
-    first = train_run(tmp_path, *common, "--total-batch-size", "128", "--num-iterations", "6")
+    common, first = first_leg(tmp_path, backend, 6, capsys)
     assert first[-1]["tokens"] == 768
-    capsys.readouterr()
     records = train_run(tmp_path, *common, "--total-batch-size", "256", "--resume", "auto")
     err = capsys.readouterr().err
     assert "batch changed from 128 to 256 tokens per step at step 6" in err and "no LR jump" in err
@@ -445,9 +454,7 @@ def test_cooldown_of_a_token_schedule_decays_over_n_steps_of_tokens(
     tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``cooldown:2`` at 512 tokens, resumed at 256 tokens per step: the decay spans 2 x 256 tokens."""
-    common = [*TOKEN_COSINE, "--save-interval", "4", "--scheduler-backend", backend]
-    first = train_run(tmp_path, *common, "--total-batch-size", "128", "--num-iterations", "4")
-    capsys.readouterr()
+    common, first = first_leg(tmp_path, backend, 4, capsys)
     cooldown = ["--total-batch-size", "256", "--num-iterations", "8", "--resume", "auto"]
     records = train_run(tmp_path, *common, *cooldown, "--lr-resume-policy", "cooldown:2")
     err = capsys.readouterr().err
@@ -470,11 +477,11 @@ def test_extend_of_a_token_schedule_refits_the_rest_in_tokens(
     tmp_path: Path, backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """2048 -> 4096 tokens at 1024 tokens trained: the LR continues, then decays to the floor at 4096 tokens."""
-    common = ["--save-interval", "8", "--total-batch-size", "128", "--scheduler-backend", backend]
-    first = train_run(tmp_path, *TOKEN_COSINE, *common, "--num-iterations", "8")
-    capsys.readouterr()
-    longer = [arg.replace("2048tok", "4096tok") for arg in TOKEN_COSINE]
-    records = train_run(tmp_path, *longer, *common, "--resume", "auto", "--lr-resume-policy", "extend")
+    common, first = first_leg(tmp_path, backend, 8, capsys)
+    longer = [arg.replace("2048tok", "4096tok") for arg in common]
+    records = train_run(
+        tmp_path, *longer, "--total-batch-size", "128", "--resume", "auto", "--lr-resume-policy", "extend"
+    )
     err = capsys.readouterr().err
     assert "schedule.total_steps: 2048 -> 4096" in err and "at step 8 (1024 tokens) to the floor at tokens 4096" in err
     assert records[:8] == first and len(records) == 4096 // 128

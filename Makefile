@@ -22,6 +22,7 @@ setup: $(STAMP)
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 test: setup lint
 	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lrkit.align import Case, all_cases, compare, random_cases, run_case, source_cases
+from lrkit.align.cases import Case, all_cases, random_cases, source_cases
+from lrkit.align.runner import compare, run_case
 
 
 @pytest.mark.parametrize("case", source_cases(nproc=2, steps=10), ids=lambda c: c.name)
@@ -37,7 +38,7 @@ def test_matrix_names_are_unique_and_random_cases_are_reproducible() -> None:
 
 def test_layout_matrix_has_every_scenario_with_a_valid_batch_split() -> None:
     """make align-layouts: InfiniTrain's layouts for both models, ZeRO-1 wherever DP > 1, same global batch."""
-    from lrkit.align_layouts import SEQUENCES, layout_cases, reference_name
+    from lrkit.align.layouts import SEQUENCES, layout_cases, reference_name
     from lrkit.train.loop import add_train_arguments
 
     cases = layout_cases()
@@ -63,7 +64,8 @@ def test_layout_matrix_has_every_scenario_with_a_valid_batch_split() -> None:
 
 
 def test_a_failed_case_is_an_error_row_and_the_matrix_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
-    from lrkit.align import _run_matrix, format_table
+    from lrkit.align.command import _run_matrix
+    from lrkit.align.runner import format_table
 
     ours = [{"step": s, "loss": 1.0, "lr": [0.1]} for s in range(1, 11)]
     good = compare(Case("good", {}), ours, ours, 0.0)

@@ -16,7 +16,9 @@ from test_train import TINY, parse
 import lrkit
 from lrkit import cli
 from lrkit import schedules as S
-from lrkit.clock import (
+from lrkit.runtime.resume import Policy, ResumeError, Saved, decide
+from lrkit.schedulers.base import StateError
+from lrkit.schedules.clock import (
     QUANTITY_SYNTAX,
     Quantity,
     QuantityError,
@@ -25,14 +27,11 @@ from lrkit.clock import (
     StepView,
     clock_unit,
     parse_quantity,
-    spec_clock_unit,
     steps_to_reach,
 )
-from lrkit.clocked import Clocked, advance
-from lrkit.flags import ScheduleFlagError, add_schedule_arguments, spec_from_args
-from lrkit.resume import Policy, ResumeError, Saved, decide
-from lrkit.scheduler import StateError
 from lrkit.spec import build_scheduler, spec_fingerprint
+from lrkit.spec.clocked import Clocked, advance, spec_clock_unit
+from lrkit.tools.flags import ScheduleFlagError, add_schedule_arguments, spec_from_args
 from lrkit.train.loop import read_metrics, train
 from lrkit.train.parallel import DistContext
 

@@ -15,11 +15,12 @@ from test_train import train_run as run
 
 import lrkit
 from lrkit import schedules as S
-from lrkit.groups import PerGroup, layer_depths, layerwise_lr_decay, part_groups, scale_absolute_lrs, scale_groups
-from lrkit.scheduler import StateError
+from lrkit.schedulers.base import StateError
+from lrkit.spec.groups import PerGroup, scale_absolute_lrs
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import plot_run, run_train
 from lrkit.train.models import build_model
+from lrkit.train.param_groups import layer_depths, layerwise_lr_decay, part_groups, scale_groups
 
 PEAKS = (1e-3, 3e-4, 5e-4)
 CHILDREN: list[dict[str, Any]] = [

@@ -14,8 +14,8 @@ from test_train import TINY, parse
 from test_train import train_run as run
 
 from lrkit import schedules as S
-from lrkit.hparams import HyperparamScheduler, schedule_from_text
-from lrkit.scheduler import StateError
+from lrkit.schedulers.base import StateError
+from lrkit.schedulers.hparams import HyperparamScheduler, schedule_from_text
 from lrkit.train.loop import run_train
 
 WD = S.WarmupCosine(peak_lr=0.1, warmup_steps=0, total_steps=8, min_lr=0.01)

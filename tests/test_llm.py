@@ -10,7 +10,7 @@ import torch
 
 import lrkit
 from lrkit import schedules as S
-from lrkit.scheduler import StateError
+from lrkit.schedulers.base import StateError
 
 LRS = (3e-4, 1e-3)  # two param groups, two peaks
 

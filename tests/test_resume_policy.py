@@ -11,7 +11,7 @@ from test_train import CHAINED, TINY, parse, trace
 from test_train import _error_of as train_error_of
 
 from lrkit import schedules as S
-from lrkit.resume import Policy, parse_policy, spec_diff
+from lrkit.runtime.resume import Policy, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import read_metrics, train
 from lrkit.train.parallel import DistContext

@@ -288,5 +288,5 @@ def test_phases_are_ordered_and_start_at_zero():
 
 
 def test_importing_the_math_layer_does_not_import_torch():
-    code = "import sys, lrkit, lrkit.schedules, lrkit.flags; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, lrkit, lrkit.schedules, lrkit.tools.flags; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,10 +15,10 @@ import torch
 from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
-import lrkit.torch_compat
+import lrkit.schedulers.torch_compat
 from lrkit import build_scheduler, spec_fingerprint
 
-TORCH_CLASSES = list(lrkit.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
+TORCH_CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
 
 
 def linear_warmup(epoch: int) -> float:

@@ -31,9 +31,9 @@ import torch
 from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
-import lrkit.torch_compat
+import lrkit.schedulers.torch_compat
 
-CLASSES = list(lrkit.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
+CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
 COMPOSITES = ("ChainedScheduler", "SequentialLR")
 
 

@@ -7,8 +7,12 @@
 transformers' scheduler names.
 
 Importing is lazy: ``import lrkit`` and ``import lrkit.schedules`` (the pure math)
-do not import torch; the first public name used loads the torch binding and
-registers every spec type (torch classes, LLM schedules, HF names).
+do not import torch; the first public name used loads the module that defines it.
+
+The folders are the layers, each importing only those below it (``make test`` checks this
+with import-linter): ``schedules`` (pure math) -> ``schedulers`` (optimizer binding) ->
+``spec`` (the catalog) -> ``runtime`` (what a training loop calls) -> ``tools`` (flags,
+preview) -> ``train`` (the trainer) -> ``align`` (alignment with PyTorch) -> ``cli``.
 """
 
 from __future__ import annotations
@@ -47,45 +51,28 @@ _LLM = (
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "LRScheduler": "lrkit.scheduler",
-    "StateError": "lrkit.scheduler",
-    **{name: "lrkit.torch_compat" for name in _TORCH_COMPAT},
-    **{name: "lrkit.llm" for name in _LLM},
-    "Clocked": "lrkit.clocked",
-    "PerGroup": "lrkit.groups",
-    "HyperparamScheduler": "lrkit.hparams",
-    "get_scheduler": "lrkit.hf",
-    "HFSchedule": "lrkit.hf",
+    "LRScheduler": "lrkit.schedulers.base",
+    "StateError": "lrkit.schedulers.base",
+    **{name: "lrkit.schedulers.torch_compat" for name in _TORCH_COMPAT},
+    **{name: "lrkit.schedulers.llm" for name in _LLM},
+    "Clocked": "lrkit.spec.clocked",
+    "PerGroup": "lrkit.spec.groups",
+    "HyperparamScheduler": "lrkit.schedulers.hparams",
+    "get_scheduler": "lrkit.schedulers.hf",
+    "HFSchedule": "lrkit.schedulers.hf",
     "build_scheduler": "lrkit.spec",
     "register_spec_type": "lrkit.spec",
     "spec_fingerprint": "lrkit.spec",
     "spec_types": "lrkit.spec",
 }
-_SUBMODULES = (
-    "schedules",
-    "scheduler",
-    "torch_compat",
-    "torch_formulas",
-    "spec",
-    "llm",
-    "clock",
-    "clocked",
-    "groups",
-    "hparams",
-    "hf",
-    "flags",
-    "cli",
-)
+#: the layers, by folder (lowest first), and the ``lrkit`` command
+_SUBMODULES = ("schedules", "schedulers", "spec", "runtime", "tools", "train", "align", "cli")
 
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        # Loading any public name registers every built-in spec type, so that
-        # build_scheduler knows the LLM and HF schedules however it was reached.
-        importlib.import_module("lrkit.llm")
-        importlib.import_module("lrkit.hf")
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
@@ -99,11 +86,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # eager imports for type checkers only
-    from lrkit.clocked import Clocked  # noqa: F401
-    from lrkit.groups import PerGroup  # noqa: F401
-    from lrkit.hf import HFSchedule, get_scheduler  # noqa: F401
-    from lrkit.hparams import HyperparamScheduler  # noqa: F401
-    from lrkit.llm import (  # noqa: F401
+    from lrkit.schedulers.base import LRScheduler, StateError  # noqa: F401
+    from lrkit.schedulers.hf import HFSchedule, get_scheduler  # noqa: F401
+    from lrkit.schedulers.hparams import HyperparamScheduler  # noqa: F401
+    from lrkit.schedulers.llm import (  # noqa: F401
         WSD,
         CosineWithRestarts,
         InverseSqrt,
@@ -112,9 +98,7 @@ if TYPE_CHECKING:  # eager imports for type checkers only
         WarmupLinear,
         WarmupPolynomial,
     )
-    from lrkit.scheduler import LRScheduler, StateError  # noqa: F401
-    from lrkit.spec import build_scheduler, register_spec_type, spec_fingerprint, spec_types  # noqa: F401
-    from lrkit.torch_compat import (  # noqa: F401
+    from lrkit.schedulers.torch_compat import (  # noqa: F401
         ChainedScheduler,
         ConstantLR,
         CosineAnnealingLR,
@@ -131,3 +115,6 @@ if TYPE_CHECKING:  # eager imports for type checkers only
         SequentialLR,
         StepLR,
     )
+    from lrkit.spec import build_scheduler, register_spec_type, spec_fingerprint, spec_types  # noqa: F401
+    from lrkit.spec.clocked import Clocked  # noqa: F401
+    from lrkit.spec.groups import PerGroup  # noqa: F401

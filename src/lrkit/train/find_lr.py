@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrkit.schedulers.torch_compat import LambdaLR
 from lrkit.schedules import ExponentialRamp
-from lrkit.torch_compat import LambdaLR
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
 from lrkit.train.loop import add_train_arguments, build_optimizer
 from lrkit.train.models import build_model

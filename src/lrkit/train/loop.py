@@ -13,7 +13,7 @@ and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
 eval records add ``"val_loss"`` and ``"val_ppl"``. ``"lr"`` is the LR this step used, ``"tokens"`` and
 ``"samples"`` count what was read up to the end of this step.
 
-Time in tokens (:mod:`lrkit.clock`): with a schedule on the token (or sample) clock, the scheduler
+Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or sample) clock, the scheduler
 advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
 schedule's time at which ``"lr"`` was set (tokens or samples of the successful updates before this
 step), so ``lr == schedule(clock)``. A ``--total`` in tokens or samples without ``--num-iterations``
@@ -45,13 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrkit import resume as resume_policy
-from lrkit.clock import Rates, spec_clock_unit, steps_to_reach
-from lrkit.clocked import advance as advance_clock
-from lrkit.clocked import move_to as move_clock
-from lrkit.flags import add_schedule_arguments, spec_from_args, total_length
-from lrkit.scheduler import group_lrs, set_group_value
+from lrkit.runtime import resume as resume_policy
+from lrkit.schedulers.base import group_lrs, set_group_value
+from lrkit.schedules.clock import Rates, steps_to_reach
 from lrkit.spec import build_scheduler, spec_fingerprint
+from lrkit.spec.clocked import advance as advance_clock
+from lrkit.spec.clocked import move_to as move_clock
+from lrkit.spec.clocked import spec_clock_unit
+from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train import checkpoint as ckpt
 from lrkit.train import optim as train_optim
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
@@ -97,7 +98,7 @@ class TrainError(ValueError):
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """All trainer flags; the schedule flags come from :mod:`lrkit.flags` (one definition)."""
+    """All trainer flags; the schedule flags come from :mod:`lrkit.tools.flags` (one definition)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", choices=MODEL_NAMES, default="gpt2", help="architecture (default: gpt2)")
     g.add_argument("--preset", default="tiny", help="model size preset: tiny, small, 124M / 1B (default: tiny)")
@@ -596,7 +597,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     if ctx.is_last_rank and not args.quiet and resume_path is not None:
         printer.write(f"resumed from {resume_path} at step {step0}")
     params = [p for p in pm.raw.parameters() if p.requires_grad]
-    from lrkit.torch_compat import ReduceLROnPlateau as LrkitPlateau
+    from lrkit.schedulers.torch_compat import ReduceLROnPlateau as LrkitPlateau
 
     plateau = isinstance(scheduler, (LrkitPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
     loss = float("nan")

@@ -5,24 +5,24 @@ Param groups (``--param-groups``):
 * ``decay`` (the default): nanoGPT's two unnamed groups, matrices with ``--weight-decay``, biases and
   norm gains without.
 * ``parts``: named groups ``embed``, ``body``, ``head`` (final norm and head), each with a ``_no_decay``
-  twin for its 1-D parameters (:func:`lrkit.groups.part_groups`).
+  twin for its 1-D parameters (:func:`lrkit.spec.groups.part_groups`).
 * ``layers``: ``embed``, ``block0`` .. ``block{L-1}``, ``head`` (and twins), with layer-wise LR decay
-  ``lr * D ** (L + 1 - depth)`` for ``--layer-decay D`` (:func:`lrkit.groups.layerwise_lr_decay`);
+  ``lr * D ** (L + 1 - depth)`` for ``--layer-decay D`` (:func:`lrkit.spec.groups.layerwise_lr_decay`);
   ``--layer-decay`` alone selects it.
 
 ``--group-lr NAME=SCALE`` multiplies the peak LR of a named group (``body`` selects ``body`` and
 ``body_no_decay``). A group's peak is thus ``--lr * lr_factor``. The floors scale with it: the
 ``--lr-scheduler`` schedule's absolute LRs (``--min-lr``, ``--warmup-start-lr``) are given for a group at
-``--lr`` and become ``min_lr * lr_factor`` per group (:func:`lrkit.groups.scale_absolute_lrs`), so every
+``--lr`` and become ``min_lr * lr_factor`` per group (:func:`lrkit.spec.groups.scale_absolute_lrs`), so every
 group keeps the schedule's shape relative to its own peak.
 
 ``--group-schedule NAME=SPEC`` gives a named group (or part) a schedule of its own; the others follow
-``--lr-scheduler``. The schedule in force is then a :class:`lrkit.groups.PerGroup` spec with one child
+``--lr-scheduler``. The schedule in force is then a :class:`lrkit.spec.groups.PerGroup` spec with one child
 per group (a group's own spec as written: its absolute LRs are that group's), which is what
 checkpoints record, so resume and ``--lr-resume-policy`` see the whole per-group schedule.
 
 Hyperparameter schedules (``--wd-schedule``, ``--beta2-schedule``, ``--momentum-schedule``,
-``--grad-clip-schedule``) are :class:`lrkit.hparams.HyperparamScheduler` objects stepped with the LR
+``--grad-clip-schedule``) are :class:`lrkit.schedulers.hparams.HyperparamScheduler` objects stepped with the LR
 scheduler, once per successful update; their state is saved beside the scheduler's, and on resume a
 changed one follows ``--lr-resume-policy`` (strict: error; checkpoint: keep the checkpoint's; override:
 the new one from the current step).
@@ -35,11 +35,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from lrkit.flags import parse_json_spec, read_spec_source
-from lrkit.groups import NO_DECAY_SUFFIX, PerGroup, layerwise_lr_decay, part_groups, scale_absolute_lrs, scale_groups
-from lrkit.hparams import GRAD_CLIP, SHORT_FORMS, HyperparamScheduler, schedule_from_text
-from lrkit.llm import ScheduleLR
+from lrkit.schedulers.hparams import GRAD_CLIP, SHORT_FORMS, HyperparamScheduler, schedule_from_text
+from lrkit.schedulers.llm import ScheduleLR
 from lrkit.spec import spec_class, spec_types
+from lrkit.spec.groups import PerGroup, scale_absolute_lrs
+from lrkit.tools.flags import parse_json_spec, read_spec_source
+from lrkit.train.param_groups import NO_DECAY_SUFFIX, layerwise_lr_decay, part_groups, scale_groups
 
 PARAM_GROUPS = ("decay", "parts", "layers")
 #: hyperparameter key -> its flag

@@ -37,11 +37,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from lrkit import schedules as S
-from lrkit._checks import check_int
-from lrkit.llm import ScheduleLR, group_peaks
-from lrkit.scheduler import LRScheduler, check_optimizer
-from lrkit.spec import register_spec_type
-from lrkit.torch_compat import ReduceLROnPlateau
+from lrkit.schedulers.base import LRScheduler, check_optimizer
+from lrkit.schedulers.llm import ScheduleLR, group_peaks
+from lrkit.schedulers.torch_compat import ReduceLROnPlateau
+from lrkit.schedules._checks import check_int
 
 __all__ = ["HFSchedule", "get_scheduler", "hf_factor", "HF_SCHEDULER_NAMES"]
 
@@ -243,7 +242,6 @@ class HFSchedule(ScheduleLR):
         return TorchLambdaLR(optimizer, factor)  # type: ignore[arg-type]
 
 
-register_spec_type("HFSchedule", HFSchedule, HFSchedule.torch_builder)
 
 
 def get_scheduler(

@@ -50,7 +50,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from lrkit._checks import check_choice, check_int, check_real
+from lrkit.schedules._checks import check_choice, check_int, check_real
 
 __all__ = [
     "Phase",

@@ -41,11 +41,11 @@ given"): a flag the chosen schedule does not use is an error that says which sch
 
 Time in tokens: ``--warmup``, ``--total`` and ``--decay`` take a quantity instead of a step count
 (``2000``, ``50Mtok``, ``10Btok``, ``1.5Msamples``, ``0.01dur``; syntax and the mixed-unit rule in
-:mod:`lrkit.clock`). With a length in tokens (or samples) the LLM schedules (constant, linear, cosine,
+:mod:`lrkit.schedules.clock`). With a length in tokens (or samples) the LLM schedules (constant, linear, cosine,
 polynomial, wsd, inverse-sqrt, cosine-restarts) run on the token (sample) clock: the spec is
 ``{"type": "Clocked", "unit": "tokens", "schedule": <the spec above, lengths in tokens>}``
-(:mod:`lrkit.clocked`). Step counts beside it (``--warmup-steps``, ``--timescale``, ...) are converted
-with the :class:`lrkit.clock.Rates` given to :func:`spec_from_args`; ``dur`` is a fraction of
+(:mod:`lrkit.spec.clocked`). Step counts beside it (``--warmup-steps``, ``--timescale``, ...) are converted
+with the :class:`lrkit.schedules.clock.Rates` given to :func:`spec_from_args`; ``dur`` is a fraction of
 ``--total``, or of ``--total-steps``. ``--decay F dur`` is ``decay_fraction=F``.
 """
 
@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from lrkit import schedules as S
-from lrkit.clock import Quantity, QuantityError, RateError, Rates, clock_unit, parse_quantity
+from lrkit.schedules.clock import Quantity, QuantityError, RateError, Rates, clock_unit, parse_quantity
 
 __all__ = [
     "SHORT_NAMES",
@@ -388,7 +388,7 @@ def _spec_of(flags: _Flags, choice: str) -> dict[str, Any]:
 def _on_clock(flags: _Flags, rates: Rates) -> tuple[argparse.Namespace, str]:
     """The flags with every length in ticks of the schedule's clock, and that clock's unit.
 
-    The clock and the conversions follow :mod:`lrkit.clock`: tokens if any length is in tokens, else
+    The clock and the conversions follow :mod:`lrkit.schedules.clock`: tokens if any length is in tokens, else
     samples if any is in samples, else steps; ``--decay F dur`` becomes ``decay_fraction=F``.
     """
     for name, count in _QUANTITY_FLAGS.items():

@@ -1,4 +1,4 @@
-"""The ``lrkit`` command line: look at a schedule before training on it.
+"""``lrkit preview`` and ``lrkit plot``: look at a schedule before training on it.
 
 ``lrkit preview ...`` prints the key points of the curve (step 0, warmup end, peak, every
 phase boundary, the last step and the first step past the end), a sparkline, and checks
@@ -6,14 +6,13 @@ phase boundary, the last step and the first step past the end), a sparkline, and
 phase joins are continuous); it exits 1 when a check fails. ``lrkit plot ... -o lr.png``
 draws the curve with its phases; ``--csv FILE`` (both) writes ``step,lr``.
 
-Schedules come from the shared flags of :mod:`lrkit.flags`. The subcommands ``train``,
-``demo``, ``align`` and ``find-lr`` live in other modules and are imported only when used.
+Schedules come from the shared flags of :mod:`lrkit.tools.flags`. The ``lrkit`` command itself
+(:mod:`lrkit.cli`) adds these two subcommands beside ``train``, ``demo``, ``align`` and ``find-lr``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import sys
@@ -22,19 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from lrkit.clock import Quantity, RateError, Rates, StepView, spec_clock_unit, steps_to_reach
-from lrkit.flags import add_clock_arguments, add_schedule_arguments, spec_from_args, total_length
 from lrkit.schedules import Phase
+from lrkit.schedules.clock import Quantity, RateError, Rates, StepView, steps_to_reach
+from lrkit.spec.clocked import spec_clock_unit
+from lrkit.tools.flags import add_clock_arguments, add_schedule_arguments, spec_from_args, total_length
 
-__all__ = ["main", "Curve", "curve_from_spec", "run_checks"]
+__all__ = [
+    "Curve",
+    "add_plot_arguments",
+    "add_preview_arguments",
+    "curve_from_spec",
+    "run_checks",
+    "run_plot",
+    "run_preview",
+]
 
-#: command -> (module, argument adder or None, runner, help); imported only when the command runs
-_PLUGINS: dict[str, tuple[str, str | None, str, str]] = {
-    "train": ("lrkit.train.loop", "add_train_arguments", "run_train", "train GPT-2 / LLaMA-3 with a schedule"),
-    "demo": ("lrkit.train.demo", None, "run_demo", "preview, train, checkpoint and resume a tiny model"),
-    "align": ("lrkit.align", "add_align_arguments", "run_align", "compare lrkit's LRs and losses with PyTorch's"),
-    "find-lr": ("lrkit.train.find_lr", "add_find_lr_arguments", "run_find_lr", "LR range test"),
-}
 _REL_TOL = 1e-12
 _SPARK = "▁▂▃▄▅▆▇█"
 _SPARK_ASCII = "_.-~=*#@"
@@ -94,7 +95,7 @@ def _build(spec: dict[str, Any], lr: float) -> Any:
 
 def _declared(spec: dict[str, Any], lr: float) -> _Declared:
     """Declared peak / end / phases of a spec, recursively through SequentialLR."""
-    from lrkit.llm import schedule_of
+    from lrkit.schedulers.llm import schedule_of
 
     kind = spec.get("type")
     if kind == "SequentialLR":
@@ -165,8 +166,8 @@ def curve_from_spec(spec: dict[str, Any], lr: float, total_steps: int | None = N
     Schedules backed by :mod:`lrkit.schedules` are evaluated in one vectorised call; the
     torch-style classes are stepped. Raises ValueError/TypeError for a spec that does not build.
     """
-    from lrkit.llm import schedule_of
-    from lrkit.torch_compat import ReduceLROnPlateau
+    from lrkit.schedulers.llm import schedule_of
+    from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 
     scheduler = _build(spec, lr)
     if isinstance(scheduler, ReduceLROnPlateau):
@@ -411,7 +412,7 @@ def _curve_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         run_end = None if length is None else steps_to_reach(int(length.amount), 0, rates.per_step(length.unit))
         return curve_from_spec(spec, float(args.lr), run_end)
     except (ValueError, TypeError, KeyError) as err:
-        print(f"lrkit {args.command}: error: {err}", file=sys.stderr)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return None
 
 
@@ -462,76 +463,33 @@ def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lrkit",
-        description="Exact, resumable, inspectable learning-rate schedules. Look at a schedule before training.",
-        epilog="Example: lrkit preview --lr-scheduler cosine --lr 3e-4 --warmup-steps 100 --total-steps 10000 "
-        "--min-lr 3e-5",
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    preview = subparsers.add_parser(
-        "preview",
-        help="key points, sparkline and checks of a schedule (exit 1 if a check fails)",
-        description="Print the key points of a schedule, a sparkline and checks; exit 1 if a check fails.",
-    )
-    add_schedule_arguments(preview.add_argument_group("schedule"))
-    add_clock_arguments(preview.add_argument_group("time in tokens or samples"))
-    preview.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
-    preview.set_defaults(handler=_cmd_preview, parser=preview)
-    plot = subparsers.add_parser(
-        "plot",
-        help="draw a schedule to a PNG, phases marked",
-        description="Draw a schedule with matplotlib (phases, peak and floor marked).",
-    )
-    add_schedule_arguments(plot.add_argument_group("schedule"))
-    add_clock_arguments(plot.add_argument_group("time in tokens or samples"))
-    plot.add_argument("-o", "--output", default="lr.png", metavar="PNG", help="image to write (default: lr.png)")
-    plot.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
-    plot.add_argument("--log-y", action="store_true", help="logarithmic LR axis")
-    plot.set_defaults(handler=_cmd_plot, parser=plot)
-    for name, (_, _, _, help_text) in _PLUGINS.items():
-        subparsers.add_parser(name, help=help_text, add_help=False)
-    return parser
+def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
+    add_schedule_arguments(parser.add_argument_group("schedule"))
+    add_clock_arguments(parser.add_argument_group("time in tokens or samples"))
+    parser.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
 
 
-def _run_plugin(command: str, argv: list[str]) -> int:
-    module_name, add_name, run_name, help_text = _PLUGINS[command]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        if err.name is None or not module_name.startswith(err.name):
-            raise
-        module = None
-    runner = getattr(module, run_name, None)
-    adder = getattr(module, add_name, None) if add_name else None
-    if runner is None or (add_name is not None and adder is None):
-        print(f"lrkit {command}: not available yet", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(prog=f"lrkit {command}", description=help_text)
-    if adder is None:
-        parser.parse_args(argv)
-        return int(runner() or 0)
-    adder(parser)
-    return int(runner(parser.parse_args(argv)) or 0)
+def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``lrkit preview``: the schedule flags, ``--tokens-per-step``, ``--csv``."""
+    parser.description = "Print the key points of a schedule, a sparkline and checks; exit 1 if a check fails."
+    _add_schedule_flags(parser)
+    parser.set_defaults(parser=parser)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``lrkit`` console script; returns the exit code."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if args_list and args_list[0] in _PLUGINS:
-            return _run_plugin(args_list[0], args_list[1:])
-        parser = _build_parser()
-        args = parser.parse_args(args_list)
-        if args.command is None:
-            parser.print_help()
-            return 2
-        return int(args.handler(args, args.parser))
-    except SystemExit as exit_:
-        code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+def add_plot_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``lrkit plot``: those of preview, ``-o``, ``--log-y``."""
+    parser.description = "Draw a schedule with matplotlib (phases, peak and floor marked)."
+    _add_schedule_flags(parser)
+    parser.add_argument("-o", "--output", default="lr.png", metavar="PNG", help="image to write (default: lr.png)")
+    parser.add_argument("--log-y", action="store_true", help="logarithmic LR axis")
+    parser.set_defaults(parser=parser)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def run_preview(args: argparse.Namespace) -> int:
+    """``lrkit preview``: print the key points, a sparkline and the checks; 1 when a check fails, 2 on misuse."""
+    return _cmd_preview(args, args.parser)
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    """``lrkit plot``: draw the schedule to ``args.output``; 2 on misuse."""
+    return _cmd_plot(args, args.parser)

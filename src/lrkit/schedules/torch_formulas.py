@@ -1,7 +1,7 @@
 """PyTorch's learning-rate formulas as pure functions, in torch 2.13's order of operations.
 
 No torch import: this is the math layer. The optimizer-bound classes in
-:mod:`lrkit.torch_compat` call these functions and nothing else computes them.
+:mod:`lrkit.schedulers.torch_compat` call these functions and nothing else computes them.
 
 PyTorch computes most schedules *recursively* ("chainable"): the LR after step
 ``e`` is derived from the LR after step ``e - 1`` (``group["lr"]``), not from the

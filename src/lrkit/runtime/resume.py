@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lrkit import schedules as S
-from lrkit._checks import check_per_group
-from lrkit.clock import spec_clock_unit
+from lrkit.schedules._checks import check_per_group
 from lrkit.spec import spec_class, spec_fingerprint
+from lrkit.spec.clocked import spec_clock_unit
 
 __all__ = [
     "POLICIES",
@@ -232,7 +232,7 @@ def _on_the_clock(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _pure_class(spec: Mapping[str, Any]) -> Any:
-    from lrkit.llm import PureSchedule, ScheduleLR
+    from lrkit.schedulers.llm import PureSchedule, ScheduleLR
 
     cls = spec_class(str(spec.get("type")))
     if not isinstance(cls, type) or not issubclass(cls, ScheduleLR) or cls is PureSchedule:
@@ -258,7 +258,7 @@ def cooldown_floors(
     if spec.get("type") == "Clocked" and isinstance(spec.get("schedule"), Mapping):
         return cooldown_floors(spec["schedule"], num_groups, group_names)
     if spec.get("type") == "PerGroup":
-        from lrkit.groups import per_group_children
+        from lrkit.spec.groups import per_group_children
 
         children = per_group_children(spec, group_names, num_groups)
         return [float(check_per_group("min_lr", child.get("min_lr", 0.0), 1)[0]) for child in children]
@@ -327,7 +327,7 @@ def _after(
     unit = spec_clock_unit(saved_spec)
     if unit is None:
         return _then(saved_spec, step, pieces)
-    from lrkit.clocked import clock_schedules_for
+    from lrkit.spec.clocked import clock_schedules_for
 
     before = clock_schedules_for(peaks, unit, saved_spec["schedule"])
     joined = [S.Sequence((old, piece), (now,)) if now >= 1 else piece for old, piece in zip(before, pieces)]

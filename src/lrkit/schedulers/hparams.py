@@ -44,14 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from lrkit import schedules as S
-from lrkit._checks import check_int, check_real
-from lrkit.scheduler import StateError, _Tensor, check_optimizer, set_group_value
+from lrkit.schedulers.base import StateError, _Tensor, check_optimizer, set_group_value
+from lrkit.schedules._checks import check_int, check_real
 
 __all__ = ["HyperparamScheduler", "GRAD_CLIP", "KEY_RANGES", "check_value", "schedule_from_text"]
 
 #: The key of the clip threshold, which no param group holds.
 GRAD_CLIP = "grad_clip"
-#: Allowed values per key, as :func:`lrkit._checks.check_real` bounds; other keys: ``>= 0``.
+#: Allowed values per key, as :func:`lrkit.schedules._checks.check_real` bounds; other keys: ``>= 0``.
 KEY_RANGES: dict[str, dict[str, Any]] = {
     "weight_decay": {"low": 0.0},
     "beta1": {"low": 0.0, "high": 1.0, "high_open": True},

@@ -1,7 +1,7 @@
 """A schedule on the token or sample clock, bound to an optimizer: :class:`Clocked`.
 
 The spec wraps any of lrkit's LLM schedules; the inner schedule's step arguments are read in
-``unit`` (tokens or samples, see :mod:`lrkit.clock`)::
+``unit`` (tokens or samples, see :mod:`lrkit.schedules.clock`)::
 
     {"type": "Clocked", "unit": "tokens",
      "schedule": {"type": "WarmupCosine", "warmup_steps": 50_000_000, "total_steps": 10_000_000_000,
@@ -24,16 +24,23 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from lrkit import llm
 from lrkit import schedules as S
-from lrkit._checks import check_choice, check_int
-from lrkit.llm import ScheduleLR, group_peaks
-from lrkit.scheduler import LRScheduler, StateError
-from lrkit.spec import register_spec_type, spec_class
+from lrkit.schedulers import llm
+from lrkit.schedulers.base import LRScheduler, StateError
+from lrkit.schedulers.llm import ScheduleLR, group_peaks
+from lrkit.schedules._checks import check_choice, check_int
+from lrkit.spec.registry import spec_class
 
-__all__ = ["Clocked", "advance", "clock_schedules_for", "move_to"]
+__all__ = ["Clocked", "advance", "clock_schedules_for", "move_to", "spec_clock_unit"]
 
 _UNITS = ("tokens", "samples")
+
+
+def spec_clock_unit(spec: Mapping[str, Any]) -> str | None:
+    """``"tokens"`` or ``"samples"`` for a ``Clocked`` spec, else None (the schedule counts steps)."""
+    if spec.get("type") == "Clocked":
+        return str(spec.get("unit"))
+    return None
 
 
 def _inner(schedule: Any) -> tuple[type[ScheduleLR], dict[str, Any]]:
@@ -183,4 +190,3 @@ def move_to(scheduler: Any, clock: int, steps: int) -> None:
         scheduler.step(clock)
 
 
-register_spec_type("Clocked", Clocked, Clocked.torch_builder)

@@ -1,7 +1,7 @@
 """The 15 schedulers of ``torch.optim.lr_scheduler``, bit-identical to torch 2.13.
 
 Same class names, arguments and defaults as torch. Each class only says how its
-LR is computed; the formulas themselves live in :mod:`lrkit.torch_formulas`.
+LR is computed; the formulas themselves live in :mod:`lrkit.schedules.torch_formulas`.
 Where torch silently accepts a value that produces wrong LRs (a zero factor that
 is later divided by, a non-positive period) lrkit raises a ``ValueError`` instead.
 
@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Literal, SupportsFloat
 
-from lrkit import torch_formulas as F
-from lrkit._checks import check_choice, check_int, check_per_group, check_real
-from lrkit.scheduler import (
+from lrkit.schedulers.base import (
     LRScheduler,
     StateError,
     _TorchReduceLROnPlateau,
@@ -31,6 +29,8 @@ from lrkit.scheduler import (
     group_lrs,
     set_group_value,
 )
+from lrkit.schedules import torch_formulas as F
+from lrkit.schedules._checks import check_choice, check_int, check_per_group, check_real
 
 __all__ = [
     "LambdaLR",

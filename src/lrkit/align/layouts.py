@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lrkit.align import Case, _command, _run, compare, composite
+from lrkit.align.cases import Case, composite
+from lrkit.align.runner import compare, run_command, train_command
 
 #: The model every layout case trains: 8 blocks (PP8, PP4 x VPP2), 4 heads (TP4), 4 KV heads for LLaMA-3.
 SHAPE = ["--n-layer", "8", "--n-head", "4"]
@@ -117,16 +118,16 @@ def _train(lc: LayoutCase, backend: str, run_dir: Path) -> tuple[list[dict[str, 
 
     case = lc.case
     if lc.resume_from is None:
-        _run(_command(case, backend, run_dir, case.steps, resume=False))
+        run_command(train_command(case, backend, run_dir, case.steps, resume=False))
         return read_metrics(run_dir / "metrics.jsonl"), None
-    straight_cmd = _command(case, backend, run_dir, case.steps, resume=False)
+    straight_cmd = train_command(case, backend, run_dir, case.steps, resume=False)
     straight_cmd += ["--save-interval", str(CKPT_EVERY), "--keep-last", str(case.steps // CKPT_EVERY)]
-    _run(straight_cmd)
+    run_command(straight_cmd)
     straight = read_metrics(run_dir / "metrics.jsonl")
     shutil.copy(run_dir / "metrics.jsonl", run_dir / "metrics.straight.jsonl")
-    resume_cmd = _command(case, backend, run_dir, case.steps, resume=False)
+    resume_cmd = train_command(case, backend, run_dir, case.steps, resume=False)
     resume_cmd += ["--resume", str(checkpoint_path(run_dir, lc.resume_from))]
-    _run(resume_cmd)
+    run_command(resume_cmd)
     resumed = read_metrics(run_dir / "metrics.jsonl")
     if [r["step"] for r in resumed] != [r["step"] for r in straight]:
         return resumed, float("inf")

@@ -1,7 +1,7 @@
 """The LLM schedules bound to an optimizer: warmup + cosine / linear / polynomial / constant, WSD,
 inverse square root, cosine with restarts.
 
-Each class is an lrkit :class:`~lrkit.scheduler.LRScheduler` (so a
+Each class is an lrkit :class:`~lrkit.schedulers.base.LRScheduler` (so a
 ``torch.optim.lr_scheduler.LRScheduler``). Every param group follows the pure schedule of
 :mod:`lrkit.schedules` whose peak is that group's base LR (``initial_lr``); the LR set at
 step ``t`` is that schedule's value at ``t``, exactly (so the floor is exactly ``min_lr``).
@@ -23,13 +23,11 @@ lrkit's up to the rounding of that division (about one ulp).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from lrkit import schedules as S
-from lrkit._checks import check_int, check_per_group
-from lrkit.scheduler import LRScheduler, StateError, check_optimizer
-from lrkit.spec import register_spec_type
+from lrkit.schedulers.base import LRScheduler, StateError, check_optimizer
+from lrkit.schedules._checks import check_int, check_per_group
 
 __all__ = [
     "ScheduleLR",
@@ -136,11 +134,6 @@ class ScheduleLR(LRScheduler):
             except (TypeError, ValueError) as err:
                 raise StateError(str(err)) from err
         return super()._decode_field(name, value)
-
-
-def _register(cls: type[ScheduleLR]) -> None:
-    builder: Callable[..., Any] = cls.torch_builder
-    register_spec_type(cls.__name__, cls, builder)
 
 
 class WarmupConstant(ScheduleLR):
@@ -379,19 +372,6 @@ class PureSchedule(ScheduleLR):
                 f"got {len(per_group)}"
             )
         return [S.schedule_from_dict(d, f"schedules[{i}]") for i, d in enumerate(per_group)]
-
-
-for _cls in (
-    WarmupConstant,
-    WarmupLinear,
-    WarmupCosine,
-    WarmupPolynomial,
-    WSD,
-    InverseSqrt,
-    CosineWithRestarts,
-    PureSchedule,
-):
-    _register(_cls)
 
 
 def schedule_of(scheduler: Any, group: int = 0) -> S.Schedule | None:

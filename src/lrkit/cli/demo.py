@@ -39,23 +39,26 @@ TRAIN = [
 
 def run_demo(args: argparse.Namespace | None = None) -> int:
     """Run the demo; returns the exit code."""
-    from lrkit.cli import main as cli_main
+    from lrkit.tools.preview import add_preview_arguments, run_preview
+    from lrkit.train.loop import main as train_main
     from lrkit.train.loop import read_metrics
 
     run_dir = Path("runs/demo")
     if run_dir.exists():
         shutil.rmtree(run_dir)
     print("== 1/3  Preview the schedule before spending compute on it\n", flush=True)
-    code = cli_main(["preview", *SCHEDULE])
+    preview = argparse.ArgumentParser(prog="lrkit preview")
+    add_preview_arguments(preview)
+    code = run_preview(preview.parse_args(SCHEDULE))
     if code != 0:
         return code
     print(f"\n== 2/3  Train GPT-2 (tiny) on the Python standard library: steps 1-{FIRST_LEG} of {TOTAL_STEPS}\n")
     common = [*TRAIN, *SCHEDULE, "--run-dir", str(run_dir)]
-    code = cli_main(["train", *common, "--num-iterations", str(FIRST_LEG), "--no-plot"])
+    code = train_main([*common, "--num-iterations", str(FIRST_LEG), "--no-plot"])
     if code != 0:
         return code
     print(f"\n== 3/3  Resume from the last checkpoint and finish: steps {FIRST_LEG + 1}-{TOTAL_STEPS}\n")
-    code = cli_main(["train", *common, "--num-iterations", str(TOTAL_STEPS), "--resume", "auto"])
+    code = train_main([*common, "--num-iterations", str(TOTAL_STEPS), "--resume", "auto"])
     if code != 0:
         return code
     records = read_metrics(run_dir / "metrics.jsonl")

@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from lrkit._checks import check_int
+from lrkit.schedules._checks import check_int
 
 try:  # torch is optional for the math layer, required for binding to a real optimizer.
     from torch import Tensor as _Tensor

@@ -1,4 +1,4 @@
-"""Schedules as data: build any scheduler from a plain dict, and get the dict back.
+"""The spec registry: build any scheduler from a plain dict, and get the dict back.
 
 A spec is ``{"type": <class name>, <constructor argument>: <value>, ...}``; the
 composites take their children as specs under ``"schedulers"``::
@@ -19,47 +19,69 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from lrkit import torch_compat
-
 Backend = Literal["lrkit", "torch"]
-
-#: type name -> (lrkit class, torch builder or None). A torch builder takes
-#: ``(optimizer, **arguments)`` and returns a torch scheduler.
-_REGISTRY: dict[str, tuple[type, Callable[..., Any] | None]] = {}
 _COMPOSITES = ("SequentialLR", "ChainedScheduler")
 
 
+@dataclass(frozen=True)
+class SpecType:
+    """What ``{"type": name, ...}`` builds: the lrkit class and its PyTorch oracle.
+
+    The built-in types are :class:`lrkit.spec.catalog.Schedule` records (this plus the CLI names and the
+    alignment case); :func:`register_spec_type` adds a user's type with only these three fields.
+
+    Attributes:
+        name: the spec's ``"type"`` tag.
+        cls: the lrkit scheduler class: ``cls(optimizer, **arguments)``.
+        torch_builder: ``(optimizer, **arguments) -> torch scheduler`` for ``backend="torch"``; None means
+            ``torch.optim.lr_scheduler.<name>`` itself.
+    """
+
+    name: str
+    cls: type
+    torch_builder: Callable[..., Any] | None = None
+
+
+#: type name -> its record; filled by :mod:`lrkit.spec.catalog` (built-ins) and :func:`register_spec_type`.
+_REGISTRY: dict[str, SpecType] = {}
+
+
+def register(record: SpecType) -> None:
+    """Make ``{"type": record.name, ...}`` buildable (a later record of the same name replaces it)."""
+    _REGISTRY[record.name] = record
+
+
 def register_spec_type(name: str, cls: type, torch_builder: Callable[..., Any] | None = None) -> None:
-    """Make ``{"type": name, ...}`` buildable. ``torch_builder`` backs ``backend="torch"``."""
-    _REGISTRY[name] = (cls, torch_builder)
+    """Make ``{"type": name, ...}`` buildable with ``cls(optimizer, **arguments)``.
+
+    ``torch_builder(optimizer, **arguments)`` backs ``backend="torch"`` (default: the class of the same
+    name in ``torch.optim.lr_scheduler``).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_spec_type: name must be a non-empty str, got name={name!r}")
+    if not isinstance(cls, type):
+        raise TypeError(f"register_spec_type: cls must be a class, got cls={cls!r}")
+    register(SpecType(name, cls, torch_builder))
 
 
-for _name in torch_compat.__all__:
-    register_spec_type(_name, getattr(torch_compat, _name))
-
-
-def _load_builtin_types() -> None:
-    """The LLM, clocked and Hugging Face schedule types register themselves on import (they import this module)."""
-    import lrkit.clocked  # noqa: F401
-    import lrkit.groups  # noqa: F401
-    import lrkit.hf  # noqa: F401
-    import lrkit.llm  # noqa: F401
+def spec_record(kind: str) -> SpecType:
+    """The record of ``{"type": kind}``."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"{kind!r} is not a known scheduler; expected one of {spec_types()}")
+    return _REGISTRY[kind]
 
 
 def spec_types() -> list[str]:
     """Every ``"type"`` a spec may name."""
-    _load_builtin_types()
     return sorted(_REGISTRY)
 
 
 def spec_class(kind: str) -> type:
     """The lrkit class that ``{"type": kind}`` builds."""
-    _load_builtin_types()
-    if kind not in _REGISTRY:
-        raise ValueError(f"{kind!r} is not a known scheduler; expected one of {spec_types()}")
-    return _REGISTRY[kind][0]
+    return spec_record(kind).cls
 
 
 def _argument_names(cls: type) -> list[str]:
@@ -72,12 +94,10 @@ def _check_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
         raise TypeError(f"{where} must be a dict with a 'type' key, got {spec!r}")
     kind = spec.get("type")
     if kind not in _REGISTRY:
-        _load_builtin_types()
-    if kind not in _REGISTRY:
         raise ValueError(f"{where}['type']={kind!r} is not a known scheduler; expected one of {spec_types()}")
     args = {k: v for k, v in spec.items() if k != "type"}
-    allowed = _argument_names(_REGISTRY[kind][0])
-    if "schedulers" in inspect.signature(_REGISTRY[kind][0]).parameters:  # composites, PerGroup
+    allowed = _argument_names(_REGISTRY[kind].cls)
+    if "schedulers" in inspect.signature(_REGISTRY[kind].cls).parameters:  # composites, PerGroup
         allowed = [*allowed, "schedulers"]
     unknown = sorted(set(args) - set(allowed))
     if unknown:
@@ -99,7 +119,7 @@ def build_scheduler(spec: Mapping[str, Any], optimizer: Any, backend: Backend = 
     if backend not in ("lrkit", "torch"):
         raise ValueError(f"backend must be 'lrkit' or 'torch', got backend={backend!r}")
     kind, args = _check_spec(spec, _where)
-    cls, torch_builder = _REGISTRY[kind]
+    cls, torch_builder = _REGISTRY[kind].cls, _REGISTRY[kind].torch_builder
     if kind in _COMPOSITES:
         children_specs = args.pop("schedulers", None)
         if not isinstance(children_specs, list) or not children_specs:

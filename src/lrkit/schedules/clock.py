@@ -41,13 +41,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from lrkit._checks import check_int
-from lrkit.schedules import Phase, Schedule, _Ops
+from lrkit.schedules._checks import check_int
+from lrkit.schedules.shapes import Phase, Schedule, _Ops
 
 __all__ = [
     "UNITS",
@@ -60,7 +60,6 @@ __all__ = [
     "Rates",
     "clock_unit",
     "steps_to_reach",
-    "spec_clock_unit",
     "StepView",
 ]
 
@@ -215,13 +214,6 @@ def steps_to_reach(total: int, done: int, per_step: int) -> int:
     """Optimizer steps still needed to reach ``total`` ticks from ``done`` at ``per_step`` ticks a step:
     ``ceil((total - done) / per_step)``, at least 0 (the last step may overshoot ``total``)."""
     return max(0, -((done - total) // per_step))
-
-
-def spec_clock_unit(spec: Mapping[str, Any]) -> str | None:
-    """``"tokens"`` or ``"samples"`` for a ``Clocked`` spec (see :mod:`lrkit.clocked`), else None (steps)."""
-    if spec.get("type") == "Clocked":
-        return str(spec.get("unit"))
-    return None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,5 @@
+import sys
+
+from lrkit.cli import main
+
+sys.exit(main())

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from lrkit import schedules as S
-from lrkit.llm import WarmupCosine
+from lrkit.schedulers.llm import WarmupCosine
 
 
 def best_of(repeats: int, fn: Callable[[], object]) -> float:

@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-layouts clean
+.PHONY: setup test lint demo bench align align-layouts docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ align: setup
 # Every parallel layout (InfiniTrain's scenario matrix) at 8 ranks, gpt2 and llama3, both backends.
 align-layouts: setup
 	$(BIN)/lrkit align --layouts
+
+# The user guide (docs/*.md) and the API reference from the docstrings, into site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -337,7 +337,8 @@ def schedule_from_dict(data: Mapping[str, Any], where: str = "schedule") -> Sche
     """Rebuild a schedule from :meth:`Schedule.to_dict` data (validated like the constructor).
 
     Raises:
-        ValueError / TypeError naming the offending key or value.
+        ValueError: a bad value, or an unknown type or key; the message names the key and the value.
+        TypeError: ``data`` (or a value in it) of the wrong type; the message names it.
     """
     if not isinstance(data, Mapping):
         raise TypeError(f"{where} must be a dict with a 'type' key, got {data!r}")

@@ -114,7 +114,8 @@ def build_scheduler(spec: Mapping[str, Any], optimizer: Any, backend: Backend = 
         backend: ``"lrkit"`` (default) or ``"torch"`` for ``torch.optim.lr_scheduler``'s own classes.
 
     Raises:
-        ValueError / TypeError naming the offending key and value.
+        ValueError: an unknown type or key, or a bad value; the message names the key and the value.
+        TypeError: a spec (or a value in it) of the wrong type; the message names it.
     """
     if backend not in ("lrkit", "torch"):
         raise ValueError(f"backend must be 'lrkit' or 'torch', got backend={backend!r}")

@@ -7,6 +7,7 @@ back with ``to_spec()``. The built-in types are the records of :data:`lrkit.spec
 """
 
 from lrkit.spec.catalog import CATALOG
+from lrkit.spec.from_flags import CliName, FlagReader
 from lrkit.spec.registry import (
     Backend,
     SpecType,
@@ -16,18 +17,23 @@ from lrkit.spec.registry import (
     spec_class,
     spec_fingerprint,
     spec_record,
+    spec_records,
     spec_types,
 )
 
 __all__ = [
     "Backend",
     "CATALOG",
+    "CliName",
+    "FlagReader",
     "SpecType",
     "build_scheduler",
+    "register",
     "register_spec_type",
     "spec_class",
     "spec_fingerprint",
     "spec_record",
+    "spec_records",
     "spec_types",
 ]
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from lrkit.spec.from_flags import CliName
 
 Backend = Literal["lrkit", "torch"]
 _COMPOSITES = ("SequentialLR", "ChainedScheduler")
@@ -28,21 +31,27 @@ _COMPOSITES = ("SequentialLR", "ChainedScheduler")
 
 @dataclass(frozen=True)
 class SpecType:
-    """What ``{"type": name, ...}`` builds: the lrkit class and its PyTorch oracle.
+    """One schedule type, declared once: what ``{"type": name, ...}`` builds, and how every tool finds it.
 
-    The built-in types are :class:`lrkit.spec.catalog.Schedule` records (this plus the CLI names and the
-    alignment case); :func:`register_spec_type` adds a user's type with only these three fields.
+    The built-in records are :data:`lrkit.spec.catalog.CATALOG`; :func:`register` adds yours (a record
+    with only ``name`` and ``cls`` is a plain spec type, as :func:`register_spec_type` makes).
 
     Attributes:
         name: the spec's ``"type"`` tag.
         cls: the lrkit scheduler class: ``cls(optimizer, **arguments)``.
-        torch_builder: ``(optimizer, **arguments) -> torch scheduler`` for ``backend="torch"``; None means
-            ``torch.optim.lr_scheduler.<name>`` itself.
+        torch_builder: the PyTorch oracle, ``(optimizer, **arguments) -> torch scheduler``, for
+            ``backend="torch"``; None means ``torch.optim.lr_scheduler.<name>`` itself.
+        cli: its ``--lr-scheduler`` short names, with the flags each reads (:mod:`lrkit.spec.from_flags`).
+        align_case: the spec of its case in ``lrkit align`` (10 updates of 4 x 64 tokens); None: no case.
+        random_args: random arguments for ``lrkit align --random`` (black-box cases); None: not drawn.
     """
 
     name: str
     cls: type
     torch_builder: Callable[..., Any] | None = None
+    cli: tuple[CliName, ...] = ()
+    align_case: Mapping[str, Any] | None = None
+    random_args: Callable[[random.Random], dict[str, Any]] | None = None
 
 
 #: type name -> its record; filled by :mod:`lrkit.spec.catalog` (built-ins) and :func:`register_spec_type`.
@@ -50,8 +59,22 @@ _REGISTRY: dict[str, SpecType] = {}
 
 
 def register(record: SpecType) -> None:
-    """Make ``{"type": record.name, ...}`` buildable (a later record of the same name replaces it)."""
+    """Make ``{"type": record.name, ...}`` buildable, and its short names known to the flags.
+
+    A later record of the same name replaces it. A short name already taken by another type is an error.
+    """
+    if not isinstance(record, SpecType):
+        raise TypeError(f"register: expected a SpecType record, got {record!r}")
+    taken = {cli.name: other.name for other in _REGISTRY.values() if other.name != record.name for cli in other.cli}
+    for cli in record.cli:
+        if cli.name in taken:
+            raise ValueError(f"register: {record.name}'s short name {cli.name!r} is already {taken[cli.name]}'s")
     _REGISTRY[record.name] = record
+
+
+def spec_records() -> list[SpecType]:
+    """Every registered record, in registration order (the catalog's, then the user's)."""
+    return list(_REGISTRY.values())
 
 
 def register_spec_type(name: str, cls: type, torch_builder: Callable[..., Any] | None = None) -> None:

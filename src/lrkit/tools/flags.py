@@ -5,35 +5,12 @@ parsed flags into a JSON spec that :func:`lrkit.build_scheduler` builds (with ei
 backend). The optimizer's ``lr`` is ``args.lr``: it is the peak of every schedule.
 
 ``--lr-scheduler`` takes a short name, a JSON spec (``'{"type": "WarmupCosine", ...}'``)
-or ``@file.json``. Short names and the spec they give (``W`` = ``--warmup-steps``,
-``T`` = ``--total-steps``):
-
-================  ==========================================================================
-name              spec
-================  ==========================================================================
-constant          WarmupConstant(W)
-linear / cosine   WarmupLinear / WarmupCosine(W, T, --min-lr, --warmup-start-lr)
-polynomial        WarmupPolynomial(W, T, --power, --min-lr)
-wsd               WSD(W, T, --decay-steps | --decay-fraction, --decay-shape, --min-lr)
-inverse-sqrt      InverseSqrt(W, --timescale)
-cosine-restarts   CosineWithRestarts(--cycle-steps, --cycle-mult, --cycle-decay, --cycle-warmup-steps,
-                  --num-cycles (or derived from T), --min-lr, W)
-step (steplr)     StepLR(--step-size, --gamma)          } with W > 0: SequentialLR([WarmupConstant(W),
-multistep         MultiStepLR(--milestones, --gamma)    } main], milestones=[W]); the main schedule
-exponential       ExponentialLR(--gamma)                } starts at step W, --milestones stay absolute
-onecycle          OneCycleLR(max_lr=--lr, total_steps=T + 1, pct_start=(P + 1)/(T + 1), div_factor=lr/
-                  --warmup-start-lr, final_div_factor from --min-lr), P = W or round(--pct-start * T): torch
-                  peaks at pct_start * total_steps - 1 and floors at total_steps - 1, so this puts the peak
-                  at step P and the floor at step T like every other schedule
-cyclic            CyclicLR(base_lr=--min-lr, max_lr=--lr, step_size_up=--step-size, --cyclic-mode, --gamma)
-HF names          HFSchedule(name, W, T, scheduler_specific_kwargs from the flags); ``reduce_lr_on_plateau``
-                  gives ReduceLROnPlateau(factor=--gamma, --patience, --min-lr). linear, cosine,
-                  polynomial and constant mean lrkit's schedules: write ``hf:cosine`` for transformers'.
-================  ==========================================================================
-
-The warmup of the torch-class names is lrkit's ``WarmupConstant`` (from ``--warmup-start-lr``,
-default 0, to the peak at step W) because torch's ``LinearLR`` cannot start at 0; with
-``backend="torch"`` it is PyTorch's ``LambdaLR``, so the whole spec still builds with torch.
+or ``@file.json``. The short names, the flags each reads and the spec it gives are the catalog's
+(:mod:`lrkit.spec.catalog`, builders in :mod:`lrkit.spec.from_flags`): ``constant``, ``linear``,
+``cosine``, ``polynomial``, ``wsd``, ``inverse-sqrt``, ``cosine-restarts``, ``step``, ``multistep``,
+``exponential``, ``onecycle``, ``cyclic`` and transformers' names as ``hf:<name>`` (bare where the name
+does not clash: linear, cosine, polynomial and constant mean lrkit's schedules). This module owns the
+flags themselves: their argparse definition, quantities and the token clock.
 
 Every flag but ``--lr`` (1e-3) and ``--lr-scheduler`` (constant) defaults to None ("not
 given"): a flag the chosen schedule does not use is an error that says which schedules take it.
@@ -58,10 +35,10 @@ from typing import Any
 
 from lrkit import schedules as S
 from lrkit.schedules.clock import Quantity, QuantityError, RateError, Rates, clock_unit, parse_quantity
+from lrkit.spec import CliName, spec_records
 
 __all__ = [
-    "SHORT_NAMES",
-    "ALIASES",
+    "short_names",
     "ScheduleFlagError",
     "add_schedule_arguments",
     "add_clock_arguments",
@@ -70,99 +47,44 @@ __all__ = [
     "spec_from_args",
 ]
 
-SHORT_NAMES: tuple[str, ...] = (
-    "constant",
-    "step",
-    "multistep",
-    "linear",
-    "exponential",
-    "cosine",
-    "cosine-restarts",
-    "polynomial",
-    "inverse-sqrt",
-    "wsd",
-    "onecycle",
-    "cyclic",
-)
-ALIASES: dict[str, str] = {"steplr": "step"}
-_HF = {f"hf:{name}" for name in S.HF_SCHEDULER_NAMES}
-#: bare HF names that do not clash with a short name
-_HF_BARE = {name: f"hf:{name}" for name in S.HF_SCHEDULER_NAMES if name not in SHORT_NAMES}
-
 # Flags every schedule accepts: the optimizer's LR and the run length.
 _ALWAYS = {"lr", "total_steps", "total"}
 #: quantity flag -> the step-count flag it stands for (a schedule accepts both or neither)
 _QUANTITY_FLAGS = {"warmup": "warmup_steps", "total": "total_steps", "decay": "decay_steps"}
 #: flags that count optimizer steps: converted to the clock of a schedule in tokens or samples
 _STEP_COUNTS = ("warmup_steps", "total_steps", "decay_steps", "timescale", "cycle_steps", "cycle_warmup_steps")
-#: short names whose schedule may run on the token or sample clock (lrkit's LLM schedules)
-_CLOCKABLE = ("constant", "linear", "cosine", "polynomial", "wsd", "inverse-sqrt", "cosine-restarts")
-_WARMUP = {"warmup_steps", "warmup_start_lr"}
-#: canonical scheduler name -> the flags (dests) it uses besides _ALWAYS
-_ACCEPTS: dict[str, set[str]] = {
-    "constant": _WARMUP,
-    "step": _WARMUP | {"step_size", "gamma"},
-    "multistep": _WARMUP | {"milestones", "gamma"},
-    "exponential": _WARMUP | {"gamma"},
-    "linear": _WARMUP | {"min_lr"},
-    "cosine": _WARMUP | {"min_lr"},
-    "polynomial": _WARMUP | {"min_lr", "power"},
-    "wsd": _WARMUP | {"min_lr", "decay_steps", "decay_fraction", "decay_shape"},
-    "inverse-sqrt": _WARMUP | {"timescale"},
-    "cosine-restarts": _WARMUP
-    | {"min_lr", "cycle_steps", "cycle_mult", "cycle_decay", "cycle_warmup_steps", "num_cycles"},
-    "onecycle": _WARMUP | {"min_lr", "pct_start", "anneal_strategy"},
-    "cyclic": {"min_lr", "step_size", "gamma", "cyclic_mode"},
-    "hf:linear": {"warmup_steps"},
-    "hf:cosine": {"warmup_steps", "num_cycles"},
-    "hf:cosine_with_restarts": {"warmup_steps", "num_cycles"},
-    "hf:polynomial": {"warmup_steps", "min_lr", "power"},
-    "hf:constant": set(),
-    "hf:constant_with_warmup": {"warmup_steps"},
-    "hf:inverse_sqrt": {"warmup_steps", "timescale"},
-    "hf:reduce_lr_on_plateau": {"gamma", "min_lr", "patience"},
-    "hf:cosine_with_min_lr": {"warmup_steps", "min_lr", "num_cycles"},
-    "hf:cosine_warmup_with_min_lr": {"warmup_steps", "min_lr", "num_cycles", "warmup_start_lr"},
-    "hf:warmup_stable_decay": {
-        "warmup_steps",
-        "min_lr",
-        "decay_steps",
-        "decay_fraction",
-        "decay_shape",
-        "warmup_shape",
-        "num_cycles",
-    },
-}
-_NEEDS_TOTAL = {
-    "linear",
-    "cosine",
-    "polynomial",
-    "wsd",
-    "onecycle",
-    "hf:linear",
-    "hf:cosine",
-    "hf:cosine_with_restarts",
-    "hf:polynomial",
-    "hf:cosine_with_min_lr",
-    "hf:cosine_warmup_with_min_lr",
-}
 
 
 class ScheduleFlagError(ValueError):
     """Schedule flags that do not fit together; the message names the flags and the valid choices."""
 
 
+def short_names() -> dict[str, CliName]:
+    """Every ``--lr-scheduler`` short name of the registered types (:mod:`lrkit.spec.catalog`), by name."""
+    return {cli.name: cli for record in spec_records() for cli in record.cli}
+
+
+def _typed_names() -> dict[str, str]:
+    """What may be typed -> the short name: the names, their aliases, and ``hf:`` names without the prefix
+    where that does not clash with a short name."""
+    names = short_names()
+    typed = {name: name for name in names}
+    typed.update({alias: cli.name for cli in names.values() for alias in cli.aliases})
+    for name in names:
+        if name.startswith("hf:") and name[3:] not in typed:
+            typed[name[3:]] = name
+    return typed
+
+
 def scheduler_names() -> list[str]:
     """Every name ``--lr-scheduler`` accepts (besides a JSON spec and ``@file.json``)."""
-    return [*SHORT_NAMES, *ALIASES, *_HF_BARE, *sorted(_HF)]
+    typed = _typed_names()
+    prefixed = sorted(name for name in typed if name.startswith("hf:"))
+    return [*(name for name in typed if not name.startswith("hf:")), *prefixed]
 
 
 def _canonical(name: str) -> str | None:
-    key = name.strip().lower()
-    key = ALIASES.get(key, key)
-    if key in SHORT_NAMES or key in _HF:
-        return key
-    return _HF_BARE.get(key)
+    return _typed_names().get(name.strip().lower())
 
 
 def read_spec_source(text: str) -> str:
@@ -227,8 +149,7 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "type": _scheduler_value,
             "default": "constant",
             "metavar": "NAME|JSON|@FILE",
-            "help": f"schedule: one of {', '.join(scheduler_names())}; or a JSON spec, or @file.json "
-            "(default: constant)",
+            "help": "schedule: one of {names}; or a JSON spec, or @file.json (default: constant)",
         },
     ),
     (("--lr", "--learning-rate"), {"type": float, "default": 1e-3, "help": "peak learning rate (default: 1e-3)"}),
@@ -292,6 +213,8 @@ _FLAG_OF: dict[str, str] = {names[0][2:].replace("-", "_"): names[0] for names, 
 def add_schedule_arguments(parser_or_group: Any) -> None:
     """Add the schedule flags to an ``argparse.ArgumentParser`` or argument group (the trainer's and the CLI's)."""
     for names, kwargs in _FLAG_TABLE:
+        if "help" in kwargs and "{names}" in kwargs["help"]:
+            kwargs = {**kwargs, "help": kwargs["help"].format(names=", ".join(scheduler_names()))}
         parser_or_group.add_argument(*names, **{"default": None, **kwargs})
 
 
@@ -350,7 +273,8 @@ def spec_from_args(
             choice = _scheduler_value(choice)
         except argparse.ArgumentTypeError as err:
             _Flags(args, str(choice), parser).fail(f"argument --lr-scheduler: {err}")
-    accepted = _ALWAYS if isinstance(choice, dict) else _ALWAYS | _ACCEPTS[str(choice)]
+    names = short_names()
+    accepted = _ALWAYS if isinstance(choice, dict) else _ALWAYS | names[str(choice)].flags
     accepted = accepted | {q for q, count in _QUANTITY_FLAGS.items() if count in accepted}
     label = "a JSON spec" if isinstance(choice, dict) else str(choice)
     what = "a JSON spec (it holds its own arguments)" if isinstance(choice, dict) else f"--lr-scheduler {label}"
@@ -358,31 +282,31 @@ def spec_from_args(
     for dest, flag in _FLAG_OF.items():
         if dest == "lr_scheduler" or dest in accepted or not flags.given(dest):
             continue
-        users = [name for name, dests in _ACCEPTS.items() if _QUANTITY_FLAGS.get(dest, dest) in dests]
+        users = [name for name, cli in names.items() if _QUANTITY_FLAGS.get(dest, dest) in cli.flags]
         flags.fail(f"{flag} does not apply to {what}; it applies to: {', '.join(users)}")
     if isinstance(choice, dict):
         return dict(choice)
     resolved, unit = _on_clock(flags, rates or Rates())
-    if unit != "steps" and choice not in _CLOCKABLE:
+    cli = names[str(choice)]
+    if unit != "steps" and not cli.clockable:
+        clockable = [name for name, other in names.items() if other.clockable]
         flags.fail(
             f"--lr-scheduler {choice} counts optimizer steps; lengths in {unit} work with "
-            f"{', '.join(_CLOCKABLE)} (or a JSON Clocked spec)"
+            f"{', '.join(clockable)} (or a JSON Clocked spec)"
         )
-    spec = _spec_of(_Flags(resolved, label, parser), choice)
+    spec = _spec_of(_Flags(resolved, label, parser), cli)
     return spec if unit == "steps" else {"type": "Clocked", "unit": unit, "schedule": spec}
 
 
-def _spec_of(flags: _Flags, choice: str) -> dict[str, Any]:
-    """The spec of short name ``choice`` from flags whose lengths are all in one clock's ticks."""
-    if flags.given("warmup_start_lr") and not flags.get("warmup_steps", 0) and choice != "onecycle":
+def _spec_of(flags: _Flags, cli: CliName) -> dict[str, Any]:
+    """The spec of short name ``cli`` from flags whose lengths are all in one clock's ticks."""
+    if flags.given("warmup_start_lr") and not flags.get("warmup_steps", 0) and cli.name != "onecycle":
         flags.fail("--warmup-start-lr needs --warmup-steps > 0")
     if flags.given("decay_steps") and flags.given("decay_fraction"):
         flags.fail("give --decay-steps or --decay-fraction, not both")
-    if choice in _NEEDS_TOTAL:
+    if cli.needs_total:
         flags.need("total_steps")
-    if choice.startswith("hf:"):
-        return _hf_spec(flags, choice[3:])
-    return _BUILDERS[choice](flags)
+    return cli.build(flags)
 
 
 def _on_clock(flags: _Flags, rates: Rates) -> tuple[argparse.Namespace, str]:
@@ -464,201 +388,3 @@ def add_clock_arguments(parser_or_group: Any) -> None:
         metavar="N",
         help="tokens per sample, for lengths in samples (a sample is one sequence)",
     )
-
-
-def _warmup_args(f: _Flags) -> dict[str, Any]:
-    return {"warmup_steps": f.get("warmup_steps", 0), "warmup_start_lr": f.get("warmup_start_lr", 0.0)}
-
-
-def _decay_spec(kind: str) -> Any:
-    def build(f: _Flags) -> dict[str, Any]:
-        return {
-            "type": kind,
-            "warmup_steps": f.get("warmup_steps", 0),
-            "total_steps": f.get("total_steps"),
-            "min_lr": f.get("min_lr", 0.0),
-            "warmup_start_lr": f.get("warmup_start_lr", 0.0),
-        }
-
-    return build
-
-
-def _polynomial(f: _Flags) -> dict[str, Any]:
-    return {**_decay_spec("WarmupPolynomial")(f), "power": f.get("power", 1.0)}
-
-
-def _wsd(f: _Flags) -> dict[str, Any]:
-    if not f.given("decay_steps") and not f.given("decay_fraction"):
-        f.fail("--lr-scheduler wsd needs --decay-steps or --decay-fraction")
-    return {
-        "type": "WSD",
-        "total_steps": f.get("total_steps"),
-        "decay_steps": f.get("decay_steps"),
-        "decay_fraction": f.get("decay_fraction"),
-        "decay_shape": f.get("decay_shape", "linear"),
-        "min_lr": f.get("min_lr", 0.0),
-        **_warmup_args(f),
-    }
-
-
-def _inverse_sqrt(f: _Flags) -> dict[str, Any]:
-    if not f.get("warmup_steps", 0) and not f.given("timescale"):
-        f.fail("--lr-scheduler inverse-sqrt without --warmup-steps needs --timescale")
-    return {"type": "InverseSqrt", "timescale": f.get("timescale"), **_warmup_args(f)}
-
-
-def _cosine_restarts(f: _Flags) -> dict[str, Any]:
-    spec = {
-        "type": "CosineWithRestarts",
-        "cycle_steps": f.need("cycle_steps"),
-        "cycle_mult": f.get("cycle_mult", 1),
-        "cycle_decay": f.get("cycle_decay", 1.0),
-        "min_lr": f.get("min_lr", 0.0),
-        "cycle_warmup_steps": f.get("cycle_warmup_steps", 0),
-        "num_cycles": f.whole("num_cycles"),
-        **_warmup_args(f),
-    }
-    total = f.get("total_steps")
-    if total is None:
-        return spec
-    try:
-        shape = S.CosineWithRestarts(1.0, **{k: v for k, v in spec.items() if k not in ("type", "min_lr")})
-    except (TypeError, ValueError) as err:
-        return f.fail(str(err))
-    ends = [int(shape.cycle_start(k)) for k in range(1, 64) if shape.cycle_start(k - 1) <= total]
-    if spec["num_cycles"] is None:
-        if total not in ends:
-            f.fail(
-                f"--total-steps {total} does not end a cycle (cycles end at {', '.join(map(str, ends[:8]))}, ...): "
-                "pass --num-cycles or a --total-steps at a cycle end"
-            )
-        spec["num_cycles"] = ends.index(total) + 1
-    elif int(shape.cycle_start(spec["num_cycles"])) > total:
-        f.fail(
-            f"--num-cycles {spec['num_cycles']} ends at step {int(shape.cycle_start(spec['num_cycles']))}, "
-            f"after --total-steps {total}"
-        )
-    return spec
-
-
-def _with_warmup(f: _Flags, main: dict[str, Any]) -> dict[str, Any]:
-    warmup = f.get("warmup_steps", 0)
-    if not warmup:
-        return main
-    first = {"type": "WarmupConstant", "warmup_steps": warmup, "warmup_start_lr": f.get("warmup_start_lr", 0.0)}
-    return {"type": "SequentialLR", "milestones": [warmup], "schedulers": [first, main]}
-
-
-def _step(f: _Flags) -> dict[str, Any]:
-    return _with_warmup(f, {"type": "StepLR", "step_size": f.need("step_size"), "gamma": f.get("gamma", 0.1)})
-
-
-def _multistep(f: _Flags) -> dict[str, Any]:
-    milestones = list(f.need("milestones"))
-    warmup = f.get("warmup_steps", 0)
-    if warmup and any(m <= warmup for m in milestones):
-        f.fail(f"--milestones are absolute steps and must all be > --warmup-steps {warmup}, got {milestones}")
-    shifted = [m - warmup for m in milestones]
-    return _with_warmup(f, {"type": "MultiStepLR", "milestones": shifted, "gamma": f.get("gamma", 0.1)})
-
-
-def _exponential(f: _Flags) -> dict[str, Any]:
-    return _with_warmup(f, {"type": "ExponentialLR", "gamma": f.need("gamma")})
-
-
-def _onecycle(f: _Flags) -> dict[str, Any]:
-    lr, total = float(f.get("lr")), f.get("total_steps")
-    if f.given("warmup_steps") and f.given("pct_start"):
-        f.fail("give --warmup-steps or --pct-start for onecycle, not both")
-    # lrkit's conventions on torch's class: the peak at step W (torch: pct_start * total_steps - 1),
-    # the floor at step T (torch: total_steps - 1).
-    peak_step = f.get("warmup_steps") if f.given("warmup_steps") else round(f.get("pct_start", 0.3) * total)
-    if not 0 < peak_step < total:
-        f.fail(f"onecycle needs its peak step (--warmup-steps, or --pct-start * T) in (0, {total}), got {peak_step}")
-    pct_start = (peak_step + 1) / (total + 1)
-    start, floor = f.get("warmup_start_lr"), f.get("min_lr")
-    if (start is not None and not start > 0) or (floor is not None and not floor > 0):
-        f.fail("onecycle needs --warmup-start-lr > 0 and --min-lr > 0 (they set torch's div factors)")
-    div_factor = lr / start if start is not None else 25.0
-    final_div_factor = (lr / div_factor) / floor if floor is not None else 1e4
-    return {
-        "type": "OneCycleLR",
-        "max_lr": lr,
-        "total_steps": total + 1,  # torch's floor is at total_steps - 1: put it at T like every schedule
-        "pct_start": float(pct_start),
-        "anneal_strategy": f.get("anneal_strategy", "cos"),
-        "div_factor": div_factor,
-        "final_div_factor": final_div_factor,
-    }
-
-
-def _cyclic(f: _Flags) -> dict[str, Any]:
-    return {
-        "type": "CyclicLR",
-        "base_lr": f.get("min_lr", 0.0),
-        "max_lr": float(f.get("lr")),
-        "step_size_up": f.get("step_size", 2000),
-        "mode": f.get("cyclic_mode", "triangular"),
-        "gamma": f.get("gamma", 1.0),
-    }
-
-
-def _constant(f: _Flags) -> dict[str, Any]:
-    return {"type": "WarmupConstant", **_warmup_args(f)}
-
-
-_BUILDERS = {
-    "constant": _constant,
-    "step": _step,
-    "multistep": _multistep,
-    "linear": _decay_spec("WarmupLinear"),
-    "exponential": _exponential,
-    "cosine": _decay_spec("WarmupCosine"),
-    "cosine-restarts": _cosine_restarts,
-    "polynomial": _polynomial,
-    "inverse-sqrt": _inverse_sqrt,
-    "wsd": _wsd,
-    "onecycle": _onecycle,
-    "cyclic": _cyclic,
-}
-
-
-def _hf_spec(f: _Flags, name: str) -> dict[str, Any]:
-    if name == "reduce_lr_on_plateau":
-        args = {"factor": f.get("gamma"), "patience": f.get("patience"), "min_lr": f.get("min_lr")}
-        return {"type": "ReduceLROnPlateau", **{k: v for k, v in args.items() if v is not None}}
-    lr, total = float(f.get("lr")), f.get("total_steps")
-    kwargs: dict[str, Any] = {}
-    if f.given("num_cycles"):
-        kwargs["num_cycles"] = f.whole("num_cycles") if name == "cosine_with_restarts" else f.get("num_cycles")
-    if name == "polynomial":
-        kwargs.update({k: v for k, v in (("lr_end", f.get("min_lr")), ("power", f.get("power"))) if v is not None})
-    if name == "inverse_sqrt" and f.given("timescale"):
-        kwargs["timescale"] = f.get("timescale")
-    if name in ("cosine_with_min_lr", "cosine_warmup_with_min_lr"):
-        kwargs["min_lr"] = f.need("min_lr")
-    if name == "cosine_warmup_with_min_lr" and f.given("warmup_start_lr"):
-        kwargs["warmup_lr_rate"] = f.get("warmup_start_lr") / lr
-    if name == "warmup_stable_decay":
-        if f.given("decay_steps"):
-            kwargs["num_decay_steps"] = f.get("decay_steps")
-        elif f.given("decay_fraction"):
-            kwargs["num_decay_steps"] = round(f.get("decay_fraction") * f.need("total_steps"))
-        else:
-            f.fail(f"--lr-scheduler hf:{name} needs --decay-steps or --decay-fraction")
-        if total is None:
-            f.fail(f"--lr-scheduler hf:{name} needs --total-steps")
-        shape = f.get("decay_shape", "cosine")
-        if shape == "exponential":
-            f.fail("--decay-shape for warmup_stable_decay must be one of linear, cosine, 1-sqrt (transformers' types)")
-        kwargs.update(
-            decay_type=shape, warmup_type=f.get("warmup_shape", "linear"), min_lr_ratio=f.get("min_lr", 0.0) / lr
-        )
-    spec: dict[str, Any] = {"type": "HFSchedule", "name": name}
-    if name != "constant":
-        spec["num_warmup_steps"] = f.get("warmup_steps", 0)
-    if total is not None and name not in ("constant", "constant_with_warmup", "inverse_sqrt"):
-        spec["num_training_steps"] = total
-    if kwargs:
-        spec["scheduler_specific_kwargs"] = kwargs
-    return spec

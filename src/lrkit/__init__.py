@@ -60,6 +60,7 @@ _EXPORTS: dict[str, str] = {
     "HyperparamScheduler": "lrkit.schedulers.hparams",
     "get_scheduler": "lrkit.schedulers.hf",
     "HFSchedule": "lrkit.schedulers.hf",
+    "TrainingSchedule": "lrkit.runtime",
     "build_scheduler": "lrkit.spec",
     "register_spec_type": "lrkit.spec",
     "spec_fingerprint": "lrkit.spec",
@@ -86,6 +87,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # eager imports for type checkers only
+    from lrkit.runtime import TrainingSchedule  # noqa: F401
     from lrkit.schedulers.base import LRScheduler, StateError  # noqa: F401
     from lrkit.schedulers.hf import HFSchedule, get_scheduler  # noqa: F401
     from lrkit.schedulers.hparams import HyperparamScheduler  # noqa: F401

@@ -1,1 +1,10 @@
-"""Layer 4, the run-time side of a schedule: what a training loop calls, and the resume policies it applies."""
+"""Layer 4, the run-time side of a schedule: the component a training loop calls, and the resume policies.
+
+* :class:`~lrkit.runtime.schedule.TrainingSchedule`: steps only on successful updates, advances the token
+  clock, keeps the hyperparameter schedules in step, carries its spec and state, applies the resume policy;
+* :mod:`lrkit.runtime.resume`: the policies ``strict|checkpoint|override|extend|cooldown:N``.
+"""
+
+from lrkit.runtime.schedule import ScheduleError, TrainingSchedule
+
+__all__ = ["ScheduleError", "TrainingSchedule"]

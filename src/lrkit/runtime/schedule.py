@@ -1,0 +1,344 @@
+"""The schedule side of a training loop, as one component: :class:`TrainingSchedule`.
+
+A training loop (lrkit's trainer, a plain loop, a framework's) calls it once per optimizer update
+and saves it with its checkpoints; it keeps the guarantees that make a schedule trustworthy:
+
+* **It steps only on an update that happened.** ``step(skipped=True)`` (the fp16 GradScaler skipped
+  an overflowed update) changes nothing: not the LR, not the clocks, not the hyperparameter schedules.
+  Gradient-accumulation micro-steps are not updates: call it once per ``optimizer.step()``.
+* **Time in tokens.** It counts the tokens and samples of the successful updates; a schedule on the
+  token (sample) clock (a ``Clocked`` spec) advances by the update's tokens (samples), so a resume with
+  another batch size stays continuous in tokens.
+* **The other hyperparameters keep in step.** The :class:`~lrkit.schedulers.hparams.HyperparamScheduler`
+  objects given to it step with the LR, once per successful update.
+* **It carries its spec and its state.** :meth:`state_dict` is plain data: the spec in force, the spec
+  the run asked for, the resume policy that changed it, the update count, the clocks, the tokens per
+  update, the scheduler's own state (lrkit backend) and the hyperparameter schedules' states.
+* **It applies the resume policy.** :meth:`load_state_dict` restores the checkpoint's schedule, then
+  applies ``strict|checkpoint|override|extend|cooldown:N`` (:mod:`lrkit.runtime.resume`) when the run
+  now asks for another one. Every policy but ``override`` keeps the first LR after the resume equal to
+  the one in force at the checkpoint; ``override`` reports the jump.
+
+Protocol (torch's): build the optimizer and this component, ``optimizer.load_state_dict(...)``, then
+``schedule.load_state_dict(...)``::
+
+    schedule = TrainingSchedule(spec, optimizer, tokens_per_step=1024, sequence_length=128)
+    for batch in data:
+        ...
+        scaler.step(optimizer); scaler.update()
+        schedule.step(skipped=scaler.get_scale() < scale_before)
+
+With ``backend="torch"`` the scheduler is PyTorch's own class built from the same spec (the oracle); its
+state is not plain data, so a resume replays its updates, which is exact because it is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lrkit.runtime import resume as resume_policy
+from lrkit.schedulers.base import group_lrs, set_group_value
+from lrkit.schedulers.hparams import GRAD_CLIP, HyperparamScheduler
+from lrkit.schedulers.torch_compat import ReduceLROnPlateau
+from lrkit.spec import Backend, build_scheduler, spec_fingerprint
+from lrkit.spec.clocked import advance, move_to, spec_clock_unit
+
+__all__ = ["TrainingSchedule", "ScheduleError"]
+
+#: The keys of :meth:`TrainingSchedule.state_dict` (what a checkpoint holds about its schedule).
+STATE_KEYS = (
+    "scheduler_steps",
+    "scheduler",
+    "hparams",
+    "scheduler_backend",
+    "scheduler_spec",
+    "scheduler_fingerprint",
+    "scheduler_request",
+    "scheduler_resume_policy",
+    "clock",
+    "tokens_per_step",
+)
+
+
+class ScheduleError(resume_policy.ResumeError):
+    """A schedule that cannot be stepped or resumed as asked; the message says what to do."""
+
+
+class TrainingSchedule:
+    """The schedule of a run: its scheduler, its clocks, its hyperparameter schedules and its resume policy.
+
+    Args:
+        spec: the schedule the run asks for (``{"type": ..., ...}``; :mod:`lrkit.spec`).
+        optimizer: its param groups' LRs are the schedule's peaks.
+        backend: ``"lrkit"`` or ``"torch"`` (PyTorch's classes from the same spec).
+        tokens_per_step: tokens of one optimizer update (the global batch in tokens): the clocks' default
+            step. Needed for a schedule in tokens or samples, unless :meth:`step` is given ``tokens``.
+        sequence_length: tokens of one sample (for the samples clock).
+        hparams: hyperparameter schedulers stepped with the LR.
+        hparam_labels: how messages name each hyperparameter schedule (key -> e.g. its flag).
+
+    Attributes:
+        spec: the schedule in force (the one :meth:`state_dict` records).
+        request: the schedule the run asked for (they differ after a resume policy changed it).
+        policy: the resume policy that last changed the schedule, or None.
+        steps: successful updates so far (the scheduler's step count).
+        clock: ``{"tokens": ..., "samples": ...}`` of the successful updates.
+        scheduler: the scheduler object (lrkit's or torch's).
+    """
+
+    def __init__(
+        self,
+        spec: Mapping[str, Any],
+        optimizer: Any,
+        *,
+        backend: Backend = "lrkit",
+        tokens_per_step: int | None = None,
+        sequence_length: int | None = None,
+        hparams: Sequence[HyperparamScheduler] = (),
+        hparam_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        self.optimizer = optimizer
+        self.backend: Backend = backend
+        self.spec: dict[str, Any] = dict(spec)
+        self.request: dict[str, Any] = dict(spec)
+        self.policy: str | None = None
+        self.tokens_per_step = tokens_per_step
+        self.sequence_length = sequence_length
+        self.hparams = list(hparams)
+        self.hparam_labels = dict(hparam_labels or {})
+        self.steps = 0
+        self.clock = {"tokens": 0, "samples": 0}
+        self.scheduler = build_scheduler(self.spec, optimizer, backend=backend)
+
+    # ------------------------------------------------------------------ stepping
+
+    @property
+    def unit(self) -> str | None:
+        """The clock the schedule in force counts: ``"tokens"``, ``"samples"``, or None (optimizer steps)."""
+        return spec_clock_unit(self.spec)
+
+    @property
+    def follows_a_metric(self) -> bool:
+        """The schedule steps on a metric (``ReduceLROnPlateau``): :meth:`step` needs ``metric``."""
+        return _follows_a_metric(self.scheduler)
+
+    def lrs(self) -> list[float]:
+        """Each param group's LR now: the LR the next update uses."""
+        return group_lrs(self.optimizer)
+
+    def ticks(self, tokens: int | None = None) -> dict[str, int]:
+        """The clock ticks of one update: ``{"tokens": t, "samples": t // sequence_length}``."""
+        tokens = self.tokens_per_step if tokens is None else tokens
+        if tokens is None:
+            raise ScheduleError(
+                "TrainingSchedule: the clocks need the tokens of each update: pass tokens_per_step= "
+                "or step(tokens=...)"
+            )
+        return {"tokens": int(tokens), "samples": int(tokens) // self.sequence_length if self.sequence_length else 0}
+
+    def step(self, *, skipped: bool = False, metric: float | None = None, tokens: int | None = None) -> bool:
+        """One optimizer update done. Returns whether the schedule advanced.
+
+        Args:
+            skipped: the update did not happen (the GradScaler found inf/NaN gradients): nothing moves.
+            metric: the value a ``ReduceLROnPlateau`` schedule follows (e.g. the loss).
+            tokens: tokens of this update (default ``tokens_per_step``).
+        """
+        if skipped:
+            return False
+        unit = self.unit
+        if unit is not None or self.tokens_per_step is not None or tokens is not None:
+            ticks = self.ticks(tokens)
+            self.clock = {name: count + ticks[name] for name, count in self.clock.items()}
+            if unit is not None:
+                advance(self.scheduler, ticks[unit])
+        if unit is None:
+            if self.follows_a_metric:
+                if metric is None:
+                    raise ScheduleError(f"{self.spec.get('type')} follows a metric: call step(metric=<loss>)")
+                self.scheduler.step(metric)
+            else:
+                self.scheduler.step()
+        self.steps += 1
+        for h in self.hparams:
+            h.step()
+        return True
+
+    def to_spec(self) -> dict[str, Any]:
+        """The spec of the schedule in force."""
+        return dict(self.spec)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data (the keys of :data:`STATE_KEYS`). The scheduler's own state is saved when it is plain data
+        (lrkit's, and torch's ``ReduceLROnPlateau``); torch's other classes are replayed on resume instead."""
+        return {
+            "scheduler_steps": self.steps,
+            "scheduler": self.scheduler.state_dict() if self._state_is_saved() else {},
+            "hparams": {h.key: h.state_dict() for h in self.hparams},
+            "scheduler_backend": self.backend,
+            "scheduler_spec": self.spec,
+            "scheduler_fingerprint": spec_fingerprint(self.spec),
+            "scheduler_request": self.request,
+            "scheduler_resume_policy": self.policy,
+            "clock": dict(self.clock),
+            "tokens_per_step": self.tokens_per_step,
+        }
+
+    def load_state_dict(
+        self,
+        state: Mapping[str, Any],
+        policy: resume_policy.Policy | None = None,
+        where: str = "the checkpoint",
+    ) -> list[str]:
+        """Restore a :meth:`state_dict` (after ``optimizer.load_state_dict``) and apply ``policy``.
+
+        The checkpoint's schedule is restored where it stopped. If this run asks for another one (the spec
+        this component was built with), ``policy`` decides (default ``strict``: an error listing what
+        changed). Returns the notes to show the user (ignored changes, refits, the LR jump of
+        ``override``, a change of batch size); a refused change raises
+        :class:`~lrkit.runtime.resume.ResumeError` and changes nothing.
+        """
+        policy = policy or resume_policy.Policy("strict")
+        decision = resume_policy.decide(policy, resume_policy.Saved.from_payload(state), self.request, where=where)
+        steps = int(state["scheduler_steps"])
+        clock = _saved_clock(state, self.sequence_length)
+        hparams, notes = self._resume_hparams(state.get("hparams"), policy.kind, steps)
+        notes += decision.notes
+        # The schedule in force at the checkpoint, where it stopped.
+        self.spec, self.request, self.policy = decision.saved.spec, decision.request, decision.record
+        self.steps, self.clock, self.hparams = steps, clock, hparams
+        same_backend = state.get("scheduler_backend") == self.backend
+        self.scheduler = self._rebuild(self.spec, 0 if same_backend and state.get("scheduler") else steps, clock)
+        if same_backend and state.get("scheduler") and self._state_is_saved():
+            self.scheduler.load_state_dict(state["scheduler"])
+            for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
+                set_group_value(group, "lr", float(lr))
+        if decision.change:
+            notes += self._change(decision)
+        saved_per_step = state.get("tokens_per_step")
+        if saved_per_step and self.tokens_per_step and int(saved_per_step) != self.tokens_per_step:
+            notes.append(self._batch_change_note(int(saved_per_step)))
+        return notes
+
+    def _state_is_saved(self) -> bool:
+        return self.backend == "lrkit" or self.follows_a_metric
+
+    def _rebuild(self, spec: Mapping[str, Any], steps: int, clock: Mapping[str, int] | None) -> Any:
+        """The scheduler of ``spec`` built as if from step 0 (chainable classes start from ``initial_lr``),
+        then moved on ``steps`` updates (and, on the token or sample clock, to ``clock``). A schedule that
+        follows a metric has no closed form to move along: it starts from its peak, as if no metric came yet."""
+        for group in self.optimizer.param_groups:
+            if "initial_lr" in group:  # a ReduceLROnPlateau's groups have none: it starts from the LR as it is
+                set_group_value(group, "lr", float(group["initial_lr"]))
+        scheduler = build_scheduler(spec, self.optimizer, backend=self.backend)
+        unit = spec_clock_unit(spec)
+        with warnings.catch_warnings():  # torch deprecates step(epoch); here the epoch is the clock
+            warnings.simplefilter("ignore")
+            if unit is not None:
+                move_to(scheduler, (clock or {}).get(unit, 0), steps)
+            elif not _follows_a_metric(scheduler):
+                for _ in range(steps):
+                    scheduler.step()
+        return scheduler
+
+    def _change(self, decision: resume_policy.Decision) -> list[str]:
+        """Put the schedule that ``decision`` asks for in force at the current update."""
+        before = self.lrs()
+        peaks = [float(g.get("initial_lr", g["lr"])) for g in self.optimizer.param_groups]
+        names = [g.get("name") for g in self.optimizer.param_groups]
+        per_step = self.ticks() if self.tokens_per_step is not None else {}
+        spec, notes = resume_policy.in_force(
+            decision, self.steps, before, peaks, group_names=names, clock=self.clock, per_step=per_step
+        )
+        self.scheduler = self._rebuild(spec, self.steps, self.clock)
+        self.spec = spec
+        if decision.policy.kind == "override":
+            notes.append(resume_policy.jump_report(self.steps, before, self.lrs()))
+        return notes
+
+    def _batch_change_note(self, before: int) -> str:
+        """What a resume with another batch size does to the schedule (no LR jump either way)."""
+        after, unit = self.tokens_per_step, self.unit
+        head = f"the batch changed from {before} to {after} tokens per step at step {self.steps}"
+        if unit is not None:
+            return f"{head}; the schedule counts {unit} and continues at {self.clock[unit]} {unit}, with no LR jump"
+        assert after is not None
+        return (
+            f"{head}; the schedule counts optimizer steps, so its LR is continuous in steps but the rest of it now "
+            f"spans {after / before:.3g}x the tokens. Give its lengths in tokens (--warmup 50Mtok --total 10Btok) "
+            "to keep it in token time"
+        )
+
+    def _resume_hparams(
+        self, saved: Mapping[str, Any] | None, policy: str, steps: int
+    ) -> tuple[list[HyperparamScheduler], list[str]]:
+        """The hyperparameter schedulers to continue with after a resume at update ``steps``, and notes.
+
+        A schedule equal to the checkpoint's continues from its state. Otherwise ``policy`` (the kind of
+        resume policy) decides: ``checkpoint`` keeps the checkpoint's (also one this run no longer gives),
+        ``override`` applies this run's from update ``steps`` on, anything else is an error.
+        """
+        saved = dict(saved or {})
+        mine = {h.key: h for h in self.hparams}
+        out: list[HyperparamScheduler] = []
+        notes: list[str] = []
+        for key in [*mine, *(k for k in saved if k not in mine)]:
+            label = self.hparam_labels.get(key, f"the {key} schedule")
+            h, state = mine.get(key), saved.get(key)
+            if h is not None and state is not None and (state.get("schedules") == h.state_dict()["schedules"]):
+                h.load_state_dict(state)
+                out.append(h)
+            elif state is not None and policy == "checkpoint":
+                optimizer = None if key == GRAD_CLIP else self.optimizer
+                kept = h or HyperparamScheduler(optimizer, key, state["schedules"])
+                kept.load_state_dict(state)
+                out.append(kept)
+                notes.append(f"--lr-resume-policy checkpoint: keeping the checkpoint's {label}")
+            elif h is not None and policy == "override":
+                h.step(epoch=steps)
+                out.append(h)
+                notes.append(f"--lr-resume-policy override: {label} applies from step {steps}, value {h.current()}")
+            elif h is not None:
+                theirs = f"follows {_describe(state.get('schedules'))}" if state is not None else "has none"
+                raise ScheduleError(
+                    f"{label} gives {_describe(h.state_dict()['schedules'])}, but the checkpoint's {key} schedule "
+                    f"{theirs}; pass --lr-resume-policy checkpoint (keep the checkpoint's) or override (apply "
+                    f"{label} from step {steps})"
+                )
+            else:
+                raise ScheduleError(
+                    f"the checkpoint's {key} follows {_describe(saved[key].get('schedules'))}, which this run "
+                    f"does not give: pass {label} again, or --lr-resume-policy checkpoint to keep it"
+                )
+        return out, notes
+
+
+def _follows_a_metric(scheduler: Any) -> bool:
+    import torch
+
+    return isinstance(scheduler, (ReduceLROnPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
+
+
+def _saved_clock(state: Mapping[str, Any], sequence_length: int | None) -> dict[str, int]:
+    """The clocks of a checkpoint; one saved before they existed counts every token it read."""
+    saved = state.get("clock")
+    if isinstance(saved, Mapping) and {"tokens", "samples"} <= set(saved):
+        return {"tokens": int(saved["tokens"]), "samples": int(saved["samples"])}
+    tokens = int(state.get("tokens", 0))
+    return {"tokens": tokens, "samples": tokens // sequence_length if sequence_length else 0}
+
+
+def _describe(schedules: Any) -> str:
+    """Each distinct schedule of a state's per-group list, with the groups that follow it."""
+    if not isinstance(schedules, list):
+        return repr(schedules)
+    distinct: dict[str, list[int]] = {}
+    for i, schedule in enumerate(schedules):
+        if schedule is not None:
+            distinct.setdefault(json.dumps(schedule, sort_keys=True), []).append(i)
+    return "; ".join(f"{text} (param_groups {groups})" for text, groups in distinct.items())

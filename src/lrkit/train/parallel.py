@@ -36,6 +36,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lrkit.train.models.layout import ParallelPlan
+
 
 @dataclass
 class DistContext:
@@ -142,9 +144,10 @@ def teardown_distributed() -> None:
             dist.destroy_process_group()
 
 
-def block_tp_plan(model_name: str, sequence_parallel: bool = False) -> dict[str, Any]:
+def block_tp_plan(parts: ParallelPlan, sequence_parallel: bool = False) -> dict[str, Any]:
     """One transformer block's plan (Megatron-style): column-parallel into attention/MLP, row-parallel out.
 
+    ``parts`` names the block's submodules (the model's :class:`~lrkit.train.models.layout.ParallelPlan`).
     With ``sequence_parallel`` the block takes and returns the residual stream sharded along the
     sequence (``Shard(1)`` DTensors): its norms run on their sequence shard (``SequenceParallel``),
     attention and MLP all-gather their input and reduce-scatter their output. Without it the block
@@ -158,41 +161,25 @@ def block_tp_plan(model_name: str, sequence_parallel: bool = False) -> dict[str,
         SequenceParallel,
     )
 
-    if model_name == "GPT2":
-        attn, mlp, norms = "attn", "mlp", ("ln_1", "ln_2")
-        attn_in, attn_out = ("attn.c_q", "attn.c_k", "attn.c_v"), "attn.c_proj"
-        mlp_in: tuple[str, ...] = ("mlp.c_fc",)
-        mlp_out = "mlp.c_proj"
-    elif model_name == "Llama3":
-        attn, mlp, norms = "attention", "feed_forward", ("attention_norm", "ffn_norm")
-        attn_in, attn_out = ("attention.wq", "attention.wk", "attention.wv"), "attention.wo"
-        mlp_in, mlp_out = ("feed_forward.w1", "feed_forward.w3"), "feed_forward.w2"
-    else:
-        raise ValueError(f"no tensor-parallel plan for model {model_name}")
-    extra_inputs = block_extra_inputs(model_name)
+    extra_inputs = (None,) * parts.block_extra_inputs
     out = Shard(1) if sequence_parallel else None
     plan: dict[str, Any] = {}
-    for layer in (*attn_in, *mlp_in):
+    for layer in (*parts.attention_in, *parts.mlp_in):
         plan[layer] = ColwiseParallel()
-    for layer in (attn_out, mlp_out):
+    for layer in (parts.attention_out, parts.mlp_out):
         plan[layer] = RowwiseParallel(output_layouts=out, use_local_output=not sequence_parallel)
     if sequence_parallel:
-        for norm in norms:
+        for norm in parts.norms:
             plan[norm] = SequenceParallel()
-        plan[attn] = PrepareModuleInput(
+        plan[parts.attention] = PrepareModuleInput(
             input_layouts=(Shard(1), *extra_inputs),
             desired_input_layouts=(Replicate(), *extra_inputs),
             use_local_output=True,
         )
-        plan[mlp] = PrepareModuleInput(
+        plan[parts.mlp] = PrepareModuleInput(
             input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
         )
     return plan
-
-
-def block_extra_inputs(model_name: str) -> tuple[None, ...]:
-    """Placeholders for a block's inputs after the residual stream: LLaMA-3's RoPE cos and sin (plain tensors)."""
-    return (None, None) if model_name == "Llama3" else ()
 
 
 def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn.Module, dict[str, Any]]]:
@@ -204,28 +191,21 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import PrepareModuleInput, SequenceParallel
 
-    name = type(model).__name__
-    if name == "GPT2":
-        blocks: Any = model.transformer.h  # type: ignore[union-attr]
-        final_norm, head = "transformer.ln_f", "lm_head"
-    elif name == "Llama3":
-        blocks = model.layers  # type: ignore[union-attr]
-        final_norm, head = "norm", "output"
-    else:
-        raise ValueError(f"no tensor-parallel plan for model {name}")
-    plan = block_tp_plan(name, sequence_parallel)
+    parts = parallel_plan_of(model)
+    plan = block_tp_plan(parts, sequence_parallel)
+    blocks: Any = model.get_submodule(parts.blocks)
     plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in blocks]
     if sequence_parallel:
-        extra_inputs = block_extra_inputs(name)
+        extra_inputs = (None,) * parts.block_extra_inputs
         root = {
             # Enter the residual stream sharded along the sequence; leave it gathered for the head.
-            _first_block(name): PrepareModuleInput(
+            parts.first_block: PrepareModuleInput(
                 input_layouts=(Replicate(), *extra_inputs),
                 desired_input_layouts=(Shard(1), *extra_inputs),
                 use_local_output=False,
             ),
-            final_norm: SequenceParallel(),
-            head: PrepareModuleInput(
+            parts.final_norm: SequenceParallel(),
+            parts.head: PrepareModuleInput(
                 input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),), use_local_output=True
             ),
         }
@@ -233,8 +213,15 @@ def _tp_plan(model: nn.Module, sequence_parallel: bool = False) -> list[tuple[nn
     return plans
 
 
-def _first_block(model_name: str) -> str:
-    return "transformer.h.0" if model_name == "GPT2" else "layers.0"
+def parallel_plan_of(model: nn.Module) -> ParallelPlan:
+    """The model's own :class:`~lrkit.train.models.layout.ParallelPlan`; an error names a model without one."""
+    parts = getattr(model, "parallel_plan", None)
+    if not isinstance(parts, ParallelPlan):
+        raise ValueError(
+            f"{type(model).__name__} declares no parallel_plan: tensor and pipeline parallelism need one "
+            "(see lrkit.train.models.layout)"
+        )
+    return parts
 
 
 def check_tp_divisibility(model: nn.Module, tp: int) -> None:

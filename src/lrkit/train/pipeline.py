@@ -52,15 +52,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from lrkit.train.models.layout import ParallelPlan
 from lrkit.train.parallel import (
     DistContext,
     ParallelModel,
-    block_extra_inputs,
     block_tp_plan,
     check_tp_divisibility,
     full_tensor,
     local_tensor,
     optimizer_state_like,
+    parallel_plan_of,
     shard_like,
     squared_grad_norm,
 )
@@ -120,47 +121,9 @@ def check_pipeline_args(args: argparse.Namespace, ctx: DistContext, grad_accum: 
             )
 
 
-class _Stage(nn.Module):
-    """Blocks ``[lo, hi)`` of a GPT-2 or LLaMA-3 model, with the embeddings (first) or the head (last)."""
-
-    def __init__(self, model: nn.Module, lo: int, hi: int, first: bool, last: bool) -> None:
-        super().__init__()
-        m: Any = model
-        self.first, self.last = first, last
-        self.llama = type(model).__name__ == "Llama3"
-        if self.llama:
-            self._rope = m.rope_cos_sin  # recomputed on each stage (deterministic, not parameters)
-            if first:
-                self.tok_embeddings = m.tok_embeddings
-            self.blocks = nn.ModuleList(list(m.layers)[lo:hi])
-            if last:
-                self.norm, self.head = m.norm, m.output
-        else:
-            if first:
-                self.wte, self.wpe, self.drop = m.transformer.wte, m.transformer.wpe, m.transformer.drop
-            self.blocks = nn.ModuleList(list(m.transformer.h)[lo:hi])
-            if last:
-                self.norm, self.head = m.transformer.ln_f, m.lm_head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.llama:
-            cos, sin = self._rope(x.shape[1], x.device)
-            if self.first:
-                x = self.tok_embeddings(x)
-            for block in self.blocks:
-                x = block(x, cos, sin)
-        else:
-            if self.first:
-                pos = torch.arange(x.shape[1], dtype=torch.long, device=x.device)
-                x = self.drop(self.wte(x) + self.wpe(pos))
-            for block in self.blocks:
-                x = block(x)
-        if self.last:
-            x = self.head(self.norm(x))
-        return x
-
-
-def _stage_tp_plan(stage: _Stage, sequence_parallel: bool) -> list[tuple[nn.Module, dict[str, Any]]]:
+def _stage_tp_plan(
+    stage: nn.Module, parts: ParallelPlan, sequence_parallel: bool
+) -> list[tuple[nn.Module, dict[str, Any]]]:
     """The blocks' tensor-parallel plans; under sequence parallelism also the stage's entry and exit.
 
     A stage takes and returns plain full tensors (``PipelineStage`` sends plain tensors), so with
@@ -170,17 +133,17 @@ def _stage_tp_plan(stage: _Stage, sequence_parallel: bool) -> list[tuple[nn.Modu
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import PrepareModuleInput, PrepareModuleInputOutput, PrepareModuleOutput
 
-    name = "Llama3" if stage.llama else "GPT2"
-    plan = block_tp_plan(name, sequence_parallel)
-    plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in stage.blocks]
+    plan = block_tp_plan(parts, sequence_parallel)
+    blocks: Any = stage.blocks
+    plans: list[tuple[nn.Module, dict[str, Any]]] = [(block, dict(plan)) for block in blocks]
     if sequence_parallel:
-        extra = block_extra_inputs(name)
+        extra = (None,) * parts.block_extra_inputs
         enter: dict[str, Any] = {
             "input_layouts": (Replicate(), *extra),
             "desired_input_layouts": (Shard(1), *extra),
         }
         leave: dict[str, Any] = {"output_layouts": Shard(1), "desired_output_layouts": Replicate()}
-        last = len(stage.blocks) - 1
+        last = len(blocks) - 1
         root: dict[str, Any]
         if last == 0:
             both = PrepareModuleInputOutput(**enter, use_local_input=False, **leave, use_local_output=True)
@@ -332,7 +295,8 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
     cfg: Any = model.config
     ranges = stage_layers(cfg.n_layer, pp, vpp)
     model.to(ctx.device)
-    tied = type(model).__name__ == "GPT2"
+    parts = parallel_plan_of(model)
+    tied = parts.tied_head
     # The single-process names, optimizer groups and state-dict keys, taken before any untying.
     named = list(model.named_parameters())
     full_order = [[n for n, p in named if p.dim() >= 2], [n for n, p in named if p.dim() < 2]]
@@ -342,18 +306,19 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
     my_stages = [s for s in range(n_stages) if s % pp == ctx.pp_rank]
     tied_copy: nn.Parameter | None = None
     canon: dict[int, str] = {}
+    head: Any = model.get_submodule(parts.head)
     if tied and (n_stages - 1) in my_stages and 0 not in my_stages:
-        m: Any = model
-        tied_copy = nn.Parameter(m.lm_head.weight.detach().clone())
-        m.lm_head.weight = tied_copy
-        canon[id(tied_copy)] = "transformer.wte.weight"
-    modules = [_Stage(model, *ranges[s], first=s == 0, last=s == n_stages - 1) for s in my_stages]
+        tied_copy = nn.Parameter(head.weight.detach().clone())
+        head.weight = tied_copy
+        canon[id(tied_copy)] = name_of[id(model.get_submodule(parts.embedding).weight)]
+    build_stage: Any = model.pipeline_stage
+    modules = [build_stage(*ranges[s], first=s == 0, last=s == n_stages - 1) for s in my_stages]
     if ctx.tp_size > 1:
         from torch.distributed.tensor.parallel import parallelize_module
 
         check_tp_divisibility(model, ctx.tp_size)
         for module in modules:
-            for target, plan in _stage_tp_plan(module, args.sequence_parallel):
+            for target, plan in _stage_tp_plan(module, parts, args.sequence_parallel):
                 parallelize_module(target, ctx.mesh["tp"], plan)
     raw = nn.ModuleList(modules)
     # Tensor parallelism replaced the blocks' parameters (DTensors) under the same names.
@@ -387,8 +352,8 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
     owns_tied = tied and (ctx.pp_rank == 0 or ctx.pp_rank == pp - 1)
     tied_param: nn.Parameter | None = None
     if owns_tied:
-        m = model
-        tied_param = tied_copy if tied_copy is not None else m.transformer.wte.weight
+        embedding: Any = model.get_submodule(parts.embedding)
+        tied_param = tied_copy if tied_copy is not None else embedding.weight
     dp_group = ctx.mesh["dp"].get_group() if ctx.dp_size > 1 else None
     params = list(raw.parameters())
 

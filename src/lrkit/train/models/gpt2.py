@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lrkit.train.models.layout import ParallelPlan
 
 
 @dataclass(frozen=True)
@@ -139,10 +142,27 @@ class Transformer(nn.Module):
 class GPT2(nn.Module):
     """GPT-2 language model. ``forward(idx, targets)`` returns ``(logits, loss)``.
 
+    Parallel layouts read :attr:`parallel_plan` and build pipeline stages with :meth:`pipeline_stage`.
+
     Initialisation (deterministic under ``torch.manual_seed``): every Linear and Embedding weight is
     ``N(0, 0.02^2)``, biases are 0, and the residual output projections (``c_proj``) use
     ``std = 0.02 / sqrt(2 * n_layer)`` so the residual stream's variance does not grow with depth.
     """
+
+    parallel_plan: ClassVar[ParallelPlan] = ParallelPlan(
+        blocks="transformer.h",
+        attention="attn",
+        mlp="mlp",
+        norms=("ln_1", "ln_2"),
+        attention_in=("attn.c_q", "attn.c_k", "attn.c_v"),
+        attention_out="attn.c_proj",
+        mlp_in=("mlp.c_fc",),
+        mlp_out="mlp.c_proj",
+        embedding="transformer.wte",
+        final_norm="transformer.ln_f",
+        head="lm_head",
+        tied_head=True,
+    )
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__()
@@ -190,3 +210,31 @@ class GPT2(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def pipeline_stage(self, lo: int, hi: int, first: bool, last: bool) -> GPT2Stage:
+        """Blocks ``[lo, hi)`` as one pipeline stage, with the embeddings (``first``) or the head (``last``)."""
+        return GPT2Stage(self, lo, hi, first, last)
+
+
+class GPT2Stage(nn.Module):
+    """Blocks ``[lo, hi)`` of a :class:`GPT2`, sharing its modules: ``forward(x)`` takes token ids on the
+    first stage (else the residual stream) and returns logits on the last (else the residual stream)."""
+
+    def __init__(self, model: GPT2, lo: int, hi: int, first: bool, last: bool) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+        if first:
+            self.wte, self.wpe, self.drop = model.transformer.wte, model.transformer.wpe, model.transformer.drop
+        self.blocks = nn.ModuleList(list(model.transformer.h)[lo:hi])
+        if last:
+            self.norm, self.head = model.transformer.ln_f, model.lm_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first:
+            pos = torch.arange(x.shape[1], dtype=torch.long, device=x.device)
+            x = self.drop(self.wte(x) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        if self.last:
+            x = self.head(self.norm(x))
+        return x

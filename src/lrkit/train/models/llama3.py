@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lrkit.train.models.layout import ParallelPlan
 
 # LLaMA-3.1 RoPE scaling constants (Meta's ``apply_scaling``): frequencies whose wavelength is shorter than
 # original_context / high_freq_factor are kept, longer than original_context / low_freq_factor are divided
@@ -208,7 +211,24 @@ class Llama3(nn.Module):
     ``N(0, 0.02^2)``, the residual output projections (``wo``, ``w2``) use ``std = 0.02 / sqrt(2 * n_layer)``,
     RMSNorm weights are 1. RoPE tables are recomputed in float32 on every forward, so they are not part of
     the state dict and do not lose precision when the model is cast to bfloat16.
+
+    Parallel layouts read :attr:`parallel_plan` and build pipeline stages with :meth:`pipeline_stage`.
     """
+
+    parallel_plan: ClassVar[ParallelPlan] = ParallelPlan(
+        blocks="layers",
+        attention="attention",
+        mlp="feed_forward",
+        norms=("attention_norm", "ffn_norm"),
+        attention_in=("attention.wq", "attention.wk", "attention.wv"),
+        attention_out="attention.wo",
+        mlp_in=("feed_forward.w1", "feed_forward.w3"),
+        mlp_out="feed_forward.w2",
+        embedding="tok_embeddings",
+        final_norm="norm",
+        head="output",
+        block_extra_inputs=2,  # RoPE cos and sin
+    )
 
     def __init__(self, config: Llama3Config) -> None:
         super().__init__()
@@ -256,3 +276,33 @@ class Llama3(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def pipeline_stage(self, lo: int, hi: int, first: bool, last: bool) -> Llama3Stage:
+        """Blocks ``[lo, hi)`` as one pipeline stage, with the embeddings (``first``) or the head (``last``)."""
+        return Llama3Stage(self, lo, hi, first, last)
+
+
+class Llama3Stage(nn.Module):
+    """Blocks ``[lo, hi)`` of a :class:`Llama3`, sharing its modules: ``forward(x)`` takes token ids on the
+    first stage (else the residual stream) and returns logits on the last (else the residual stream). The
+    RoPE tables are recomputed on each stage (deterministic, not parameters)."""
+
+    def __init__(self, model: Llama3, lo: int, hi: int, first: bool, last: bool) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+        self._rope = model.rope_cos_sin
+        if first:
+            self.tok_embeddings = model.tok_embeddings
+        self.blocks = nn.ModuleList(list(model.layers)[lo:hi])
+        if last:
+            self.norm, self.head = model.norm, model.output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cos, sin = self._rope(x.shape[1], x.device)
+        if self.first:
+            x = self.tok_embeddings(x)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        if self.last:
+            x = self.head(self.norm(x))
+        return x

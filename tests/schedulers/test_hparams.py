@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from test_train import TINY, parse
-from test_train import train_run as run
 
 from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
 from lrkit.schedulers.hparams import HyperparamScheduler, schedule_from_text
 from lrkit.train.loop import run_train
+from tests.conftest import TINY, parse
+from tests.conftest import train_run as run
 
 WD = S.WarmupCosine(peak_lr=0.1, warmup_steps=0, total_steps=8, min_lr=0.01)
 BETA2 = S.Decay(start_lr=0.95, decay_steps=6, min_lr=0.99, decay_shape="cosine")  # a rise: 0.95 -> 0.99

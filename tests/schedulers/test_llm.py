@@ -11,6 +11,7 @@ import torch
 import lrkit
 from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
+from tests.conftest import run_schedule
 
 LRS = (3e-4, 1e-3)  # two param groups, two peaks
 
@@ -41,15 +42,6 @@ def make_optimizer(lrs=LRS) -> torch.optim.Optimizer:
     return torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=lrs[0])
 
 
-def run(scheduler, optimizer, steps=STEPS) -> list[list[float]]:
-    out = [[float(g["lr"]) for g in optimizer.param_groups]]
-    for _ in range(steps):
-        optimizer.step()
-        scheduler.step()
-        out.append([float(g["lr"]) for g in optimizer.param_groups])
-    return out
-
-
 def pure_for_group(pure_cls, kwargs, group):
     args = {k: (v[group] if isinstance(v, list) else v) for k, v in kwargs.items()}
     return pure_cls(LRS[group], **args)
@@ -59,7 +51,7 @@ def pure_for_group(pure_cls, kwargs, group):
 def test_bound_class_sets_exactly_the_pure_schedule(cls, pure_cls, kwargs):
     optimizer = make_optimizer()
     scheduler = cls(optimizer, **kwargs)
-    lrs = np.array(run(scheduler, optimizer))
+    lrs = np.array(run_schedule(scheduler, optimizer, STEPS))
     for group in range(2):
         pure = pure_for_group(pure_cls, kwargs, group)
         assert lrs[:, group].tolist() == [pure(t) for t in range(STEPS + 1)]
@@ -70,35 +62,35 @@ def test_bound_class_sets_exactly_the_pure_schedule(cls, pure_cls, kwargs):
 @pytest.mark.parametrize("cls,pure_cls,kwargs", CASES, ids=IDS)
 def test_spec_builds_the_same_schedule_with_both_backends(cls, pure_cls, kwargs):
     optimizer = make_optimizer()
-    reference = run(cls(optimizer, **kwargs), optimizer)
+    reference = run_schedule(cls(optimizer, **kwargs), optimizer, STEPS)
     spec = json.loads(json.dumps(cls(make_optimizer(), **kwargs).to_spec()))
     assert spec["type"] == cls.__name__
 
     optimizer = make_optimizer()
-    assert run(lrkit.build_scheduler(spec, optimizer), optimizer) == reference
+    assert run_schedule(lrkit.build_scheduler(spec, optimizer), optimizer, STEPS) == reference
 
     optimizer = make_optimizer()
     native = lrkit.build_scheduler(spec, optimizer, backend="torch")
     assert type(native) is torch.optim.lr_scheduler.LambdaLR
     # torch computes base_lr * (schedule(t) / base_lr): the same LR up to about one rounding
-    np.testing.assert_allclose(run(native, optimizer), reference, rtol=4.5e-16, atol=0)
+    np.testing.assert_allclose(run_schedule(native, optimizer, STEPS), reference, rtol=4.5e-16, atol=0)
 
 
 def test_torch_backend_fills_in_defaults_from_a_minimal_spec():
     optimizer = make_optimizer()
     native = lrkit.build_scheduler({"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 9}, optimizer, "torch")
     expected = [S.WarmupCosine(LRS[0], 3, 9)(t) for t in range(12)]
-    np.testing.assert_allclose([lr[0] for lr in run(native, optimizer, 11)], expected, rtol=4.5e-16, atol=0)
+    np.testing.assert_allclose([lr[0] for lr in run_schedule(native, optimizer, 11)], expected, rtol=4.5e-16, atol=0)
 
 
 @pytest.mark.parametrize("cls,pure_cls,kwargs", CASES, ids=IDS)
 def test_json_state_round_trip_resumes_exactly(cls, pure_cls, kwargs):
     optimizer = make_optimizer()
-    full = run(cls(optimizer, **kwargs), optimizer)
+    full = run_schedule(cls(optimizer, **kwargs), optimizer, STEPS)
 
     optimizer = make_optimizer()
     first = cls(optimizer, **kwargs)
-    head = run(first, optimizer, 37)
+    head = run_schedule(first, optimizer, 37)
     state = json.loads(json.dumps(first.state_dict()))
     optimizer_state = optimizer.state_dict()
 
@@ -107,7 +99,7 @@ def test_json_state_round_trip_resumes_exactly(cls, pure_cls, kwargs):
     resumed = cls(resumed_optimizer, **kwargs)
     resumed.load_state_dict(state)
     assert resumed.last_epoch == 37
-    tail = run(resumed, resumed_optimizer, STEPS - 37)
+    tail = run_schedule(resumed, resumed_optimizer, STEPS - 37)
     assert head + tail[1:] == full
 
 
@@ -178,9 +170,9 @@ def test_inside_sequential_lr_with_both_backends():
         ],
     }
     optimizer = make_optimizer()
-    ours = run(lrkit.build_scheduler(spec, optimizer), optimizer, 120)
+    ours = run_schedule(lrkit.build_scheduler(spec, optimizer), optimizer, 120)
     optimizer = make_optimizer()
-    theirs = run(lrkit.build_scheduler(spec, optimizer, backend="torch"), optimizer, 120)
+    theirs = run_schedule(lrkit.build_scheduler(spec, optimizer, backend="torch"), optimizer, 120)
     np.testing.assert_allclose(ours, theirs, rtol=4.5e-16, atol=0)
     expected = [
         S.WarmupConstant(LRS[0], 20)(t) if t < 20 else S.WarmupCosine(LRS[0], 0, 80, 1e-6)(t - 20) for t in range(121)

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import CHAINED, TINY, parse, run, torchrun, trace
 
 from lrkit.train.checkpoint import checkpoint_path
 from lrkit.train.loop import read_metrics, run_train
 from lrkit.train.parallel import DistContext
 from lrkit.train.pipeline import check_pipeline_args, stage_layers
+from tests.conftest import CHAINED, TINY, chained_run, parse, torchrun, trace
 
 SPEC = json.dumps(CHAINED)
 TWO_MICRO = ["--total-batch-size", str(2 * 2 * 32)]  # 2 micro-batches of 2 x 32 tokens per update
@@ -28,9 +28,11 @@ def _same_run(pipelined: list[dict[str, object]], single: list[dict[str, object]
     assert [r["loss"] for r in pipelined] == pytest.approx([r["loss"] for r in single], rel=1e-5)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["gpt2", "llama3"])
 def test_pp2_matches_one_process(tmp_path: Path, model: str) -> None:
-    single = run(tmp_path / "one", "--num-iterations", "4", "--model", model, *TWO_MICRO)
+    single = chained_run(tmp_path / "one", "--num-iterations", "4", "--model", model, *TWO_MICRO)
     torchrun(
         2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "4", "--lr-scheduler", SPEC, "--model", model,
         "--pipeline-parallel", "2", "--check-lr-sync", *TWO_MICRO,
@@ -40,6 +42,8 @@ def test_pp2_matches_one_process(tmp_path: Path, model: str) -> None:
     _same_run(pipelined, single)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "layout",
     [
@@ -52,7 +56,7 @@ def test_pp2_matches_one_process(tmp_path: Path, model: str) -> None:
 )
 def test_pp2_dp2_matches_one_process(tmp_path: Path, layout: list[str]) -> None:
     """4 ranks, PP2 x DP2: the same LRs as one process, exactly, and the same losses to rel 1e-5."""
-    single = run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
+    single = chained_run(tmp_path / "one", "--num-iterations", "3", *FOUR_MICRO)
     torchrun(
         4, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "3", "--lr-scheduler", SPEC,
         "--pipeline-parallel", "2", *layout, "--check-lr-sync", *FOUR_MICRO,
@@ -62,16 +66,18 @@ def test_pp2_dp2_matches_one_process(tmp_path: Path, layout: list[str]) -> None:
     _same_run(pipelined, single)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path) -> None:
     """A PP checkpoint holds the full model: resumed under PP it ends identical, and it loads in one process."""
     flags = ["--lr-scheduler", SPEC, "--pipeline-parallel", "2", "--model", "llama3", *TWO_MICRO]
     torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "2", "--save-interval", "2", *flags)
     torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "4", "--resume", "auto", *flags)
-    straight = run(tmp_path / "one", "--num-iterations", "4", "--model", "llama3", *TWO_MICRO)
+    straight = chained_run(tmp_path / "one", "--num-iterations", "4", "--model", "llama3", *TWO_MICRO)
     resumed = read_metrics(tmp_path / "pp" / "metrics.jsonl")
     _same_run(resumed, straight)
     ckpt_path = next((tmp_path / "pp" / "checkpoints").glob("*2.pt"))
-    crossed = run(
+    crossed = chained_run(
         tmp_path / "cross", "--num-iterations", "4", "--model", "llama3", "--resume", str(ckpt_path), *TWO_MICRO
     )
     _same_run(crossed, straight[2:])
@@ -80,7 +86,7 @@ def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path
 def _four_ranks_match_one_process_and_resume(tmp_path: Path, flags: list[str], single_flags: list[str]) -> None:
     """3 steps on 4 ranks with ``flags`` (saving at step 2) against one process with ``single_flags``: the
     same LRs on every rank, losses to fp32 reduction order; resumed from step 2, step 3 bit for bit."""
-    single = run(tmp_path / "one", "--num-iterations", "3", *single_flags)
+    single = chained_run(tmp_path / "one", "--num-iterations", "3", *single_flags)
     straight_dir = tmp_path / "straight"
     torchrun(
         4, "--run-dir", str(straight_dir), "--num-iterations", "3", "--save-interval", "2", "--check-lr-sync", *flags
@@ -93,6 +99,8 @@ def _four_ranks_match_one_process_and_resume(tmp_path: Path, flags: list[str], s
     assert trace(read_metrics(tmp_path / "resumed" / "metrics.jsonl")) == trace(straight[2:])
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
     """4 ranks on the (pp, tp) mesh: a 2-stage pipeline whose stages are tensor- and sequence-parallel.
 
@@ -106,6 +114,8 @@ def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> N
     _four_ranks_match_one_process_and_resume(tmp_path, flags, ["--model", "llama3", *TWO_MICRO])
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
     """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its checkpoint holds the whole optimizer
     state and resumes bit for bit."""
@@ -154,6 +164,8 @@ def test_pipeline_needs_the_ranks(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "need --pipeline-parallel > 1" in capsys.readouterr().err
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_too_few_microbatches_under_torchrun(tmp_path: Path) -> None:
     """Every rank refuses before any step; torchrun fails with the message."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,6 +6,7 @@ import copy
 import socket
 from typing import Any
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -77,5 +78,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 def test_zero1_steps_and_state_dict_equal_the_unsharded_optimizer() -> None:
     mp.spawn(_worker, args=(2, _free_port()), nprocs=2)

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_train import CHAINED, TINY, parse, trace
-from test_train import _error_of as train_error_of
 
 from lrkit import schedules as S
 from lrkit.runtime.resume import Policy, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import read_metrics, train
 from lrkit.train.parallel import DistContext
+from tests.conftest import CHAINED, TINY, parse, trace, train_error_of
 
 LR, FLOOR = 0.01, 0.001
 COSINE = ["--lr", str(LR), "--lr-scheduler", "cosine", "--warmup-steps", "2", "--min-lr", str(FLOOR)]

@@ -11,6 +11,8 @@ from lrkit.align.cases import Case, all_cases, random_cases, source_cases
 from lrkit.align.runner import compare, run_case
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("case", source_cases(nproc=2, steps=10), ids=lambda c: c.name)
 def test_source_case_is_bit_identical_to_torch(case: Case, tmp_path: Path) -> None:
     row = run_case(case, tmp_path)

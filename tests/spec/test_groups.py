@@ -9,9 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_llm import run as run_schedule
-from test_train import TINY, parse
-from test_train import train_run as run
 
 import lrkit
 from lrkit import schedules as S
@@ -21,6 +18,8 @@ from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import plot_run, run_train
 from lrkit.train.models import build_model
 from lrkit.train.param_groups import layer_depths, layerwise_lr_decay, part_groups, scale_groups
+from tests.conftest import TINY, parse, run_schedule
+from tests.conftest import train_run as run
 
 PEAKS = (1e-3, 3e-4, 5e-4)
 CHILDREN: list[dict[str, Any]] = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -11,69 +10,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
 import lrkit
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import TrainError, add_train_arguments, optimizer_impl_kwargs, read_metrics, run_train, train
-from lrkit.train.parallel import DistContext
-
-CHAINED = {
-    "type": "ChainedScheduler",
-    "schedulers": [
-        {"type": "StepLR", "step_size": 3, "gamma": 0.5},
-        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5},
-    ],
-}
-TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
-
-
-def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_train_arguments(parser)
-    return parser.parse_args(list(argv))
-
-
-def train_run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
-    """Train the tiny model in this process with ``argv``; the records of its ``metrics.jsonl``."""
-    train(parse(*TINY, "--run-dir", str(tmp), *argv), DistContext())
-    return read_metrics(tmp / "metrics.jsonl")
-
-
-def run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
-    """:func:`train_run` with the chained schedule unless ``argv`` names another."""
-    return train_run(tmp, "--lr-scheduler", json.dumps(CHAINED), *argv)
-
-
-def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
-    """What must be identical between two runs: step, per-group LR and loss (not the timings)."""
-    return [(r["step"], r["lr"], r["loss"]) for r in records]
-
-
-def torchrun(nproc: int, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    proc = subprocess.run(
-        [*cmd, "-m", "lrkit.train", *TINY, *argv], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+from lrkit.train.loop import TrainError, optimizer_impl_kwargs, read_metrics
+from tests.conftest import CHAINED, TINY, chained_run, parse, torchrun, trace, train_error_of
 
 
 def test_resume_is_exact_in_one_process(tmp_path: Path) -> None:
-    straight = run(tmp_path / "a", "--num-iterations", "8")
-    run(tmp_path / "b", "--num-iterations", "4", "--save-interval", "4")
-    resumed = run(tmp_path / "b", "--num-iterations", "8", "--resume", "auto")
+    straight = chained_run(tmp_path / "a", "--num-iterations", "8")
+    chained_run(tmp_path / "b", "--num-iterations", "4", "--save-interval", "4")
+    resumed = chained_run(tmp_path / "b", "--num-iterations", "8", "--resume", "auto")
     assert len(straight) == 8
     assert trace(resumed) == trace(straight)
 
 
 def test_lr_in_metrics_is_the_schedule(tmp_path: Path) -> None:
     """The logged LR of step s is the schedule's value after s-1 scheduler steps (torch as the oracle)."""
-    records = run(tmp_path, "--num-iterations", "7", "--lr", "0.01")
+    records = chained_run(tmp_path, "--num-iterations", "7", "--lr", "0.01")
     params = [torch.nn.Parameter(torch.zeros(2, 2)), torch.nn.Parameter(torch.zeros(2))]
     opt = torch.optim.AdamW([{"params": [params[0]]}, {"params": [params[1]]}], lr=0.01)
     oracle = lrkit.build_scheduler(CHAINED, opt, backend="torch")
@@ -86,7 +43,7 @@ def test_lr_in_metrics_is_the_schedule(tmp_path: Path) -> None:
 
 
 def test_gradient_accumulation_steps_the_scheduler_once_per_update(tmp_path: Path) -> None:
-    records = run(tmp_path, "--num-iterations", "5", "--total-batch-size", str(4 * 2 * 32))
+    records = chained_run(tmp_path, "--num-iterations", "5", "--total-batch-size", str(4 * 2 * 32))
     assert [r["scheduler_steps"] for r in records] == [1, 2, 3, 4, 5]
     assert [r["tokens"] for r in records] == [4 * 2 * 32 * (i + 1) for i in range(5)]
 
@@ -118,8 +75,8 @@ def test_optimizer_impl_with_dtensor_parameters() -> None:
 def test_fused_update_trains_like_torchs_for_loop(tmp_path: Path, optimizer: str) -> None:
     """The fused AdamW/Adam kernel (the default) against torch's for-loop implementation, as the oracle."""
     argv = ("--num-iterations", "5", "--optimizer", optimizer, "--weight-decay", "0.1")
-    fused = run(tmp_path / "fused", *argv)
-    loop = run(tmp_path / "loop", *argv, "--optimizer-impl", "for-loop")
+    fused = chained_run(tmp_path / "fused", *argv)
+    loop = chained_run(tmp_path / "loop", *argv, "--optimizer-impl", "for-loop")
     assert [r["lr"] for r in fused] == [r["lr"] for r in loop]
     assert [r["loss"] for r in fused] == pytest.approx([r["loss"] for r in loop], rel=1e-5)
     assert fused[-1]["loss"] < fused[0]["loss"]
@@ -127,16 +84,18 @@ def test_fused_update_trains_like_torchs_for_loop(tmp_path: Path, optimizer: str
 
 def test_amp_skipped_update_does_not_advance_the_schedule(tmp_path: Path) -> None:
     """fp16 + GradScaler on CPU with an injected inf gradient at step 3: the update and the schedule skip."""
-    records = run(tmp_path, "--num-iterations", "6", "--dtype", "float16", "--inject-inf-grad-at", "3")
+    records = chained_run(tmp_path, "--num-iterations", "6", "--dtype", "float16", "--inject-inf-grad-at", "3")
     skipped = [r["skipped"] for r in records]
     assert skipped == [False, False, True, False, False, False]
     assert records[2]["scheduler_steps"] == records[1]["scheduler_steps"]
     # The step after the skip runs at the LR the skipped step would have used.
     assert records[3]["lr"] == records[2]["lr"]
-    clean = run(tmp_path / "clean", "--num-iterations", "5", "--dtype", "float16")
+    clean = chained_run(tmp_path / "clean", "--num-iterations", "5", "--dtype", "float16")
     assert [r["lr"] for r in records[3:]] == [r["lr"] for r in clean[2:5]]
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "layout",
     [[], ["--tensor-parallel", "2", "--dropout", "0.1"]],
@@ -154,6 +113,8 @@ def test_resume_is_exact_under_ddp(tmp_path: Path, layout: list[str]) -> None:
     assert trace(resumed) == trace(straight)
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "layout",
     [
@@ -176,6 +137,7 @@ def test_lr_equal_on_all_ranks(tmp_path: Path, layout: list[str]) -> None:
     assert ckpt.find_latest_valid(tmp_path) is not None
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_auto_ends_identical(tmp_path: Path) -> None:
     steps = 14
     base = [
@@ -207,47 +169,38 @@ def test_sigkill_at_random_moments_then_resume_auto_ends_identical(tmp_path: Pat
 # ------------------------------------------------------------------ bad input, before any step
 
 
-def _error_of(tmp_path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
-    metrics = tmp_path / "metrics.jsonl"
-    before = metrics.read_text() if metrics.exists() else None
-    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "2", *argv)
-    assert run_train(args) == 2
-    assert (metrics.read_text() if metrics.exists() else None) == before  # no step ran
-    return capsys.readouterr().err
-
-
 def test_batch_that_does_not_divide_the_total(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _error_of(tmp_path, "--total-batch-size", "100", capsys=capsys)
+    err = train_error_of(tmp_path, "--total-batch-size", "100", capsys=capsys)
     assert "--total-batch-size" in err and "100" in err
 
 
 def test_sequence_longer_than_context(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _error_of(tmp_path, "--sequence-length", "4096", capsys=capsys)
+    err = train_error_of(tmp_path, "--sequence-length", "4096", capsys=capsys)
     assert "--sequence-length 4096" in err and "block_size" in err
 
 
 def test_missing_data_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _error_of(tmp_path, "--data", str(tmp_path / "nope.txt"), capsys=capsys)
+    err = train_error_of(tmp_path, "--data", str(tmp_path / "nope.txt"), capsys=capsys)
     assert "nope.txt" in err
 
 
 def test_truncated_checkpoint_is_reported_and_the_previous_one_survives(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run(tmp_path, "--num-iterations", "4", "--save-interval", "2")
+    chained_run(tmp_path, "--num-iterations", "4", "--save-interval", "2")
     newest = ckpt.list_checkpoints(tmp_path)[-1]
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    err = _error_of(tmp_path, "--resume", str(newest), capsys=capsys)
+    err = train_error_of(tmp_path, "--resume", str(newest), capsys=capsys)
     assert str(newest) in err
     with pytest.warns(UserWarning, match="skipping"):
         assert ckpt.find_latest_valid(tmp_path) == ckpt.checkpoint_path(tmp_path, 2)
-    resumed = run(tmp_path, "--num-iterations", "4", "--resume", "auto")
+    resumed = chained_run(tmp_path, "--num-iterations", "4", "--resume", "auto")
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
 
 
 def test_checkpoint_from_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
-    err = _error_of(tmp_path, "--model", "llama3", "--resume", "auto", capsys=capsys)
+    chained_run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
+    err = train_error_of(tmp_path, "--model", "llama3", "--resume", "auto", capsys=capsys)
     assert "model" in err and "gpt2" in err and "llama3" in err
 
 
@@ -259,16 +212,18 @@ def test_resume_with_another_peak_or_shape_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, saved: str
 ) -> None:
     """The groups' peaks come from the checkpoint: a changed --lr or --layer-decay would be ignored silently."""
-    run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
-    err = _error_of(tmp_path, flag, value, "--resume", "auto", capsys=capsys)
+    chained_run(tmp_path, "--num-iterations", "2", "--save-interval", "2")
+    err = train_error_of(tmp_path, flag, value, "--resume", "auto", capsys=capsys)
     assert "incompatible" in err and f"{flag[2:].replace('-', '_')}: checkpoint={saved}" in err
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["gpt2", "llama3"])
 def test_tensor_and_sequence_parallel_match_one_process(tmp_path: Path, model: str) -> None:
     """TP2+SP computes the same model: losses agree with the single-process run (fp32 reduction order aside)."""
     spec = json.dumps(CHAINED)
-    single = run(tmp_path / "one", "--num-iterations", "4", "--model", model)
+    single = chained_run(tmp_path / "one", "--num-iterations", "4", "--model", model)
     torchrun(
         2, "--run-dir", str(tmp_path / "sp"), "--num-iterations", "4", "--lr-scheduler", spec, "--model", model,
         "--tensor-parallel", "2", "--sequence-parallel", "--check-lr-sync",

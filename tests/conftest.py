@@ -1,0 +1,85 @@
+"""Helpers shared by the test folders: the tiny trainer run, its traces, torchrun, and stepping a scheduler.
+
+Test modules import them (``from tests.conftest import TINY, train_run``); every name keeps the
+behaviour it had in the module that first defined it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.parallel import DistContext
+
+#: A two-child ChainedScheduler (StepLR then LinearLR): the trainer tests' default schedule.
+CHAINED = {
+    "type": "ChainedScheduler",
+    "schedulers": [
+        {"type": "StepLR", "step_size": 3, "gamma": 0.5},
+        {"type": "LinearLR", "start_factor": 0.1, "total_iters": 5},
+    ],
+}
+#: The trainer's flags for the tiny GPT-2 on one thread, quiet and without plots.
+TINY = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--no-plot", "--quiet", "--threads", "1"]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    """The trainer's flags ``argv``, parsed as ``lrkit train`` parses them."""
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def train_run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
+    """Train the tiny model in this process with ``argv``; the records of its ``metrics.jsonl``."""
+    train(parse(*TINY, "--run-dir", str(tmp), *argv), DistContext())
+    return read_metrics(tmp / "metrics.jsonl")
+
+
+def chained_run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
+    """:func:`train_run` with the chained schedule unless ``argv`` names another."""
+    return train_run(tmp, "--lr-scheduler", json.dumps(CHAINED), *argv)
+
+
+def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
+    """What must be identical between two runs: step, per-group LR and loss (not the timings)."""
+    return [(r["step"], r["lr"], r["loss"]) for r in records]
+
+
+def torchrun(nproc: int, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``python -m lrkit.train`` with the tiny flags and ``argv`` on ``nproc`` local ranks; it must succeed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    proc = subprocess.run(
+        [*cmd, "-m", "lrkit.train", *TINY, *argv], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def train_error_of(tmp_path: Path, *argv: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The error ``lrkit train`` prints for ``argv`` (exit code 2), after checking that no step ran."""
+    metrics = tmp_path / "metrics.jsonl"
+    before = metrics.read_text() if metrics.exists() else None
+    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "2", *argv)
+    assert run_train(args) == 2
+    assert (metrics.read_text() if metrics.exists() else None) == before  # no step ran
+    return capsys.readouterr().err
+
+
+def run_schedule(scheduler: Any, optimizer: Any, steps: int) -> list[list[float]]:
+    """Every group's LR before the first update and after each of ``steps`` (optimizer, then scheduler) steps."""
+    out = [[float(g["lr"]) for g in optimizer.param_groups]]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        out.append([float(g["lr"]) for g in optimizer.param_groups])
+    return out

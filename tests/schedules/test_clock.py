@@ -1,0 +1,107 @@
+"""Time in steps, tokens, samples or a fraction of the run (lrkit.schedules.clock): quantities, the
+conversions to a clock, and a clock's schedule seen per optimizer step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lrkit import schedules as S
+from lrkit.schedules.clock import (
+    QUANTITY_SYNTAX,
+    Quantity,
+    QuantityError,
+    RateError,
+    Rates,
+    StepView,
+    clock_unit,
+    parse_quantity,
+    steps_to_reach,
+)
+
+
+@pytest.mark.parametrize(
+    "text,amount,unit",
+    [
+        ("2000", 2000, "steps"),
+        ("2K", 2000, "steps"),
+        ("300steps", 300, "steps"),
+        ("512tok", 512, "tokens"),
+        ("50Mtok", 50_000_000, "tokens"),
+        ("10Btok", 10_000_000_000, "tokens"),
+        ("1Ttokens", 10**12, "tokens"),
+        ("2ktok", 2000, "tokens"),
+        ("0.3Mtok", 300_000, "tokens"),  # exact: decimal, not 0.3 * 1e6 in binary floating point
+        ("1e3tok", 1000, "tokens"),
+        ("1.5Msamples", 1_500_000, "samples"),
+        ("0.01dur", 0.01, "dur"),
+        ("1dur", 1.0, "dur"),
+        (" 4Ktok ", 4000, "tokens"),
+    ],
+)
+def test_quantities_parse(text: str, amount: float, unit: str) -> None:
+    quantity = parse_quantity(text, "--warmup")
+    assert (quantity.amount, quantity.unit) == (amount, unit)
+    assert type(quantity.amount) is (float if unit == "dur" else int)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("5x", "is not a quantity"),
+        ("tok", "is not a quantity"),
+        ("-5tok", "is not a quantity"),
+        ("", "is not a quantity"),
+        ("5Tok", "is not a quantity"),  # T is the multiplier: "ok" is not a unit
+        ("1.5tok", "whole number of tokens"),
+        ("1.2dur", "must be in [0, 1]"),
+    ],
+)
+def test_bad_quantities_name_the_flag_and_the_value(text: str, expected: str) -> None:
+    with pytest.raises(QuantityError) as err:
+        parse_quantity(text, "--warmup")
+    message = str(err.value)
+    assert message.startswith(f"--warmup {text!r}") and expected in message
+    if expected == "is not a quantity":
+        assert QUANTITY_SYNTAX in message
+
+
+def test_the_clock_is_tokens_if_any_length_is_in_tokens_else_samples_else_steps() -> None:
+    assert clock_unit(["steps", "tokens", "dur"]) == "tokens"
+    assert clock_unit(["samples", "tokens"]) == "tokens"
+    assert clock_unit(["samples", "steps"]) == "samples"
+    assert clock_unit(["steps", "dur"]) == "steps"
+    assert clock_unit([]) == "steps"
+
+
+def test_conversions_to_the_clock() -> None:
+    rates = Rates(tokens_per_step=4096, sequence_length=128)
+    assert rates.convert(Quantity(10, "steps"), "tokens") == 40960
+    assert rates.convert(Quantity(10, "steps"), "samples") == 320
+    assert rates.convert(Quantity(10, "samples"), "tokens") == 1280
+    assert rates.convert(Quantity(0.25, "dur"), "tokens", total=1000) == 250
+    assert rates.convert(Quantity(0.0015, "dur"), "steps", total=1000) == 2  # round(1.5): the nearest even
+    with pytest.raises(RateError, match="tokens per optimizer step"):
+        Rates().convert(Quantity(10, "steps", "10"), "tokens", name="--warmup-steps")
+    with pytest.raises(RateError, match="sequence length"):
+        Rates(tokens_per_step=4096).convert(Quantity(10, "samples"), "tokens")
+    with pytest.raises(QuantityError, match="fraction of the run"):
+        rates.convert(Quantity(0.1, "dur", "0.1dur"), "tokens", name="--warmup")
+    with pytest.raises(QuantityError, match="cannot take a length in tokens"):
+        rates.convert(Quantity(10, "tokens"), "steps")
+
+
+def test_steps_to_reach_is_the_ceiling() -> None:
+    assert steps_to_reach(2000, 0, 128) == 16  # 15 steps read 1920 tokens, the 16th passes 2000
+    assert steps_to_reach(2048, 768, 256) == 5
+    assert steps_to_reach(100, 200, 8) == 0
+
+
+def test_step_view_is_the_schedule_at_step_times_rate() -> None:
+    pure = S.WarmupCosine(1e-2, 512, 4096, 1e-4)
+    view = StepView(pure, 1000)
+    steps = np.arange(6)
+    assert view(steps).tolist() == [pure(1000 * s) for s in steps]
+    assert view.end() == (5, 1e-4)  # ceil(4096 / 1000)
+    assert view.peak() == (0.512, 1e-2)
+    assert S.schedule_from_dict(view.to_dict()) == view

@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrkit.train.errors import TrainError
+
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TrainError):
     """A checkpoint that cannot be used: unreadable, corrupted, incomplete or incompatible with the run."""
 
 

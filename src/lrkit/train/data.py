@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrkit.train.errors import TrainError
+
 BYTE_VOCAB_SIZE = 256
 DEFAULT_STDLIB_BYTES = 8 * 2**20  # 8 MiB: ~0.1 s to load, minutes per epoch for the tiny GPT-2 on 2 CPU cores
 
@@ -27,6 +29,11 @@ LLMC_FORMATS: dict[int, tuple[int, np.dtype[Any]]] = {
     1: (20240520, np.dtype("<u2")),
     7: (20240801, np.dtype("<u4")),
 }
+
+
+class DataError(TrainError):
+    """Data the trainer cannot read: a bad llm.c shard, an empty corpus, too few tokens for a batch, a bad loader
+    state; the message names the file or the argument and the value."""
 
 
 class ByteTokenizer:
@@ -43,7 +50,7 @@ class ByteTokenizer:
             tokens = tokens.cpu().numpy()
         array = np.asarray(tokens)
         if array.size and (array.min() < 0 or array.max() >= BYTE_VOCAB_SIZE):
-            raise ValueError(
+            raise DataError(
                 f"tokens must be byte ids in [0, {BYTE_VOCAB_SIZE}), got values in [{array.min()}, {array.max()}]"
             )
         return array.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
@@ -55,14 +62,14 @@ class ByteTokenizer:
 def write_llmc_shard(path: str | os.PathLike[str], tokens: np.ndarray | list[int], version: int = 1) -> Path:
     """Write ``tokens`` as an llm.c ``.bin`` shard: version 1 stores uint16 ids, version 7 uint32."""
     if version not in LLMC_FORMATS:
-        raise ValueError(f"version must be one of {sorted(LLMC_FORMATS)}, got version={version!r}")
+        raise DataError(f"version must be one of {sorted(LLMC_FORMATS)}, got version={version!r}")
     magic, dtype = LLMC_FORMATS[version]
     array = np.asarray(tokens)
     if array.ndim != 1:
-        raise ValueError(f"tokens must be 1-D, got shape {array.shape}")
+        raise DataError(f"tokens must be 1-D, got shape {array.shape}")
     limit = np.iinfo(dtype).max
     if array.size and (array.min() < 0 or array.max() > limit):
-        raise ValueError(
+        raise DataError(
             f"tokens must be in [0, {limit}] for version={version}, got values in [{array.min()}, {array.max()}]"
         )
     header = np.zeros(LLMC_HEADER_INTS, dtype="<i4")
@@ -81,21 +88,21 @@ def read_llmc_shard(path: str | os.PathLike[str]) -> np.ndarray:
         raise FileNotFoundError(f"llm.c shard not found: {path}")
     size = path.stat().st_size
     if size < LLMC_HEADER_BYTES:
-        raise ValueError(
+        raise DataError(
             f"{path}: truncated llm.c shard, {size} bytes is shorter than the {LLMC_HEADER_BYTES}-byte header"
         )
     header = np.fromfile(path, dtype="<i4", count=LLMC_HEADER_INTS)
     magic, version, num_tokens = int(header[0]), int(header[1]), int(header[2])
     by_magic = {m: v for v, (m, _) in LLMC_FORMATS.items()}
     if magic not in by_magic:
-        raise ValueError(f"{path}: bad llm.c magic number {magic}, expected one of {sorted(by_magic)}")
+        raise DataError(f"{path}: bad llm.c magic number {magic}, expected one of {sorted(by_magic)}")
     if version != by_magic[magic]:
-        raise ValueError(f"{path}: llm.c magic {magic} expects version {by_magic[magic]}, got version={version}")
+        raise DataError(f"{path}: llm.c magic {magic} expects version {by_magic[magic]}, got version={version}")
     dtype = LLMC_FORMATS[version][1]
     expected = LLMC_HEADER_BYTES + num_tokens * dtype.itemsize
     if num_tokens < 0 or size != expected:
         state = "truncated" if size < expected else "oversized"
-        raise ValueError(
+        raise DataError(
             f"{path}: {state} llm.c shard, header says {num_tokens} tokens ({expected} bytes), file has {size} bytes"
         )
     return np.fromfile(path, dtype=dtype, count=num_tokens, offset=LLMC_HEADER_BYTES)
@@ -105,7 +112,7 @@ def _read_shards(paths: list[Path], source: str) -> np.ndarray:
     arrays = [read_llmc_shard(p) for p in paths]
     if len({a.dtype for a in arrays}) > 1:
         listing = ", ".join(f"{p.name}: {a.dtype}" for p, a in zip(paths, arrays))
-        raise ValueError(f"{source}: llm.c shards mix versions ({listing}); use the shards of one tokenizer")
+        raise DataError(f"{source}: llm.c shards mix versions ({listing}); use the shards of one tokenizer")
     return np.concatenate(arrays)
 
 
@@ -153,7 +160,7 @@ def stdlib_corpus(max_bytes: int | None = DEFAULT_STDLIB_BYTES) -> np.ndarray:
     Deterministic for a given Python version; the default 8 MiB loads in about 0.1 s.
     """
     if max_bytes is not None and max_bytes < 1:
-        raise ValueError(f"max_bytes must be >= 1 or None, got max_bytes={max_bytes!r}")
+        raise DataError(f"max_bytes must be >= 1 or None, got max_bytes={max_bytes!r}")
     root = Path(sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise FileNotFoundError(f"standard library directory not found: {root}")
@@ -193,7 +200,7 @@ def load_corpus(spec: str | os.PathLike[str] | None = None, max_bytes: int | Non
         return _read_shards(paths, text)
     tokens = _read_bytes(paths, None)
     if tokens.size == 0:
-        raise ValueError(f"data path {text!r} holds no bytes")
+        raise DataError(f"data path {text!r} holds no bytes")
     return tokens
 
 
@@ -202,7 +209,7 @@ def train_val_split(tokens: np.ndarray, val_fraction: float = 0.05) -> tuple[np.
 
     Returns views, not copies."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got val_fraction={val_fraction!r}")
+        raise DataError(f"val_fraction must be in [0, 1), got val_fraction={val_fraction!r}")
     n_val = round(len(tokens) * val_fraction)
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
 
@@ -233,15 +240,15 @@ class TokenLoader:
     ) -> None:
         for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {name}={value}")
+                raise DataError(f"{name} must be >= 1, got {name}={value}")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
+            raise DataError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         array = tokens.cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
         if array.ndim != 1:
-            raise ValueError(f"tokens must be a 1-D array, got shape {array.shape}")
+            raise DataError(f"tokens must be a 1-D array, got shape {array.shape}")
         needed = batch_size * seq_len * world_size + 1
         if array.size < needed:
-            raise ValueError(
+            raise DataError(
                 f"tokens must hold at least batch_size * seq_len * world_size + 1 = {needed} tokens, "
                 f"got {array.size} (batch_size={batch_size}, seq_len={seq_len}, world_size={world_size})"
             )
@@ -286,14 +293,14 @@ class TokenLoader:
         """Resume from ``state_dict()``; the token array must be the same length as when it was saved."""
         missing = sorted({"position", "epoch"} - set(state))
         if missing:
-            raise ValueError(f"loader state is missing {missing}, got keys {sorted(state)}")
+            raise DataError(f"loader state is missing {missing}, got keys {sorted(state)}")
         if "num_tokens" in state and int(state["num_tokens"]) != self.tokens.size:
-            raise ValueError(
+            raise DataError(
                 f"loader state was saved for num_tokens={state['num_tokens']}, "
                 f"but this loader has {self.tokens.size} tokens: the data changed"
             )
         position = int(state["position"])
         if not 0 <= position <= self.tokens.size:
-            raise ValueError(f"position must be in [0, {self.tokens.size}], got position={position}")
+            raise DataError(f"position must be in [0, {self.tokens.size}], got position={position}")
         self.position = position
         self.epoch = int(state["epoch"])

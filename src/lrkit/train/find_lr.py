@@ -26,7 +26,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +35,18 @@ import torch
 
 from lrkit.schedulers.torch_compat import LambdaLR
 from lrkit.schedules import ExponentialRamp
+from lrkit.train.arguments import add_train_arguments
+from lrkit.train.config import TrainConfig
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
-from lrkit.train.loop import add_train_arguments, build_optimizer
-from lrkit.train.models import build_model
+from lrkit.train.errors import USER_ERRORS, TrainError
+from lrkit.train.loop import build_optimizer, build_train_model
 from lrkit.train.parallel import DistContext, clip_grad_norm, wrap_model
 
 __all__ = [
     "BiasCorrectedEMA",
     "FindLRError",
     "RangeTest",
+    "RangeTestConfig",
     "add_find_lr_arguments",
     "find_lr",
     "plot_range_test",
@@ -52,7 +55,7 @@ __all__ = [
     "steepest_index",
 ]
 
-#: Trainer flags that ``find-lr`` shares (by ``dest``), per help group: one definition, in loop.py.
+#: Trainer flags that ``find-lr`` shares (by ``dest``), per help group: one definition, in arguments.py.
 _TRAINER_FLAGS: dict[str, tuple[str, ...]] = {
     "model": ("model", "preset"),
     "data": ("data",),
@@ -65,8 +68,37 @@ _TRAINER_FLAGS: dict[str, tuple[str, ...]] = {
 _SKIP_START_FRACTION = 0.1
 
 
-class FindLRError(ValueError):
+class FindLRError(TrainError):
     """Bad ``find-lr`` input (the message names the flag and its value), or a test with no usable point."""
+
+
+@dataclass(frozen=True)
+class RangeTestConfig:
+    """The range test's own settings (the model, data, batch and optimizer are a :class:`TrainConfig`'s).
+
+    Attributes:
+        start_lr: the first LR of the geometric ramp, > 0.
+        end_lr: the last LR of the ramp, > ``start_lr``.
+        num_steps: optimizer updates, one per LR, >= 2.
+        smoothing: the EMA beta of the smoothed loss, in [0, 1).
+        divergence_factor: stop when the smoothed loss exceeds this times its minimum so far, > 1.
+    """
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    num_steps: int = 100
+    smoothing: float = 0.98
+    divergence_factor: float = 4.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RangeTestConfig:
+        """The settings of ``lrkit find-lr``'s flags (:func:`add_find_lr_arguments`)."""
+        return cls(args.start_lr, args.end_lr, args.num_steps, args.smoothing, args.divergence_factor)
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RangeTestConfig]:
+    """``lrkit find-lr``'s flags as the trainer's config (the flags it shares; the rest default) and the test's."""
+    return TrainConfig.from_args(args), RangeTestConfig.from_args(args)
 
 
 # ----------------------------------------------------------------------------- flags
@@ -88,14 +120,15 @@ def add_find_lr_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs: dict[str, Any] = {k: getattr(action, k) for k in fields if getattr(action, k) is not None}
             group.add_argument(*action.option_strings, **kwargs)
     g = parser.add_argument_group("range test")
-    g.add_argument("--start-lr", type=float, default=1e-7, help="first LR of the ramp (default: 1e-7)")
-    g.add_argument("--end-lr", type=float, default=10.0, help="last LR of the ramp (default: 10)")
-    g.add_argument("--num-steps", type=int, default=100, help="optimizer updates, one per LR (default: 100)")
-    g.add_argument("--smoothing", type=float, default=0.98, help="EMA beta of the smoothed loss (default: 0.98)")
+    d = RangeTestConfig()
+    g.add_argument("--start-lr", type=float, default=d.start_lr, help="first LR of the ramp (default: 1e-7)")
+    g.add_argument("--end-lr", type=float, default=d.end_lr, help="last LR of the ramp (default: 10)")
+    g.add_argument("--num-steps", type=int, default=d.num_steps, help="optimizer updates, one per LR (default: 100)")
+    g.add_argument("--smoothing", type=float, default=d.smoothing, help="EMA beta of the smoothed loss (default: 0.98)")
     g.add_argument(
         "--divergence-factor",
         type=float,
-        default=4.0,
+        default=d.divergence_factor,
         help="stop when the smoothed loss exceeds this times its minimum so far (default: 4)",
     )
     g = parser.add_argument_group("output")
@@ -103,32 +136,33 @@ def add_find_lr_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--csv", metavar="FILE", help="also write lr,loss,smoothed_loss for every update")
 
 
-def _validate(args: argparse.Namespace) -> None:
-    """Flag values the range test cannot run with; errors name the flag and the value."""
-    if not (math.isfinite(args.start_lr) and args.start_lr > 0):
-        raise FindLRError(f"--start-lr must be a finite number > 0, got --start-lr={args.start_lr!r}")
-    if not math.isfinite(args.end_lr):
-        raise FindLRError(f"--end-lr must be finite, got --end-lr={args.end_lr!r}")
-    if args.start_lr >= args.end_lr:
+def _validate(config: TrainConfig, test: RangeTestConfig) -> None:
+    """Values the range test cannot run with; errors name the flag and the value."""
+    if not (math.isfinite(test.start_lr) and test.start_lr > 0):
+        raise FindLRError(f"--start-lr must be a finite number > 0, got --start-lr={test.start_lr!r}")
+    if not math.isfinite(test.end_lr):
+        raise FindLRError(f"--end-lr must be finite, got --end-lr={test.end_lr!r}")
+    if test.start_lr >= test.end_lr:
         raise FindLRError(
-            f"--start-lr must be < --end-lr, got --start-lr={args.start_lr!r} >= --end-lr={args.end_lr!r}"
+            f"--start-lr must be < --end-lr, got --start-lr={test.start_lr!r} >= --end-lr={test.end_lr!r}"
         )
-    if args.num_steps < 2:
-        raise FindLRError(f"--num-steps must be >= 2, got --num-steps={args.num_steps}")
-    if not 0.0 <= args.smoothing < 1.0:
-        raise FindLRError(f"--smoothing must be in [0, 1), got --smoothing={args.smoothing!r}")
-    if not (math.isfinite(args.divergence_factor) and args.divergence_factor > 1.0):
+    if test.num_steps < 2:
+        raise FindLRError(f"--num-steps must be >= 2, got --num-steps={test.num_steps}")
+    if not 0.0 <= test.smoothing < 1.0:
+        raise FindLRError(f"--smoothing must be in [0, 1), got --smoothing={test.smoothing!r}")
+    if not (math.isfinite(test.divergence_factor) and test.divergence_factor > 1.0):
         raise FindLRError(
-            f"--divergence-factor must be a finite number > 1, got --divergence-factor={args.divergence_factor!r}"
+            f"--divergence-factor must be a finite number > 1, got --divergence-factor={test.divergence_factor!r}"
         )
     for dest in ("batch_size", "sequence_length"):
-        flag, value = "--" + dest.replace("_", "-"), getattr(args, dest)
+        flag, value = "--" + dest.replace("_", "-"), getattr(config.batch, dest)
         if value < 1:
             raise FindLRError(f"{flag} must be >= 1, got {flag}={value}")
-    if args.threads is not None and args.threads < 1:
-        raise FindLRError(f"--threads must be >= 1, got --threads={args.threads}")
-    if args.grad_clip < 0:
-        raise FindLRError(f"--grad-clip must be >= 0 (0 disables), got --grad-clip={args.grad_clip!r}")
+    threads = config.parallel.threads
+    if threads is not None and threads < 1:
+        raise FindLRError(f"--threads must be >= 1, got --threads={threads}")
+    if config.optimizer.grad_clip < 0:
+        raise FindLRError(f"--grad-clip must be >= 0 (0 disables), got --grad-clip={config.optimizer.grad_clip!r}")
 
 
 # ----------------------------------------------------------------------------- analysis (pure numpy)
@@ -239,57 +273,68 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def find_lr(args: argparse.Namespace, progress: bool = False) -> RangeTest:
-    """Run the range test that ``args`` (from :func:`add_find_lr_arguments`) describe; nothing is written.
+def find_lr(
+    config: TrainConfig | argparse.Namespace, test: RangeTestConfig | None = None, progress: bool = False
+) -> RangeTest:
+    """Run the range test ``test`` on the model, data, batch and optimizer of ``config``; nothing is written.
+
+    ``config`` may also be ``lrkit find-lr``'s parsed flags (:func:`add_find_lr_arguments`), which give both.
 
     The optimizer is the trainer's (:func:`lrkit.train.loop.build_optimizer`, two param groups) with base
     LR 1, so ``LambdaLR``'s factor ``base_lr * ramp(t)`` is exactly the ramp's LR.
 
     Raises:
-        FindLRError: a bad flag value, or a loss that is not finite at the very first LR.
+        FindLRError: a bad value, or a loss that is not finite at the very first LR.
     """
-    _validate(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = _device(args.device)
+    if not isinstance(config, TrainConfig):  # find-lr's parsed flags
+        config, test = configs_from_args(config)
+    test = test if test is not None else RangeTestConfig()
+    _validate(config, test)
+    batch = config.batch
+    if config.parallel.threads:
+        torch.set_num_threads(config.parallel.threads)
+    device = _device(config.parallel.device)
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # as the trainer: denormals in Adam's state are ~10x slower on CPU
-    tokens, _ = train_val_split(load_corpus(args.data))
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    model = build_model(args.model, args.preset)
+    tokens, _ = train_val_split(load_corpus(config.data.path))
+    seed = config.model.seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    model: Any = build_train_model(config.model)
     block_size = model.config.block_size
-    if args.sequence_length > block_size:
+    if batch.sequence_length > block_size:
         raise FindLRError(
-            f"--sequence-length must be <= the model's block_size={block_size} ({args.model}/{args.preset}), "
-            f"got --sequence-length={args.sequence_length}"
+            f"--sequence-length must be <= the model's block_size={block_size} "
+            f"({config.model.name}/{config.model.preset}), got --sequence-length={batch.sequence_length}"
         )
     if int(tokens.max()) >= model.config.vocab_size:
         raise FindLRError(
             f"--data has token id {int(tokens.max())} >= the model's vocab_size={model.config.vocab_size}"
         )
     pm = wrap_model(model, DistContext(device=device))
-    optimizer = build_optimizer(argparse.Namespace(**vars(args), lr=1.0, compile=False, zero_stage=0), pm)
-    ramp = ExponentialRamp(args.start_lr, args.end_lr, args.num_steps)
+    # Base LR 1: the ramp's factor is the LR (a real config, not the trainer's flags).
+    at_one = replace(config, schedule=replace(config.schedule, lr=1.0))
+    optimizer = build_optimizer(at_one, pm)
+    ramp = ExponentialRamp(test.start_lr, test.end_lr, test.num_steps)
     scheduler = LambdaLR(optimizer, ramp)
-    loader = TokenLoader(tokens, args.batch_size, args.sequence_length)
+    loader = TokenLoader(tokens, batch.batch_size, batch.sequence_length)
     params = [p for p in model.parameters() if p.requires_grad]
 
     bar: Any = None
     if progress and sys.stdout.isatty():
         from tqdm import tqdm
 
-        bar = tqdm(total=args.num_steps, unit="lr", dynamic_ncols=True, leave=False)
+        bar = tqdm(total=test.num_steps, unit="lr", dynamic_ncols=True, leave=False)
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
-    ema, best = BiasCorrectedEMA(args.smoothing), math.inf
-    stop_reason, stop_lr = "completed", float(ramp(args.num_steps - 1))
+    ema, best = BiasCorrectedEMA(test.smoothing), math.inf
+    stop_reason, stop_lr = "completed", float(ramp(test.num_steps - 1))
     t0 = time.perf_counter()
     pm.module.train()
     try:
-        for _ in range(args.num_steps):
+        for _ in range(test.num_steps):
             lr = float(optimizer.param_groups[0]["lr"])
             x, y = loader.next_batch()
             _, loss_tensor = pm.module(x.to(device), y.to(device))
@@ -306,12 +351,12 @@ def find_lr(args: argparse.Namespace, progress: bool = False) -> RangeTest:
             if bar is not None:
                 bar.set_postfix_str(f"lr {lr:.2e} loss {smooth:.4f}", refresh=False)
                 bar.update(1)
-            if smooth > args.divergence_factor * best:
+            if smooth > test.divergence_factor * best:
                 stop_reason, stop_lr = "diverged", lr
                 break
             optimizer.zero_grad(set_to_none=True)
             loss_tensor.backward()
-            clip_grad_norm(params, args.grad_clip)
+            clip_grad_norm(params, config.optimizer.grad_clip)
             optimizer.step()
             scheduler.step()
     finally:
@@ -319,15 +364,15 @@ def find_lr(args: argparse.Namespace, progress: bool = False) -> RangeTest:
             bar.close()
     seconds = time.perf_counter() - t0
     if not lrs:
-        raise FindLRError(f"the loss is not finite at the first LR, --start-lr={args.start_lr!r}: check the model")
+        raise FindLRError(f"the loss is not finite at the first LR, --start-lr={test.start_lr!r}: check the model")
     lr_array, smooth_array = np.asarray(lrs), np.asarray(smoothed)
     return RangeTest(
         lrs=lr_array,
         losses=np.asarray(losses),
         smoothed=smooth_array,
-        start_lr=args.start_lr,
-        end_lr=args.end_lr,
-        num_steps=args.num_steps,
+        start_lr=test.start_lr,
+        end_lr=test.end_lr,
+        num_steps=test.num_steps,
         stop_reason=stop_reason,
         stop_lr=stop_lr,
         steepest=steepest_index(lr_array, smooth_array),
@@ -348,17 +393,19 @@ def _decade_rows(result: RangeTest) -> list[int]:
     return sorted(rows)
 
 
-def format_summary(result: RangeTest, args: argparse.Namespace) -> str:
+def format_summary(result: RangeTest, config: TrainConfig, test: RangeTestConfig) -> str:
     """The table and the three points printed by ``lrkit find-lr``."""
     done = len(result.lrs)
+    model, batch = config.model, config.batch
     lines = [
-        f"lrkit find-lr: {args.model}/{args.preset}, {args.optimizer}, batch {args.batch_size} x "
-        f"{args.sequence_length} tokens, LR {result.start_lr:.0e} -> {result.end_lr:.0e} over {result.num_steps} steps",
+        f"lrkit find-lr: {model.name}/{model.preset}, {config.optimizer.name}, batch {batch.batch_size} x "
+        f"{batch.sequence_length} tokens, LR {result.start_lr:.0e} -> {result.end_lr:.0e} "
+        f"over {result.num_steps} steps",
     ]
     if result.stop_reason == "diverged":
         lines.append(
             f"diverged at step {done}/{result.num_steps} ({result.seconds:.1f} s): smoothed loss "
-            f"{result.smoothed[-1]:.4f} > {args.divergence_factor:g} x best {result.smoothed[result.minimum]:.4f}"
+            f"{result.smoothed[-1]:.4f} > {test.divergence_factor:g} x best {result.smoothed[result.minimum]:.4f}"
         )
     elif result.stop_reason == "non-finite loss":
         lines.append(f"stopped at step {done + 1}/{result.num_steps} ({result.seconds:.1f} s): the loss is not finite")
@@ -381,7 +428,7 @@ def format_summary(result: RangeTest, args: argparse.Namespace) -> str:
         "",
         f"suggested peak LR: {result.suggested_lr:.2e}  (the steepest-descent point)",
         f"  min-loss LR / 10 = {result.min_loss_lr_over_10:.2e} is not suggested: the smoothed loss lags the raw loss "
-        f"by ~{1.0 / (1.0 - args.smoothing):.0f} steps",
+        f"by ~{1.0 / (1.0 - test.smoothing):.0f} steps",
         "  (EMA), so its minimum sits past where the raw loss stops improving",
     ]
     return "\n".join(lines)
@@ -437,11 +484,12 @@ def plot_range_test(result: RangeTest, path: str | Path) -> Path:
 def run_find_lr(args: argparse.Namespace) -> int:
     """Entry point behind ``lrkit find-lr``: run, print the summary, write the plot (and CSV); exit code."""
     try:
-        result = find_lr(args, progress=True)
-    except (FindLRError, FileNotFoundError, ValueError) as err:
+        config, test = configs_from_args(args)
+        result = find_lr(config, test, progress=True)
+    except USER_ERRORS as err:
         print(f"lrkit find-lr: error: {err}", file=sys.stderr)
         return 2
-    print(format_summary(result, args))
+    print(format_summary(result, config, test))
     plot_range_test(result, args.output)
     print(f"wrote {args.output}")
     if args.csv:

@@ -47,16 +47,17 @@ import torch
 
 from lrkit.runtime import resume as resume_policy
 from lrkit.schedulers.base import group_lrs, set_group_value
-from lrkit.schedules.clock import Rates, steps_to_reach
 from lrkit.spec import build_scheduler, spec_fingerprint
 from lrkit.spec.clocked import advance as advance_clock
 from lrkit.spec.clocked import move_to as move_clock
 from lrkit.spec.clocked import spec_clock_unit
-from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train import checkpoint as ckpt
 from lrkit.train import optim as train_optim
+from lrkit.train.arguments import add_train_arguments, config_from_args
+from lrkit.train.config import ModelConfig, TrainConfig
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
-from lrkit.train.models import MODEL_NAMES, build_model
+from lrkit.train.errors import USER_ERRORS, TrainError
+from lrkit.train.models import build_model
 from lrkit.train.parallel import (
     DistContext,
     ParallelModel,
@@ -71,7 +72,26 @@ from lrkit.train.parallel import (
 from lrkit.train.pipeline import PipelineModel, build_pipeline, check_pipeline_args
 from lrkit.train.zero import ZeroOptimizer
 
-#: Run-config keys a checkpoint must agree on to be resumed.
+__all__ = [
+    "COMPATIBLE_KEYS",
+    "MetricsLog",
+    "TrainError",
+    "add_train_arguments",
+    "build_optimizer",
+    "build_train_model",
+    "evaluate",
+    "main",
+    "model_overrides",
+    "optimizer_impl_kwargs",
+    "param_groups",
+    "plot_run",
+    "read_metrics",
+    "run_train",
+    "save",
+    "train",
+]
+
+#: Run-config keys a checkpoint must agree on to be resumed (argparse names: :meth:`TrainConfig.flag_values`).
 COMPATIBLE_KEYS = [
     "model",
     "preset",
@@ -93,151 +113,7 @@ COMPATIBLE_KEYS = [
 ]
 
 
-class TrainError(ValueError):
-    """Bad training input, reported before any training step."""
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """All trainer flags; the schedule flags come from :mod:`lrkit.tools.flags` (one definition)."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--model", choices=MODEL_NAMES, default="gpt2", help="architecture (default: gpt2)")
-    g.add_argument("--preset", default="tiny", help="model size preset: tiny, small, 124M / 1B (default: tiny)")
-    g.add_argument("--dropout", type=float, default=0.0, help="dropout probability (GPT-2 only; default 0)")
-    g.add_argument("--n-layer", type=int, default=None, help="override the preset's number of blocks")
-    g.add_argument("--n-head", type=int, default=None, help="override the preset's attention heads")
-    g.add_argument("--n-kv-head", type=int, default=None, help="override the preset's key/value heads (LLaMA-3 only)")
-    g = parser.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        default="stdlib",
-        help="'stdlib' (the Python standard library's .py files, the default), a text file or directory, "
-        "or llm.c .bin token shards (file, directory or glob)",
-    )
-    g.add_argument("--val-fraction", type=float, default=0.05, help="tail fraction held out for validation")
-    g = parser.add_argument_group("batch")
-    g.add_argument("--batch-size", type=int, default=8, help="micro-batch size per rank (sequences)")
-    g.add_argument("--sequence-length", type=int, default=128, help="tokens per sequence")
-    g.add_argument(
-        "--total-batch-size",
-        type=int,
-        default=None,
-        help="tokens per optimizer update; gradient accumulation = total / (batch * seq * dp). "
-        "Default: batch * seq * dp (no accumulation)",
-    )
-    g.add_argument(
-        "--num-iterations",
-        type=int,
-        default=None,
-        help="optimizer updates to run (steps). Default: 100, or with a --total in tokens or samples, "
-        "as many as reach it: ceil(total / tokens (samples) per step)",
-    )
-    g = parser.add_argument_group("optimizer")
-    g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default="adamw")
-    g.add_argument("--weight-decay", type=float, default=0.1, help="decoupled weight decay (AdamW) / L2 (others)")
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.95)
-    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global grad norm to this; 0 disables")
-    g.add_argument(
-        "--zero-stage",
-        type=int,
-        choices=[0, 1],
-        default=0,
-        help="1: shard the optimizer state over the data-parallel ranks (ZeRO-1)",
-    )
-    g.add_argument(
-        "--optimizer-impl",
-        choices=["auto", "fused", "foreach", "for-loop"],
-        default="auto",
-        help="torch's implementation of the update. auto (default): fused for adamw/adam (one kernel over "
-        "all parameters, on CPU too: 4-5x faster than the for-loop torch picks there, see "
-        "benchmarks/optimizer_update.py), torch's own choice for sgd, for DTensor parameters (TP, FSDP2) and "
-        "under --compile (which builds its own kernels). The same math; the bits of the update may differ "
-        "between implementations",
-    )
-    g = parser.add_argument_group("param groups and hyperparameter schedules (lrkit.train.optim)")
-    train_optim.add_group_arguments(g)
-    g = parser.add_argument_group("learning-rate schedule")
-    add_schedule_arguments(parser_or_group=g)
-    g.add_argument(
-        "--scheduler-backend",
-        choices=["lrkit", "torch"],
-        default="lrkit",
-        help="build the schedule with lrkit (default) or with PyTorch's own classes from the same spec",
-    )
-    g.add_argument(
-        "--lr-resume-policy",
-        type=resume_policy.policy_argument,
-        default=resume_policy.Policy("strict"),
-        metavar="POLICY",
-        help="on --resume with a schedule that differs from the checkpoint's: strict (error with the diff, "
-        "the default), checkpoint (keep the checkpoint's), override (apply the new one now; warns with the "
-        "LR jump), extend (only the run length changed: refit the rest of the decay from the current LR), "
-        "cooldown:N[:SHAPE] (decay from the current LR to --min-lr over N steps, then hold). A changed "
-        "--wd-schedule, --beta2-schedule, --momentum-schedule or --grad-clip-schedule: checkpoint keeps the "
-        "checkpoint's, override applies the new one from the current step, the others error",
-    )
-    g = parser.add_argument_group("precision and speed")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model and optimizer step")
-    g.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    g = parser.add_argument_group("parallelism")
-    g.add_argument("--tensor-parallel", type=int, default=1, help="tensor-parallel degree (DTensor)")
-    g.add_argument(
-        "--sequence-parallel",
-        action="store_true",
-        help="with --tensor-parallel: shard the norm/residual regions along the sequence (DTensor SequenceParallel)",
-    )
-    g.add_argument("--fsdp", action="store_true", help="shard parameters with FSDP2 (fully_shard)")
-    g.add_argument(
-        "--pipeline-parallel",
-        type=int,
-        default=1,
-        help="pipeline-parallel degree (torch.distributed.pipelining); the micro-batches of an update "
-        "(gradient accumulation) are the pipeline's microbatches, at least this many",
-    )
-    g.add_argument(
-        "--virtual-pipeline-parallel", type=int, default=1, help="stages per pipeline rank (Interleaved1F1B when > 1)"
-    )
-    g.add_argument(
-        "--pipeline-schedule",
-        choices=["1f1b", "gpipe", "interleaved1f1b"],
-        default=None,
-        help="default: 1f1b, or interleaved1f1b with --virtual-pipeline-parallel > 1",
-    )
-    g = parser.add_argument_group("evaluation, output and checkpoints")
-    g.add_argument("--eval-interval", type=int, default=0, help="evaluate every N steps and at the end; 0: never")
-    g.add_argument("--eval-iters", type=int, default=4, help="validation micro-batches per evaluation")
-    g.add_argument("--seed", type=int, default=1337)
-    g.add_argument("--run-dir", default="runs/default", help="metrics.jsonl, lr_loss.png and checkpoints go here")
-    g.add_argument("--save-interval", type=int, default=0, help="checkpoint every N steps (and at the end); 0: never")
-    g.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
-    g.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in --run-dir, or fresh) or a path")
-    g.add_argument("--check-lr-sync", action="store_true", help="all-gather the LR each step and assert equality")
-    g.add_argument("--no-plot", action="store_true", help="skip lr_loss.png")
-    g.add_argument("--quiet", action="store_true", help="no per-step lines")
-    g.add_argument("--inject-inf-grad-at", type=int, default=None, help=argparse.SUPPRESS)
-
-
 # --------------------------------------------------------------------------- setup
-
-
-def _validate(args: argparse.Namespace, ctx: DistContext) -> int:
-    """Check the batch arithmetic; return the gradient-accumulation steps."""
-    for name in ("batch_size", "sequence_length", "num_iterations"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    per_update = args.batch_size * args.sequence_length * ctx.dp_size
-    total = args.total_batch_size if args.total_batch_size is not None else per_update
-    if total % per_update != 0:
-        raise TrainError(
-            f"--total-batch-size must be a multiple of batch-size x sequence-length x data-parallel size "
-            f"= {args.batch_size} x {args.sequence_length} x {ctx.dp_size} = {per_update}, "
-            f"got total_batch_size={total}"
-        )
-    return total // per_update
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -253,43 +129,47 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return groups
 
 
-def build_optimizer(args: argparse.Namespace, pm: ParallelModel) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD over two param groups; ``--zero-stage 1`` shards its state (ZeRO-1)."""
-    lr: float | torch.Tensor = float(args.lr)
-    if args.compile:
-        lr = torch.tensor(float(args.lr))  # a tensor LR changes without recompiling the step
-    groups = train_optim.named_groups(args, pm.raw) or param_groups(pm.raw, args.weight_decay)
+def build_optimizer(config: TrainConfig, pm: ParallelModel) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over two param groups (or the named ones); ZeRO-1 shards its state."""
+    opt, lr_value, compile_ = config.optimizer, float(config.schedule.lr), config.model.compile
+    lr: float | torch.Tensor = lr_value
+    if compile_:
+        lr = torch.tensor(lr_value)  # a tensor LR changes without recompiling the step
+    groups = train_optim.named_groups(config, pm.raw) or param_groups(pm.raw, opt.weight_decay)
     cls: type[torch.optim.Optimizer]
     kwargs: dict[str, Any] = {"lr": lr}
-    if args.optimizer in ("adamw", "adam"):
-        cls = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
-        kwargs["betas"] = (args.beta1, args.beta2)
+    if opt.name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+        kwargs["betas"] = (opt.beta1, opt.beta2)
     else:
         cls = torch.optim.SGD
-        kwargs["momentum"] = args.momentum
-    kwargs.update(optimizer_impl_kwargs(args, dtensor_params=any(is_dtensor(p) for p in pm.raw.parameters())))
-    if args.zero_stage == 1:
+        kwargs["momentum"] = opt.momentum
+    dtensor_params = any(is_dtensor(p) for p in pm.raw.parameters())
+    kwargs.update(optimizer_impl_kwargs(config, dtensor_params=dtensor_params))
+    if opt.zero_stage == 1:
         if not pm.ctx.distributed:
             raise TrainError("--zero-stage 1 needs more than one rank (launch with torchrun)")
-        if args.fsdp:
+        if config.parallel.fsdp:
             raise TrainError("--zero-stage 1 cannot be combined with --fsdp (FSDP2 already shards the optimizer state)")
         return ZeroOptimizer(groups, optimizer_class=cls, group=pm.ctx.mesh["dp"].get_group(), **kwargs)
-    if args.compile:
+    if compile_:
         for group in groups:
-            group["lr"] = torch.tensor(float(group.get("lr", args.lr)))
+            group["lr"] = torch.tensor(float(group.get("lr", lr_value)))
     return cls(groups, **kwargs)
 
 
-def optimizer_impl_kwargs(args: argparse.Namespace, dtensor_params: bool = False) -> dict[str, bool]:
+def optimizer_impl_kwargs(config: TrainConfig, dtensor_params: bool = False) -> dict[str, bool]:
     """``--optimizer-impl`` as the optimizer's ``fused`` / ``foreach`` arguments (``{}``: torch's default).
 
     ``auto`` picks the fused kernel for AdamW and Adam over plain tensors. It leaves torch's default
     under ``--compile`` (the compiled step is traced from it) and for DTensor parameters
     (``dtensor_params``: tensor parallel, FSDP2), which torch's fused kernels do not take.
     """
-    impl = args.optimizer_impl
+    config = TrainConfig.of(config)
+    opt, compile_ = config.optimizer, config.model.compile
+    impl = opt.implementation
     if impl == "auto":
-        fused = args.optimizer in ("adamw", "adam") and not args.compile and not dtensor_params
+        fused = opt.name in ("adamw", "adam") and not compile_ and not dtensor_params
         return {"fused": True} if fused else {}
     if impl == "fused":
         if dtensor_params:
@@ -301,26 +181,29 @@ def optimizer_impl_kwargs(args: argparse.Namespace, dtensor_params: bool = False
     return {"foreach": impl == "foreach"}
 
 
-def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The model-config fields the flags replace in the preset (``--dropout``, ``--n-layer``, ...)."""
+def model_overrides(model: ModelConfig) -> dict[str, Any]:
+    """The model-config fields the config replaces in the preset (``--dropout``, ``--n-layer``, ...)."""
     overrides: dict[str, Any] = {}
-    if args.model == "gpt2" and args.dropout:
-        overrides["dropout"] = args.dropout
+    if model.name == "gpt2" and model.dropout:
+        overrides["dropout"] = model.dropout
     for name in ("n_layer", "n_head", "n_kv_head"):
-        value = getattr(args, name, None)
+        value = getattr(model, name)
         if value is None:
             continue
-        if name == "n_kv_head" and args.model != "llama3":
-            raise TrainError(f"--n-kv-head applies to --model llama3 only, got --model {args.model}")
+        if name == "n_kv_head" and model.name != "llama3":
+            raise TrainError(f"--n-kv-head applies to --model llama3 only, got --model {model.name}")
         overrides[name] = value
     return overrides
 
 
-def run_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's flags as plain data (stored in every checkpoint); ``--group-lr`` as ``{name: scale}``."""
-    config: dict[str, Any] = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    config["group_lr"] = dict(getattr(args, "group_lr", None) or [])
-    return config
+def build_train_model(model: ModelConfig) -> Any:
+    """The model the config describes; a preset or shape the model refuses is a :class:`TrainError`."""
+    overrides = model_overrides(model)
+    try:
+        return build_model(model.name, model.preset, **overrides)
+    except ValueError as err:  # the model's own argument checks: the flags chose those arguments
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
+        raise TrainError(f"--model {model.name} --preset {model.preset} {flags}".rstrip() + f": {err}") from err
 
 
 # ---------------------------------------------------------------------- metrics
@@ -433,15 +316,27 @@ def _gather_rng(ctx: DistContext) -> list[Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Entry point behind ``lrkit train`` and ``python -m lrkit.train``; returns the exit code."""
+    """Entry point behind ``lrkit train`` and ``python -m lrkit.train``; returns the exit code.
+
+    ``args`` are the parsed flags (:func:`add_train_arguments`): they become the run's config once
+    (``--config``'s file, with the flags typed on top). A user's mistake (:data:`USER_ERRORS`) prints
+    ``lrkit train: error: ...`` and returns 2; anything else is a bug and raises with its traceback.
+    """
     try:
-        ctx = setup_distributed(args.tensor_parallel, args.device, args.pipeline_parallel)
-    except ValueError as err:
+        config = config_from_args(args)
+        if getattr(args, "print_config", False):
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+            replica = config.parallel.tensor_parallel * config.parallel.pipeline_parallel
+            print(config.resolve(max(1, world_size // replica)).to_toml(), end="")
+            return 0
+        parallel = config.parallel
+        ctx = setup_distributed(parallel.tensor_parallel, parallel.device, parallel.pipeline_parallel)
+    except USER_ERRORS as err:
         print(f"lrkit train: error: {err}", file=sys.stderr)
         return 2
     try:
-        train(args, ctx)
-    except (TrainError, ckpt.CheckpointError, FileNotFoundError, ValueError) as err:
+        train(config, ctx)
+    except USER_ERRORS as err:
         print(f"lrkit train: error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -449,102 +344,118 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
-    """Train as ``args`` says; returns a summary (run dir, final step, last loss)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def train(config: TrainConfig | argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    """Train as ``config`` says; returns a summary (run dir, final step, last loss).
+
+    ``config`` is resolved here (:meth:`TrainConfig.resolve`, at the resume point); a namespace of
+    :func:`add_train_arguments` is turned into its config first.
+    """
+    config = config_from_args(config) if isinstance(config, argparse.Namespace) else config
+    if config.parallel.threads:
+        torch.set_num_threads(config.parallel.threads)
     if ctx.device.type == "cpu":
         # Small losses fill Adam's state with denormals, which are ~10x slower on CPU.
         torch.set_flush_denormal(True)
-    grad_accum = _validate(args, ctx)
-    run_dir = Path(args.run_dir)
-    tokens_per_step = args.batch_size * args.sequence_length * ctx.dp_size * grad_accum
-    #: clock ticks per optimizer update (tokens and samples; a sample is one sequence)
-    per_step = {"tokens": tokens_per_step, "samples": tokens_per_step // args.sequence_length}
-    length = total_length(args)
-    derive_length = args.num_iterations is None and length is not None and length.unit != "steps"
-    if args.num_iterations is None and not derive_length:
-        args.num_iterations = 100
-    if getattr(args, "total_steps", None) is None and getattr(args, "total", None) is None:
-        args.total_steps = args.num_iterations  # the schedule spans the run unless told otherwise
-    config = run_config(args)
-    spec = spec_from_args(args, rates=Rates(tokens_per_step, args.sequence_length))
-
-    # Fail on bad input before any expensive work: data path, then model shape.
-    tokens = load_corpus(args.data)
-    train_tokens, val_tokens = train_val_split(tokens, args.val_fraction)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    overrides = model_overrides(args)
-    model = build_model(args.model, args.preset, **overrides)
-    block_size = model.config.block_size  # type: ignore[union-attr]
-    if args.sequence_length > block_size:
-        raise TrainError(
-            f"--sequence-length {args.sequence_length} is longer than the model's context "
-            f"(block_size={block_size} for {args.model}/{args.preset})"
-        )
-    vocab = model.config.vocab_size  # type: ignore[union-attr]
-    if int(tokens.max()) >= vocab:
-        raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={vocab}")
-    named = train_optim.named_groups(args, model)  # --param-groups: names and LR factors bind the schedule
-    spec = train_optim.group_spec(args, spec, named)
-    lr_groups = [str(g["name"]) for g in named] if named is not None else None
-
+    run_dir = Path(config.logging.run_dir)
     payload: dict[str, Any] | None = None
     resume_path: Path | None = None
-    decision: resume_policy.Decision | None = None
-    if args.resume:
-        resume_path = ckpt.find_latest_valid(run_dir) if args.resume == "auto" else Path(args.resume)
+    resume = config.checkpoint.resume
+    if resume:
+        resume_path = ckpt.find_latest_valid(run_dir) if resume == "auto" else Path(resume)
         if resume_path is not None:
             payload = ckpt.load_checkpoint(resume_path)
-            ckpt.check_compatible(payload["config"], config, COMPATIBLE_KEYS)
-            policy = getattr(args, "lr_resume_policy", None) or resume_policy.Policy("strict")
-            decision = resume_policy.decide(
-                policy, resume_policy.Saved.from_payload(payload), spec, where=f"the checkpoint {resume_path}"
-            )
+    sequence_length = config.batch.sequence_length
+    step0 = int(payload["step"]) if payload is not None else 0
+    clock = _saved_clock(payload, sequence_length) if payload is not None else {"tokens": 0, "samples": 0}
+    length = config.run_length_from_total()  # the run length comes from --total (noted below)
+    config = config.resolve(ctx.dp_size, start_step=step0, start_clock=clock)  # nothing changes it from here
+    batch, schedule, opt = config.batch, config.schedule, config.optimizer
+    assert batch.num_iterations is not None and schedule.spec is not None
+    num_iterations = batch.num_iterations
+    grad_accum = batch.gradient_accumulation_steps(ctx.dp_size)
+    tokens_per_step = batch.tokens_per_step(ctx.dp_size)
+    #: clock ticks per optimizer update (tokens and samples; a sample is one sequence)
+    per_step = {"tokens": tokens_per_step, "samples": tokens_per_step // sequence_length}
+    flags = config.flag_values()  # the flat run config every checkpoint holds (resume compatibility)
+    spec = schedule.spec
 
-    if args.sequence_parallel and args.sequence_length % ctx.tp_size:
+    # Fail on bad input before any expensive work: data path, then model shape.
+    tokens = load_corpus(config.data.path)
+    train_tokens, val_tokens = train_val_split(tokens, config.data.val_fraction)
+    seed = config.model.seed
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    model = build_train_model(config.model)
+    block_size = model.config.block_size
+    if sequence_length > block_size:
         raise TrainError(
-            f"--sequence-length {args.sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
+            f"--sequence-length {sequence_length} is longer than the model's context "
+            f"(block_size={block_size} for {config.model.name}/{config.model.preset})"
+        )
+    vocab = model.config.vocab_size
+    if int(tokens.max()) >= vocab:
+        raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={vocab}")
+    named = train_optim.named_groups(config, model)  # --param-groups: names and LR factors bind the schedule
+    spec = train_optim.group_spec(config, spec, named)
+    lr_groups = [str(g["name"]) for g in named] if named is not None else None
+
+    decision: resume_policy.Decision | None = None
+    if payload is not None:
+        ckpt.check_compatible(payload["config"], flags, COMPATIBLE_KEYS, source=resume_path)
+        policy = resume_policy.parse_policy(schedule.resume_policy)
+        decision = resume_policy.decide(
+            policy, resume_policy.Saved.from_payload(payload), spec, where=f"the checkpoint {resume_path}"
+        )
+
+    parallel = config.parallel
+    if parallel.sequence_parallel and sequence_length % ctx.tp_size:
+        raise TrainError(
+            f"--sequence-length {sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
             "under --sequence-parallel"
         )
     pm: ParallelModel
     if ctx.pp_size > 1:
-        check_pipeline_args(args, ctx, grad_accum, model.config.n_layer)
-        pm = build_pipeline(model, ctx, args, n_microbatches=grad_accum)
+        check_pipeline_args(config, ctx, grad_accum, model.config.n_layer)
+        pm = build_pipeline(model, ctx, config, n_microbatches=grad_accum)
     else:
-        if args.virtual_pipeline_parallel != 1 or args.pipeline_schedule is not None:
+        if parallel.virtual_pipeline_parallel != 1 or parallel.pipeline_schedule is not None:
             raise TrainError("--virtual-pipeline-parallel and --pipeline-schedule need --pipeline-parallel > 1")
-        pm = wrap_model(model, ctx, fsdp=args.fsdp, sequence_parallel=args.sequence_parallel)
-    if args.compile:
+        pm = wrap_model(model, ctx, fsdp=parallel.fsdp, sequence_parallel=parallel.sequence_parallel)
+    if config.model.compile:
         pm.module = torch.compile(pm.module)  # type: ignore[assignment]
-    optimizer = build_optimizer(args, pm)
+    optimizer = build_optimizer(config, pm)
     request, applied_policy = spec, None  # the flags' schedule and the policy that changed it, for checkpoints
     if decision is not None:  # restore the schedule in force at the checkpoint first
         spec, request, applied_policy = decision.saved.spec, decision.request, decision.record
-    scheduler = build_scheduler(spec, optimizer, backend=args.scheduler_backend)
-    hparams = train_optim.build_hparam_schedulers(args, optimizer)  # weight decay, betas, momentum, clip
+    backend = schedule.backend
+    scheduler = build_scheduler(spec, optimizer, backend=backend)  # type: ignore[arg-type]
+    hparams = train_optim.build_hparam_schedulers(config, optimizer)  # weight decay, betas, momentum, clip
     unit = spec_clock_unit(spec)  # "tokens" / "samples": the scheduler advances by clock ticks, not steps
-    use_scaler = args.dtype == "float16"
+    use_scaler = config.model.dtype == "float16"
     step_optimizer: Any = optimizer.step
-    if args.compile and not use_scaler and args.zero_stage == 0 and not pm.sharded_state and not hparams:
+    if config.model.compile and not use_scaler and opt.zero_stage == 0 and not pm.sharded_state and not hparams:
         # The update is compiled too (PyTorch's "compiling the optimizer" recipe). Its LRs are tensors
         # that the scheduler, outside the compiled region, fills in place: a new LR is a new input
         # value, not a new graph. The scaler's, ZeRO-1's and DTensor steps stay eager, and so does a step
         # with scheduled hyperparameters (Python floats in the groups, which would recompile it).
         step_optimizer = torch.compile(optimizer.step)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=use_scaler)
-    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    loader = TokenLoader(train_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
-    step0, tokens_seen = 0, 0
-    clock = {"tokens": 0, "samples": 0}  # tokens and samples of the successful updates: the schedule clocks
+    autocast_dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.model.dtype]
+    loader = TokenLoader(train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
+    tokens_seen = 0
     if payload is not None:
-        step0, tokens_seen = int(payload["step"]), int(payload["tokens"])
-        clock = _saved_clock(payload, args.sequence_length)
-        if payload.get("scheduler_backend") == "lrkit" and args.scheduler_backend == "lrkit":
+        tokens_seen = int(payload["tokens"])
+        if payload.get("scheduler_backend") == "lrkit" and backend == "lrkit":
             _load_model_and_optimizer(pm, optimizer, payload)
             scheduler.load_state_dict(payload["scheduler"])
+        elif _steps_on_the_loss(scheduler):  # its state follows the losses: it cannot be replayed
+            _load_model_and_optimizer(pm, optimizer, payload)  # the LRs in force
+            if payload.get("scheduler_backend") == backend and payload.get("scheduler"):
+                scheduler.load_state_dict(payload["scheduler"])  # torch's plateau state is plain data
+            else:
+                scheduler.last_epoch = int(payload["scheduler_steps"])
+                _note(ctx, f"the checkpoint holds no {backend} ReduceLROnPlateau state: its patience count restarts")
         else:  # torch's own state is not plain data: replay its steps (deterministic), then load
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -560,7 +471,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         ckpt.restore_rng_state(payload["rng"][ctx.rank])
     scheduler_steps = int(payload["scheduler_steps"]) if payload is not None else 0
     if payload is not None:  # the hyperparameter schedules continue, or change as --lr-resume-policy says
-        kind = (getattr(args, "lr_resume_policy", None) or resume_policy.Policy("strict")).kind
+        kind = resume_policy.parse_policy(schedule.resume_policy).kind
         hparams, notes = train_optim.resume_hparams(hparams, payload.get("hparams"), kind, scheduler_steps, optimizer)
         for note in notes:
             _note(ctx, note)
@@ -569,20 +480,17 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             _note(ctx, note)
         if decision.change:
             spec, scheduler = _change_schedule(
-                decision, scheduler_steps, optimizer, args.scheduler_backend, ctx, clock=clock, per_step=per_step
+                decision, scheduler_steps, optimizer, backend, ctx, clock=clock, per_step=per_step
             )
             unit = spec_clock_unit(spec)
     if payload is not None:
         saved_per_step = int(payload.get("tokens_per_step") or (tokens_seen // step0 if step0 else tokens_per_step))
         if saved_per_step != tokens_per_step:
             _note(ctx, _batch_change_note(saved_per_step, tokens_per_step, unit, clock, step0))
-    if derive_length:
-        assert length is not None
-        args.num_iterations = step0 + steps_to_reach(int(length.amount), clock[length.unit], per_step[length.unit])
-        config["num_iterations"] = args.num_iterations
+    if length is not None:
         _note(
             ctx,
-            f"--total {length} without --num-iterations: running to step {args.num_iterations} "
+            f"--total {length} without --num-iterations: running to step {num_iterations} "
             f"({per_step[length.unit]} {length.unit} per step; the last step reaches or passes the total)",
         )
 
@@ -593,15 +501,14 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     if payload is None and is_main and metrics.path.exists():
         metrics.path.unlink()
     metrics.truncate_after(step0)
-    printer = _Printer(ctx.is_last_rank and not args.quiet, total=args.num_iterations, initial=step0)
-    if ctx.is_last_rank and not args.quiet and resume_path is not None:
+    logging = config.logging
+    printer = _Printer(ctx.is_last_rank and not logging.quiet, total=num_iterations, initial=step0)
+    if ctx.is_last_rank and not logging.quiet and resume_path is not None:
         printer.write(f"resumed from {resume_path} at step {step0}")
     params = [p for p in pm.raw.parameters() if p.requires_grad]
-    from lrkit.schedulers.torch_compat import ReduceLROnPlateau as LrkitPlateau
-
-    plateau = isinstance(scheduler, (LrkitPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
+    plateau = _steps_on_the_loss(scheduler)
     loss = float("nan")
-    for step in range(step0 + 1, args.num_iterations + 1):
+    for step in range(step0 + 1, num_iterations + 1):
         t0 = time.perf_counter()
         lrs = [float(g["lr"]) for g in optimizer.param_groups]
         hparam_values = train_optim.hparam_record(hparams)  # the scheduled values this update uses
@@ -625,10 +532,10 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             loss_sum += micro_loss.detach()
             scaler.scale(micro_loss).backward()
         pm.sync_grads()
-        if args.inject_inf_grad_at == step:
+        if opt.inject_inf_grad_at == step:
             params[0].grad.fill_(float("inf"))  # type: ignore[union-attr]
         scaler.unscale_(optimizer)
-        max_norm = train_optim.grad_clip(hparams, args.grad_clip)
+        max_norm = train_optim.grad_clip(hparams, opt.grad_clip)
         if isinstance(pm, PipelineModel):
             grad_norm = pm.clip_grad_norm(max_norm)  # global over all stages
         else:
@@ -661,7 +568,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             "lr": lrs,
             "loss": loss,
             "tokens": tokens_seen,
-            "samples": tokens_seen // args.sequence_length,
+            "samples": tokens_seen // sequence_length,
             "ms": ms,
             "tok_per_s": tokens_per_step / (ms / 1000.0),
             "grad_norm": grad_norm,
@@ -673,18 +580,18 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
         if lr_groups is not None:
             record["lr_groups"] = lr_groups
         record.update(hparam_values)
-        if args.check_lr_sync:
+        if logging.check_lr_sync:
             ranks = all_gather_floats([float(g["lr"]) for g in optimizer.param_groups], ctx)
             record["lr_ranks_equal"] = all(r == ranks[0] for r in ranks)
             if not record["lr_ranks_equal"]:
                 raise RuntimeError(f"ranks disagree on the LR at step {step}: {ranks}")
-        if args.eval_interval and (step % args.eval_interval == 0 or step == args.num_iterations):
-            val_loss = evaluate(pm, val_tokens, args, ctx, autocast_dtype)
+        if logging.eval_interval and (step % logging.eval_interval == 0 or step == num_iterations):
+            val_loss = evaluate(pm, val_tokens, config, ctx, autocast_dtype)
             record["val_loss"] = val_loss
             record["val_ppl"] = math.exp(min(val_loss, 700.0))
         metrics.write(record)
         printer.step(
-            f"step {step:4d}/{args.num_iterations} | train loss {loss:.6f} | lr {lrs[0]:.2e} | "
+            f"step {step:4d}/{num_iterations} | train loss {loss:.6f} | lr {lrs[0]:.2e} | "
             f"({ms:.2f} ms | {record['tok_per_s']:.0f} tok/s | DP={ctx.dp_size}"
             + (f" TP={ctx.tp_size}" if ctx.tp_size > 1 else "")
             + (f" PP={ctx.pp_size}" if ctx.pp_size > 1 else "")
@@ -696,7 +603,8 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
             )
             + (" | skipped (overflow)" if skipped else "")
         )
-        if args.save_interval and (step % args.save_interval == 0 or step == args.num_iterations):
+        save_interval = config.checkpoint.save_interval
+        if save_interval and (step % save_interval == 0 or step == num_iterations):
             save(
                 run_dir,
                 step,
@@ -709,7 +617,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
                 scaler,
                 loader,
                 config,
-                args,
+                flags,
                 request=request,
                 applied_policy=applied_policy,
                 clock=clock,
@@ -717,12 +625,12 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
                 hparams=hparams,
             )
     printer.close()
-    if is_main and not args.no_plot:
+    if is_main and logging.plot:
         try:
             plot_run(run_dir / "metrics.jsonl", run_dir / "lr_loss.png")
         except Exception as err:  # a plot must never fail a finished run
             print(f"lrkit train: could not write lr_loss.png: {err}", file=sys.stderr)
-    return {"run_dir": str(run_dir), "step": args.num_iterations, "loss": loss}
+    return {"run_dir": str(run_dir), "step": num_iterations, "loss": loss}
 
 
 def save(
@@ -736,8 +644,8 @@ def save(
     spec: dict[str, Any],
     scaler: torch.amp.GradScaler,
     loader: TokenLoader,
-    config: dict[str, Any],
-    args: argparse.Namespace,
+    config: TrainConfig,
+    flags: dict[str, Any],
     request: dict[str, Any] | None = None,
     applied_policy: str | None = None,
     clock: dict[str, int] | None = None,
@@ -749,23 +657,26 @@ def save(
     ``spec`` is the schedule in force, ``request`` the one the flags asked for (they differ after a
     ``--lr-resume-policy`` change) and ``applied_policy`` the policy that last changed it. ``clock``
     holds the tokens and samples of the successful updates, ``tokens_per_step`` the batch in tokens.
-    ``hparams`` are the hyperparameter schedulers, saved under ``"hparams"`` by key.
+    ``hparams`` are the hyperparameter schedulers, saved under ``"hparams"`` by key. ``config`` is the
+    resolved config, saved as plain data under ``"train_config"``; ``flags`` its flat form (``"config"``),
+    which a resume checks against :data:`COMPATIBLE_KEYS`.
     """
     model_state = _model_state(pm)
     optimizer_state = _optimizer_state(pm, optimizer)
     rng = _gather_rng(pm.ctx)
     if not pm.ctx.is_main:
         return
-    lrkit_backend = args.scheduler_backend == "lrkit"
+    backend = config.schedule.backend
     payload = {
         "step": step,
         "tokens": tokens_seen,
         "scheduler_steps": scheduler_steps,
         "model": model_state,
         "optimizer": optimizer_state,
-        "scheduler": scheduler.state_dict() if lrkit_backend else {},
+        # torch's own scheduler states are replayed on resume, but a plateau's follows the losses: saved
+        "scheduler": scheduler.state_dict() if backend == "lrkit" or _steps_on_the_loss(scheduler) else {},
         "hparams": {h.key: h.state_dict() for h in hparams or []},  # the hyperparameter schedules' states
-        "scheduler_backend": args.scheduler_backend,
+        "scheduler_backend": backend,
         "scheduler_spec": spec,
         "scheduler_fingerprint": spec_fingerprint(spec),
         "scheduler_request": request if request is not None else spec,
@@ -775,9 +686,16 @@ def save(
         "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         "rng": rng,
         "data": loader.state_dict(),
-        "config": config,
+        "config": flags,
+        "train_config": config.to_dict(),
     }
-    ckpt.save_checkpoint(run_dir, step, payload, keep_last=args.keep_last)
+    ckpt.save_checkpoint(run_dir, step, payload, keep_last=config.checkpoint.keep_last)
+
+
+def _steps_on_the_loss(scheduler: Any) -> bool:
+    """Whether ``scheduler`` steps on the loss (a ReduceLROnPlateau, lrkit's or torch's): its steps cannot be
+    replayed without the losses, so its state is saved with either backend."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
 def _saved_clock(payload: dict[str, Any], sequence_length: int) -> dict[str, int]:
@@ -833,6 +751,11 @@ def _change_schedule(
         warnings.simplefilter("ignore")
         if unit is not None:
             move_clock(scheduler, (clock or {}).get(unit, 0), steps)
+        elif _steps_on_the_loss(scheduler):  # no losses to replay: it starts at its peak and watches from here
+            scheduler.last_epoch = steps
+            notes.append(
+                f"the ReduceLROnPlateau starts at step {steps} from its peak LR and watches the loss from there"
+            )
         else:
             for _ in range(steps):
                 scheduler.step()
@@ -844,14 +767,13 @@ def _change_schedule(
 
 
 @torch.no_grad()
-def evaluate(
-    pm: ParallelModel, val_tokens: Any, args: argparse.Namespace, ctx: DistContext, autocast_dtype: Any
-) -> float:
+def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistContext, autocast_dtype: Any) -> float:
     """Mean validation loss over ``--eval-iters`` micro-batches from the start of the split (deterministic)."""
-    loader = TokenLoader(val_tokens, args.batch_size, args.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
+    batch, eval_iters = config.batch, config.logging.eval_iters
+    loader = TokenLoader(val_tokens, batch.batch_size, batch.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
     pm.module.eval()
     total = 0.0
-    for _ in range(args.eval_iters):
+    for _ in range(eval_iters):
         x, y = loader.next_batch()
         amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
         with amp:
@@ -859,7 +781,7 @@ def evaluate(
         assert loss is not None
         total += float(loss)
     pm.module.train()
-    return all_reduce_mean(total / args.eval_iters, ctx)
+    return all_reduce_mean(total / eval_iters, ctx)
 
 
 class _Printer:

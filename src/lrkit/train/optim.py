@@ -40,19 +40,26 @@ from lrkit.schedulers.llm import ScheduleLR
 from lrkit.spec import spec_class, spec_types
 from lrkit.spec.groups import PerGroup, scale_absolute_lrs
 from lrkit.tools.flags import parse_json_spec, read_spec_source
+from lrkit.train.config import PARAM_GROUPS, TrainConfig
+from lrkit.train.errors import TrainError
 from lrkit.train.param_groups import NO_DECAY_SUFFIX, layerwise_lr_decay, part_groups, scale_groups
 
-PARAM_GROUPS = ("decay", "parts", "layers")
-#: hyperparameter key -> its flag
+#: hyperparameter key -> its flag, and the ScheduleConfig field that holds it
 HPARAM_FLAGS = {
     "weight_decay": "--wd-schedule",
     "beta2": "--beta2-schedule",
     "momentum": "--momentum-schedule",
     GRAD_CLIP: "--grad-clip-schedule",
 }
+_HPARAM_FIELDS = {
+    "weight_decay": "weight_decay_schedule",
+    "beta2": "beta2_schedule",
+    "momentum": "momentum_schedule",
+    GRAD_CLIP: "grad_clip_schedule",
+}
 
 
-class GroupError(ValueError):
+class GroupError(TrainError):
     """Bad param-group or hyperparameter-schedule flags, reported before any training step."""
 
 
@@ -159,40 +166,41 @@ def add_group_arguments(parser_or_group: Any) -> None:
 # --------------------------------------------------------------------------- param groups
 
 
-def group_mode(args: argparse.Namespace) -> str:
+def group_mode(config: TrainConfig) -> str:
     """``--param-groups`` as resolved: ``layers`` when only ``--layer-decay`` is given, else ``decay``."""
-    mode = getattr(args, "param_groups", None)
-    decay = getattr(args, "layer_decay", None)
+    opt = config.optimizer
+    mode = opt.param_groups
     if mode is None:
-        mode = "layers" if decay is not None else "decay"
-    if decay is not None and mode != "layers":
+        mode = "layers" if opt.layer_decay is not None else "decay"
+    if opt.layer_decay is not None and mode != "layers":
         raise GroupError(f"--layer-decay needs --param-groups layers, got --param-groups {mode}")
-    if mode == "decay" and (getattr(args, "group_lr", None) or getattr(args, "group_schedule", None)):
-        flag = "--group-lr" if getattr(args, "group_lr", None) else "--group-schedule"
+    if mode == "decay" and (opt.group_lr or config.schedule.group_schedules):
+        flag = "--group-lr" if opt.group_lr else "--group-schedule"
         raise GroupError(f"{flag} needs named groups: pass --param-groups parts or layers (or --layer-decay)")
     return mode
 
 
-def named_groups(args: argparse.Namespace, model: Any) -> list[dict[str, Any]] | None:
-    """The named param groups the flags ask for (``"name"``, ``"lr"``, ``"lr_factor"``), or None for ``decay``."""
-    mode = group_mode(args)
+def named_groups(config: TrainConfig, model: Any) -> list[dict[str, Any]] | None:
+    """The named param groups the config asks for (``"name"``, ``"lr"``, ``"lr_factor"``), or None for ``decay``."""
+    mode = group_mode(config)
     if mode == "decay":
         return None
-    if getattr(args, "pipeline_parallel", 1) > 1:
+    if config.parallel.pipeline_parallel > 1:
         raise GroupError(f"--param-groups {mode} is not supported with --pipeline-parallel > 1 (its stages "
                          "hold nanoGPT's two groups)")  # fmt: skip
-    lr, weight_decay = float(args.lr), float(args.weight_decay)
+    opt = config.optimizer
+    lr, weight_decay = float(config.schedule.lr), float(opt.weight_decay)
     try:
         if mode == "parts":
             groups = part_groups(model, lr, weight_decay)
         else:
-            decay = args.layer_decay if args.layer_decay is not None else 1.0
+            decay = opt.layer_decay if opt.layer_decay is not None else 1.0
             groups = layerwise_lr_decay(model, lr, decay, weight_decay)
     except (TypeError, ValueError) as err:
-        flag = f"--layer-decay {args.layer_decay}" if args.layer_decay is not None else f"--param-groups {mode}"
+        flag = f"--layer-decay {opt.layer_decay}" if opt.layer_decay is not None else f"--param-groups {mode}"
         raise GroupError(f"{flag}: {err}") from err
     try:
-        return scale_groups(groups, dict(getattr(args, "group_lr", None) or []))
+        return scale_groups(groups, dict(opt.group_lr))
     except (TypeError, ValueError) as err:
         raise GroupError(f"--group-lr: {err}") from err
 
@@ -202,7 +210,7 @@ def _owner(names: list[str], key: str) -> list[int]:
     return [i for i, n in enumerate(names) if n in (key, key + NO_DECAY_SUFFIX)]
 
 
-def group_spec(args: argparse.Namespace, spec: dict[str, Any], groups: list[dict[str, Any]] | None) -> dict[str, Any]:
+def group_spec(config: TrainConfig, spec: dict[str, Any], groups: list[dict[str, Any]] | None) -> dict[str, Any]:
     """The schedule in force for ``groups``: ``spec`` with per-group floors, or a PerGroup spec (--group-schedule)."""
     if groups is None:
         return spec
@@ -210,7 +218,7 @@ def group_spec(args: argparse.Namespace, spec: dict[str, Any], groups: list[dict
     factors = [float(g.get("lr_factor", 1.0)) for g in groups]
     own: dict[int, dict[str, Any]] = {}
     exact: set[int] = set()
-    for key, child in getattr(args, "group_schedule", None) or []:
+    for key, child in config.schedule.group_schedules:
         selected = _owner(names, key)
         if not selected:
             raise GroupError(f"--group-schedule {key}=...: no param group is named {key!r}; the groups are {names}")
@@ -250,19 +258,21 @@ def decaying(optimizer: Any) -> list[bool]:
 # --------------------------------------------------------------------------- hyperparameter schedules
 
 
-def build_hparam_schedulers(args: argparse.Namespace, optimizer: Any) -> list[HyperparamScheduler]:
-    """One :class:`HyperparamScheduler` per hyperparameter flag given (values written for step 0)."""
-    total = getattr(args, "total_steps", None)
-    length = total if isinstance(total, int) and not isinstance(total, bool) else args.num_iterations
+def build_hparam_schedulers(config: TrainConfig, optimizer: Any) -> list[HyperparamScheduler]:
+    """One :class:`HyperparamScheduler` per hyperparameter schedule given (values written for step 0); their
+    length is ``total_steps``, else the run's (a resolved config)."""
+    total = config.schedule.total_steps
+    length = total if total is not None else config.batch.num_iterations
+    name = config.optimizer.name
     out: list[HyperparamScheduler] = []
     for key, flag in HPARAM_FLAGS.items():
-        text = getattr(args, flag[2:].replace("-", "_"), None)
+        text = getattr(config.schedule, _HPARAM_FIELDS[key])
         if text is None:
             continue
-        if key == "beta2" and args.optimizer not in ("adamw", "adam"):
-            raise GroupError(f"{flag} needs --optimizer adamw or adam (betas), got --optimizer {args.optimizer}")
-        if key == "momentum" and args.optimizer != "sgd":
-            raise GroupError(f"{flag} needs --optimizer sgd, got --optimizer {args.optimizer}")
+        if key == "beta2" and name not in ("adamw", "adam"):
+            raise GroupError(f"{flag} needs --optimizer adamw or adam (betas), got --optimizer {name}")
+        if key == "momentum" and name != "sgd":
+            raise GroupError(f"{flag} needs --optimizer sgd, got --optimizer {name}")
         try:
             schedule = schedule_from_text(text, total_steps=length, name=flag)
             if key == GRAD_CLIP:

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lrkit.train.errors import TrainError
 from lrkit.train.models.layout import ParallelPlan
 
 
@@ -81,12 +82,12 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if tensor_parallel < 1 or world_size % tensor_parallel != 0:
-        raise ValueError(
+        raise TrainError(
             f"--tensor-parallel must divide the number of ranks, got tensor_parallel={tensor_parallel}, "
             f"world_size={world_size}"
         )
     if pipeline_parallel < 1 or world_size % (pipeline_parallel * tensor_parallel) != 0:
-        raise ValueError(
+        raise TrainError(
             f"--pipeline-parallel x --tensor-parallel must divide the number of ranks, got "
             f"pipeline_parallel={pipeline_parallel}, tensor_parallel={tensor_parallel}, world_size={world_size}"
         )
@@ -231,7 +232,7 @@ def check_tp_divisibility(model: nn.Module, tp: int) -> None:
         heads.append(("n_kv_head", cfg.n_kv_head))
     for field, value in heads:
         if value % tp != 0:
-            raise ValueError(f"--tensor-parallel {tp} must divide the model's {field}={value}")
+            raise TrainError(f"--tensor-parallel {tp} must divide the model's {field}={value}")
 
 
 @dataclass
@@ -276,12 +277,12 @@ def wrap_model(
             parallelize_module(target, ctx.mesh["tp"], plan)
         layout = f"TP{ctx.tp_size}" + ("+SP" if sequence_parallel else "")
     elif sequence_parallel:
-        raise ValueError("--sequence-parallel needs --tensor-parallel > 1")
+        raise TrainError("--sequence-parallel needs --tensor-parallel > 1")
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
         if not ctx.distributed:
-            raise ValueError("--fsdp needs more than one rank (launch with torchrun)")
+            raise TrainError("--fsdp needs more than one rank (launch with torchrun)")
         dp_mesh = ctx.mesh["dp"]
         blocks = model.transformer.h if hasattr(model, "transformer") else model.layers  # type: ignore[union-attr]
         for block in blocks:  # type: ignore[union-attr]

@@ -44,7 +44,6 @@ cannot scale the schedule's internal backward; bfloat16 works) and ``--eval-inte
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
@@ -52,6 +51,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from lrkit.train.config import TrainConfig
+from lrkit.train.errors import TrainError
 from lrkit.train.models.layout import ParallelPlan
 from lrkit.train.parallel import (
     DistContext,
@@ -73,10 +74,10 @@ SCHEDULES = ("1f1b", "gpipe", "interleaved1f1b")
 def stage_layers(n_layer: int, pp: int, vpp: int = 1) -> list[tuple[int, int]]:
     """Block ranges ``[lo, hi)`` of the ``pp * vpp`` stages; the blocks must split evenly."""
     if pp < 1 or vpp < 1:
-        raise ValueError(f"--pipeline-parallel and --virtual-pipeline-parallel must be >= 1, got {pp} and {vpp}")
+        raise TrainError(f"--pipeline-parallel and --virtual-pipeline-parallel must be >= 1, got {pp} and {vpp}")
     stages = pp * vpp
     if n_layer % stages != 0:
-        raise ValueError(
+        raise TrainError(
             f"--pipeline-parallel {pp} x --virtual-pipeline-parallel {vpp} = {stages} stages must divide the "
             f"model's n_layer={n_layer}"
         )
@@ -84,38 +85,40 @@ def stage_layers(n_layer: int, pp: int, vpp: int = 1) -> list[tuple[int, int]]:
     return [(s * per, (s + 1) * per) for s in range(stages)]
 
 
-def check_pipeline_args(args: argparse.Namespace, ctx: DistContext, grad_accum: int, n_layer: int) -> None:
+def check_pipeline_args(config: TrainConfig, ctx: DistContext, grad_accum: int, n_layer: int) -> None:
     """Refuse what PP does not support (yet) before any step."""
-    pp, vpp = args.pipeline_parallel, args.virtual_pipeline_parallel
+    config = TrainConfig.of(config)
+    parallel, batch = config.parallel, config.batch
+    pp, vpp = parallel.pipeline_parallel, parallel.virtual_pipeline_parallel
     stage_layers(n_layer, pp, vpp)
-    if args.sequence_parallel and args.tensor_parallel < 2:
-        raise ValueError("--sequence-parallel needs --tensor-parallel > 1")
+    if parallel.sequence_parallel and parallel.tensor_parallel < 2:
+        raise TrainError("--sequence-parallel needs --tensor-parallel > 1")
     refused = [
-        (args.fsdp, "--fsdp"),
-        (args.compile, "--compile"),
-        (args.dtype == "float16", "--dtype float16"),
-        (bool(args.eval_interval), "--eval-interval"),
+        (parallel.fsdp, "--fsdp"),
+        (config.model.compile, "--compile"),
+        (config.model.dtype == "float16", "--dtype float16"),
+        (bool(config.logging.eval_interval), "--eval-interval"),
     ]
     for bad, flag in refused:
         if bad:
-            raise ValueError(f"--pipeline-parallel {pp} cannot be combined with {flag} yet")
+            raise TrainError(f"--pipeline-parallel {pp} cannot be combined with {flag} yet")
     if grad_accum < pp:
-        raise ValueError(
+        raise TrainError(
             f"--pipeline-parallel {pp} needs at least {pp} micro-batches per update (the pipeline's "
             f"microbatches are the gradient-accumulation steps), got {grad_accum}: raise --total-batch-size to "
             f">= {pp} x batch-size x sequence-length x data-parallel size "
-            f"= {pp * args.batch_size * args.sequence_length * ctx.dp_size}"
+            f"= {pp * batch.batch_size * batch.sequence_length * ctx.dp_size}"
         )
-    schedule = args.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
+    schedule = parallel.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
     if (vpp > 1) != (schedule == "interleaved1f1b"):
-        raise ValueError(
+        raise TrainError(
             f"--pipeline-schedule {schedule} does not fit --virtual-pipeline-parallel {vpp}: use interleaved1f1b "
             "for V > 1, 1f1b or gpipe for V = 1"
         )
     if vpp > 1:
         rounds = max(1, grad_accum // pp)
         if grad_accum % rounds:
-            raise ValueError(
+            raise TrainError(
                 f"Interleaved1F1B needs the micro-batches per update ({grad_accum}) to be a multiple of "
                 f"{rounds} = max(1, micro-batches // --pipeline-parallel {pp})"
             )
@@ -287,11 +290,12 @@ def _gather(obj: Any, ctx: DistContext) -> list[Any]:
     return out if out is not None else []
 
 
-def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace, n_microbatches: int) -> PipelineModel:
+def build_pipeline(model: nn.Module, ctx: DistContext, config: TrainConfig, n_microbatches: int) -> PipelineModel:
     """This rank's stage modules, ``PipelineStage`` objects and schedule; collective (creates process groups)."""
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
-    pp, vpp = ctx.pp_size, args.virtual_pipeline_parallel
+    parallel = config.parallel
+    pp, vpp = ctx.pp_size, parallel.virtual_pipeline_parallel
     cfg: Any = model.config
     ranges = stage_layers(cfg.n_layer, pp, vpp)
     model.to(ctx.device)
@@ -318,7 +322,7 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
 
         check_tp_divisibility(model, ctx.tp_size)
         for module in modules:
-            for target, plan in _stage_tp_plan(module, parts, args.sequence_parallel):
+            for target, plan in _stage_tp_plan(module, parts, parallel.sequence_parallel):
                 parallelize_module(target, ctx.mesh["tp"], plan)
     raw = nn.ModuleList(modules)
     # Tensor parallelism replaced the blocks' parameters (DTensors) under the same names.
@@ -329,7 +333,7 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
     stages: list[Any] = [
         PipelineStage(mod, s, n_stages, ctx.device, group=pp_group) for mod, s in zip(modules, my_stages)
     ]
-    schedule_name = args.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
+    schedule_name = parallel.pipeline_schedule or ("interleaved1f1b" if vpp > 1 else "1f1b")
     schedule: Any
     if schedule_name == "interleaved1f1b":
         schedule = ScheduleInterleaved1F1B(stages, n_microbatches=n_microbatches, loss_fn=_loss_fn)
@@ -371,7 +375,7 @@ def build_pipeline(model: nn.Module, ctx: DistContext, args: argparse.Namespace,
         f"PP{pp}"
         + (f"+VPP{vpp}" if vpp > 1 else "")
         + (f"+TP{ctx.tp_size}" if ctx.tp_size > 1 else "")
-        + ("+SP" if args.sequence_parallel else "")
+        + ("+SP" if parallel.sequence_parallel else "")
         + (f"+DP{ctx.dp_size}" if ctx.dp_size > 1 else "")
     )
     pm = PipelineModel(module=raw, raw=raw, ctx=ctx, layout=layout, sharded_state=False, _sync_grads=_sync)

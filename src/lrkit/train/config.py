@@ -1,0 +1,720 @@
+"""The trainer's config as data: frozen, typed, one section per concern, built once.
+
+:class:`TrainConfig` holds one section each: :class:`ModelConfig`, :class:`DataConfig`,
+:class:`BatchConfig`, :class:`OptimizerConfig`, :class:`ScheduleConfig`, :class:`ParallelConfig`,
+:class:`CheckpointConfig` and :class:`LoggingConfig`. It is built once, from the trainer's flags
+(:meth:`TrainConfig.from_args`) or from a TOML file (:meth:`TrainConfig.from_toml`) with the flags the user
+typed on top (:meth:`TrainConfig.override`); the components receive it (or their section) and nothing
+changes it. :meth:`TrainConfig.resolve` computes the derived values (the run length, the schedule's length,
+the spec) once, into a new config.
+
+A TOML file has one table per section; a key is a field of that section, a missing key is the field's
+default, and a field that is None (not given) is left out::
+
+    [model]
+    name = "gpt2"
+    preset = "tiny"
+
+    [schedule]
+    lr_scheduler = "cosine"
+    lr = 0.001
+    warmup_steps = 10
+
+Unknown sections or keys and values of the wrong type are :class:`ConfigError`\\ s naming the key, the value
+and what was expected. A schedule spec (``lr_scheduler`` given as a spec, ``group_schedules``, the resolved
+``spec``) is a TOML table or JSON text; it is written as JSON text (a spec may hold nulls, which TOML has not).
+Each field's flag is its name with dashes (``--warmup-steps``) unless the field says otherwise
+(``flag`` in its metadata: ``ModelConfig.name`` is ``--model``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from lrkit.runtime.resume import parse_policy
+from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
+from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
+from lrkit.train.errors import ConfigError, TrainError
+from lrkit.train.models import MODEL_NAMES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "PARAM_GROUPS",
+    "DEFAULT_NUM_ITERATIONS",
+    "ModelConfig",
+    "DataConfig",
+    "BatchConfig",
+    "OptimizerConfig",
+    "ScheduleConfig",
+    "ParallelConfig",
+    "CheckpointConfig",
+    "LoggingConfig",
+    "TrainConfig",
+    "SECTIONS",
+    "flag_of",
+    "schedule_flag_names",
+]
+
+#: ``--param-groups`` choices (:mod:`lrkit.train.optim`).
+PARAM_GROUPS = ("decay", "parts", "layers")
+#: The run length without ``--num-iterations`` (and without a ``--total`` in tokens or samples), in steps.
+DEFAULT_NUM_ITERATIONS = 100
+
+
+def _field(default: Any, flag: str | None = None, choices: tuple[Any, ...] | None = None, **meta: Any) -> Any:
+    """A config field: its default, its flag (default ``--<name-with-dashes>``) and its allowed values."""
+    return field(default=default, metadata={"flag": flag, "choices": choices, **meta})
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model and its numerics.
+
+    Attributes:
+        name: the architecture, ``gpt2`` or ``llama3`` (``--model``).
+        preset: the size preset: ``tiny``, ``small``, ``124M`` (GPT-2) / ``1B`` (LLaMA-3).
+        dropout: dropout probability in [0, 1) (GPT-2 only).
+        n_layer: blocks; None keeps the preset's.
+        n_head: attention heads; None keeps the preset's.
+        n_kv_head: key/value heads (LLaMA-3 only); None keeps the preset's.
+        dtype: the autocast dtype: ``float32`` (no autocast), ``bfloat16``, or ``float16`` (with a GradScaler).
+        compile: ``torch.compile`` the model (and the optimizer step where it can).
+        seed: seeds torch, numpy and ``random`` before the model is built (its init, and dropout).
+    """
+
+    name: str = _field("gpt2", flag="--model", choices=MODEL_NAMES)
+    preset: str = _field("tiny")
+    dropout: float = _field(0.0)
+    n_layer: int | None = _field(None)
+    n_head: int | None = _field(None)
+    n_kv_head: int | None = _field(None)
+    dtype: str = _field("float32", choices=("float32", "bfloat16", "float16"))
+    compile: bool = _field(False)
+    seed: int = _field(1337)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The training text.
+
+    Attributes:
+        path: ``stdlib`` (the Python standard library's ``.py`` files), a text file or directory, or llm.c
+            ``.bin`` token shards (a file, directory or glob) (``--data``).
+        val_fraction: the tail fraction of the tokens held out for validation, in [0, 1).
+    """
+
+    path: str = _field("stdlib", flag="--data")
+    val_fraction: float = _field(0.05)
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How many tokens an optimizer update reads, and how many updates the run makes.
+
+    Attributes:
+        batch_size: sequences per micro-batch, per data-parallel rank.
+        sequence_length: tokens per sequence (a sample).
+        total_batch_size: tokens per optimizer update; gradient accumulation is
+            ``total / (batch_size * sequence_length * data-parallel size)``. None: one micro-batch per rank.
+        num_iterations: optimizer updates of the run (steps). None until resolved: then 100, or with a
+            ``--total`` in tokens or samples, as many as reach it.
+    """
+
+    batch_size: int = _field(8)
+    sequence_length: int = _field(128)
+    total_batch_size: int | None = _field(None)
+    num_iterations: int | None = _field(None)
+
+    def tokens_per_micro_batch(self, data_parallel_size: int) -> int:
+        """Tokens one micro-batch reads over all data-parallel ranks."""
+        return self.batch_size * self.sequence_length * data_parallel_size
+
+    def gradient_accumulation_steps(self, data_parallel_size: int) -> int:
+        """Micro-batches per optimizer update; raises :class:`TrainError` if the sizes do not divide."""
+        for name in ("batch_size", "sequence_length", "num_iterations"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        per_update = self.tokens_per_micro_batch(data_parallel_size)
+        total = self.total_batch_size if self.total_batch_size is not None else per_update
+        if total % per_update != 0:
+            raise TrainError(
+                f"--total-batch-size must be a multiple of batch-size x sequence-length x data-parallel size "
+                f"= {self.batch_size} x {self.sequence_length} x {data_parallel_size} = {per_update}, "
+                f"got total_batch_size={total}"
+            )
+        return total // per_update
+
+    def tokens_per_step(self, data_parallel_size: int) -> int:
+        """Tokens per optimizer update, over all ranks."""
+        accumulation = self.gradient_accumulation_steps(data_parallel_size)
+        return self.tokens_per_micro_batch(data_parallel_size) * accumulation
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer, its param groups and its update.
+
+    Attributes:
+        name: ``adamw``, ``adam`` or ``sgd`` (``--optimizer``).
+        weight_decay: decoupled weight decay (AdamW) or L2 coefficient (the others) of the decaying groups.
+        beta1: Adam's first-moment decay.
+        beta2: Adam's second-moment decay.
+        momentum: SGD momentum.
+        grad_clip: the global gradient-norm clip threshold; 0 disables clipping.
+        zero_stage: 1 shards the optimizer state over the data-parallel ranks (ZeRO-1); 0 does not.
+        implementation: torch's implementation of the update: ``auto``, ``fused``, ``foreach`` or ``for-loop``
+            (``--optimizer-impl``).
+        param_groups: ``decay`` (nanoGPT's two groups), ``parts`` or ``layers``; None: ``layers`` with a
+            ``layer_decay``, else ``decay``.
+        layer_decay: layer-wise LR decay factor D in (0, 1]: the group at depth d peaks at ``lr * D**(L+1-d)``.
+        group_lr: ``(name, scale)`` pairs: the named group's peak LR is ``lr * scale`` (``--group-lr NAME=SCALE``).
+        inject_inf_grad_at: test hook: fill a gradient with inf at this step (a skipped fp16 update).
+    """
+
+    name: str = _field("adamw", flag="--optimizer", choices=("adamw", "adam", "sgd"))
+    weight_decay: float = _field(0.1)
+    beta1: float = _field(0.9)
+    beta2: float = _field(0.95)
+    momentum: float = _field(0.9)
+    grad_clip: float = _field(1.0)
+    zero_stage: int = _field(0, choices=(0, 1))
+    implementation: str = _field("auto", flag="--optimizer-impl", choices=("auto", "fused", "foreach", "for-loop"))
+    param_groups: str | None = _field(None, choices=PARAM_GROUPS)
+    layer_decay: float | None = _field(None)
+    group_lr: tuple[tuple[str, float], ...] = _field(())
+    inject_inf_grad_at: int | None = _field(None)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule and the schedules beside it.
+
+    The fields from ``lr_scheduler`` to ``patience`` are the schedule flags of :mod:`lrkit.tools.flags` (their
+    one definition: help, units, which schedule reads which), by their argparse names; None means not given.
+    :meth:`TrainConfig.resolve` turns them into ``spec`` with :func:`lrkit.tools.flags.spec_from_args`.
+
+    Attributes:
+        lr_scheduler: a short name (``cosine``, ``wsd``, ``hf:linear``, ...) or a spec.
+        lr: the peak learning rate (the optimizer's ``lr``).
+        warmup_steps, total_steps, decay_steps, step_size, timescale, cycle_steps, cycle_warmup_steps:
+            lengths in optimizer steps.
+        warmup, total, decay: lengths as quantities (``2000``, ``50Mtok``, ``1.5Msamples``, ``0.01dur``).
+        min_lr, warmup_start_lr: absolute LRs.
+        backend: build the schedule with ``lrkit``'s classes or ``torch``'s own (``--scheduler-backend``).
+        resume_policy: what ``--resume`` does with a schedule that differs from the checkpoint's: ``strict``,
+            ``checkpoint``, ``override``, ``extend`` or ``cooldown:N[:SHAPE]`` (``--lr-resume-policy``).
+        group_schedules: ``(group name, spec)`` pairs: that group's own schedule (``--group-schedule``).
+        weight_decay_schedule, beta2_schedule, momentum_schedule, grad_clip_schedule: the hyperparameter
+            schedules (``--wd-schedule`` and the like), as typed (:mod:`lrkit.train.optim`).
+        spec: derived: the spec the schedule flags describe, lengths on its clock (None until resolved;
+            :meth:`TrainConfig.resolve` recomputes it).
+    """
+
+    lr_scheduler: str | dict[str, Any] = _field("constant", spec=True)
+    lr: float = _field(1e-3)
+    warmup_steps: int | None = _field(None)
+    warmup: str | None = _field(None)
+    total_steps: int | None = _field(None)
+    total: str | None = _field(None)
+    min_lr: float | None = _field(None)
+    warmup_start_lr: float | None = _field(None)
+    step_size: int | None = _field(None)
+    gamma: float | None = _field(None)
+    milestones: tuple[int, ...] | None = _field(None)
+    decay_steps: int | None = _field(None)
+    decay: str | None = _field(None)
+    decay_fraction: float | None = _field(None)
+    decay_shape: str | None = _field(None)
+    warmup_shape: str | None = _field(None)
+    power: float | None = _field(None)
+    timescale: int | None = _field(None)
+    cycle_steps: int | None = _field(None)
+    cycle_mult: int | None = _field(None)
+    cycle_decay: float | None = _field(None)
+    cycle_warmup_steps: int | None = _field(None)
+    num_cycles: float | None = _field(None)
+    pct_start: float | None = _field(None)
+    anneal_strategy: str | None = _field(None)
+    cyclic_mode: str | None = _field(None)
+    patience: int | None = _field(None)
+    backend: str = _field("lrkit", flag="--scheduler-backend", choices=("lrkit", "torch"))
+    resume_policy: str = _field("strict", flag="--lr-resume-policy")
+    group_schedules: tuple[tuple[str, dict[str, Any]], ...] = _field((), flag="--group-schedule", spec=True)
+    weight_decay_schedule: str | None = _field(None, flag="--wd-schedule")
+    beta2_schedule: str | None = _field(None)
+    momentum_schedule: str | None = _field(None)
+    grad_clip_schedule: str | None = _field(None)
+    spec: dict[str, Any] | None = _field(None, derived=True, spec=True)
+
+    def flags(self) -> Any:
+        """The schedule flags by their argparse names, as :func:`lrkit.tools.flags.spec_from_args` and
+        :func:`~lrkit.tools.flags.total_length` read them (attributes of a namespace)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name in schedule_flag_names()}
+        if values["milestones"] is not None:
+            values["milestones"] = list(values["milestones"])
+        return types.SimpleNamespace(**values)
+
+
+@dataclass(frozen=True)
+class ParallelConfig:
+    """Where the run executes and how the model is split.
+
+    Attributes:
+        tensor_parallel: tensor-parallel degree (DTensor); ranks per model replica along the hidden size.
+        sequence_parallel: with tensor parallel, shard the norm and residual regions along the sequence.
+        fsdp: shard the parameters with FSDP2 (``fully_shard``).
+        pipeline_parallel: pipeline-parallel degree (stages over ranks).
+        virtual_pipeline_parallel: stages per pipeline rank (Interleaved1F1B when > 1).
+        pipeline_schedule: ``1f1b``, ``gpipe`` or ``interleaved1f1b``; None: 1f1b, or interleaved1f1b with
+            virtual stages.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: torch's intra-op threads (CPU); None keeps torch's.
+    """
+
+    tensor_parallel: int = _field(1)
+    sequence_parallel: bool = _field(False)
+    fsdp: bool = _field(False)
+    pipeline_parallel: int = _field(1)
+    virtual_pipeline_parallel: int = _field(1)
+    pipeline_schedule: str | None = _field(None, choices=("1f1b", "gpipe", "interleaved1f1b"))
+    device: str = _field("auto")
+    threads: int | None = _field(None)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Checkpoints (in ``<run_dir>/checkpoints``) and resume.
+
+    Attributes:
+        save_interval: save every this many steps, and at the end; 0 never saves.
+        keep_last: the checkpoints kept (the newest).
+        resume: ``auto`` (the newest valid checkpoint of the run directory, or a fresh start) or a path;
+            None starts fresh.
+    """
+
+    save_interval: int = _field(0)
+    keep_last: int = _field(3)
+    resume: str | None = _field(None)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """What the run writes and prints.
+
+    Attributes:
+        run_dir: the directory of ``metrics.jsonl``, ``lr_loss.png`` and ``checkpoints/``.
+        eval_interval: evaluate every this many steps, and at the end; 0 never evaluates.
+        eval_iters: validation micro-batches per evaluation.
+        plot: write ``lr_loss.png`` at the end (``--no-plot`` turns it off).
+        quiet: no per-step lines.
+        check_lr_sync: all-gather the LR each step and fail if the ranks disagree.
+    """
+
+    run_dir: str = _field("runs/default")
+    eval_interval: int = _field(0)
+    eval_iters: int = _field(4)
+    plot: bool = _field(True, flag="--no-plot", negated=True)
+    quiet: bool = _field(False)
+    check_lr_sync: bool = _field(False)
+
+
+#: section name -> its class, in the order of the TOML file
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "batch": BatchConfig,
+    "optimizer": OptimizerConfig,
+    "schedule": ScheduleConfig,
+    "parallel": ParallelConfig,
+    "checkpoint": CheckpointConfig,
+    "logging": LoggingConfig,
+}
+
+
+def flag_of(section: type, name: str) -> str:
+    """The command-line flag of field ``name`` of ``section`` (``--warmup-steps``)."""
+    meta = {f.name: f.metadata for f in fields(section)}[name]
+    return str(meta.get("flag") or "--" + name.replace("_", "-"))
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+@functools.cache
+def _schedule_flag_definitions() -> dict[str, dict[str, Any]]:
+    """The schedule flags' argparse keyword arguments by ``dest``, read from their one definition."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.flags: dict[str, dict[str, Any]] = {}
+
+        def add_argument(self, *names: str, **kwargs: Any) -> None:
+            self.flags[_dest(names[0])] = kwargs
+
+    recorder = Recorder()
+    add_schedule_arguments(recorder)
+    return recorder.flags
+
+
+@functools.cache
+def schedule_flag_names() -> frozenset[str]:
+    """The argparse names of the schedule flags (:mod:`lrkit.tools.flags`)."""
+    return frozenset(_schedule_flag_definitions())
+
+
+# ----------------------------------------------------------------------------- types
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in TOML's words, for messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args if a is not type(None))
+    if origin is dict:
+        return "a table or JSON text (a spec)"
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        inner = args[0]
+        if typing.get_origin(inner) is tuple:  # (name, value) pairs
+            return f"a table of name = {_describe(typing.get_args(inner)[1])}"
+        return f"an array of {_describe(inner)}"
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    return names.get(hint, str(hint))
+
+
+class _Mismatch(Exception):
+    """A value that does not fit a type hint (turned into a ConfigError naming the key)."""
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` (from TOML, a checkpoint or the flags) as the config's type ``hint``; raises _Mismatch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    if origin is dict:
+        if isinstance(value, str) and value.strip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise _Mismatch from None
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise _Mismatch
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        inner = args[0]
+        if typing.get_origin(inner) is tuple:  # (name, value) pairs: a table, or the pairs themselves
+            items = value.items() if isinstance(value, Mapping) else value
+            if not isinstance(items, (list, tuple)) and not isinstance(value, Mapping):
+                raise _Mismatch
+            pairs = []
+            for item in items:
+                if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)):
+                    raise _Mismatch
+                pairs.append((item[0], _coerce(item[1], typing.get_args(inner)[1])))
+            return tuple(dict(pairs).items())  # a name given twice: the last value, as the flags do
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, inner) for v in value)
+        raise _Mismatch
+    raise TypeError(f"config type {hint!r} has no reader")  # a field added with a type this module cannot read
+
+
+def _hints(section: type) -> dict[str, Any]:
+    return typing.get_type_hints(section)
+
+
+def _section_from(section_name: str, values: Mapping[str, Any], source: str) -> Any:
+    """Section ``section_name`` from ``values`` (a TOML table or plain data); errors name ``source``."""
+    cls = SECTIONS[section_name]
+    hints = _hints(cls)
+    known = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{source}: unknown key {key!r} in [{section_name}]; the keys of [{section_name}] are: "
+                f"{', '.join(known)}"
+            )
+        kwargs[key] = _checked(cls, key, value, hints[key], f"{source}: [{section_name}] {key}")
+    return cls(**kwargs)
+
+
+def _checked(cls: type, key: str, value: Any, hint: Any, where: str) -> Any:
+    """``value`` for field ``key`` of ``cls``: typed, its choice allowed, a schedule flag read as the flag is."""
+    try:
+        typed = _coerce(value, hint)
+    except _Mismatch:
+        raise ConfigError(f"{where} = {value!r} must be {_describe(hint)}") from None
+    meta = {f.name: f.metadata for f in fields(cls)}[key]
+    choices = meta.get("choices")
+    if cls is ScheduleConfig and key in schedule_flag_names():
+        choices = _schedule_flag_definitions()[key].get("choices", choices)
+    if typed is not None and choices is not None and typed not in choices:
+        raise ConfigError(f"{where} = {value!r} must be one of: {', '.join(map(str, choices))}")
+    if cls is ScheduleConfig:
+        typed = _schedule_value(key, typed, where)
+    return typed
+
+
+def _schedule_value(key: str, value: Any, where: str) -> Any:
+    """A schedule field checked as its flag checks it (a known scheduler name, a quantity, a policy)."""
+    import argparse
+
+    if value is None:
+        return None
+    if key == "resume_policy":
+        try:
+            return str(parse_policy(value))
+        except ValueError as err:
+            raise ConfigError(f"{where} = {value!r}: {err}") from None
+    definition = _schedule_flag_definitions().get(key, {})
+    reader = definition.get("type")
+    if isinstance(value, str) and reader not in (None, int, float, str):  # the flag's own reader
+        try:
+            return reader(value)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"{where} = {value!r}: {err}") from None
+    return value
+
+
+# ----------------------------------------------------------------------------- the config
+
+
+def _plain(value: Any, hint: Any, for_toml: bool) -> Any:
+    """A field's value as plain data: pairs as a table, tuples as lists, specs as JSON text in TOML."""
+    if value is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arg = next(a for a in args if a is not type(None) and _fits(value, a))
+        return _plain(value, arg, for_toml)
+    if origin is dict:
+        return json.dumps(value) if for_toml else json.loads(json.dumps(value))
+    if origin is tuple:
+        inner = args[0]
+        if typing.get_origin(inner) is tuple:
+            return {name: _plain(v, typing.get_args(inner)[1], for_toml) for name, v in value}
+        return [_plain(v, inner, for_toml) for v in value]
+    return value
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    try:
+        _coerce(value, hint)
+    except _Mismatch:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run is given, one section per concern; see the module docstring."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_args(cls, args: Any) -> TrainConfig:
+        """The config the trainer's flags give (a namespace from :func:`lrkit.train.arguments.add_train_arguments`)."""
+        return cls().override(args, None)
+
+    def override(self, args: Any, given: frozenset[str] | set[str] | None) -> TrainConfig:
+        """This config with the flags of ``args`` whose argparse names are in ``given`` (all when None)."""
+        sections: dict[str, Any] = {}
+        for section_name, cls in SECTIONS.items():
+            hints = _hints(cls)
+            changes: dict[str, Any] = {}
+            for f in fields(cls):
+                if f.metadata.get("derived"):
+                    continue
+                dest = _dest(flag_of(cls, f.name))
+                if (given is not None and dest not in given) or not hasattr(args, dest):
+                    continue
+                value = _flag_value(getattr(args, dest))
+                if f.metadata.get("negated"):
+                    value = not value
+                where = f"{flag_of(cls, f.name)}"
+                changes[f.name] = _checked(cls, f.name, value, hints[f.name], where)
+            sections[section_name] = replace(getattr(self, section_name), **changes)
+        return replace(self, **sections)
+
+    @classmethod
+    def of(cls, config: TrainConfig | Any) -> TrainConfig:
+        """``config`` if it is a TrainConfig, else the config of a parsed namespace (:meth:`from_args`): the
+        entry points that took the flags before the config existed (``train``, ``check_pipeline_args``,
+        ``optimizer_impl_kwargs``, ``find_lr``) take either."""
+        return config if isinstance(config, TrainConfig) else cls.from_args(config)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> TrainConfig:
+        """The config of plain data (a TOML document, or :meth:`to_dict`'s); errors name ``source``."""
+        unknown = [name for name in data if name not in SECTIONS]
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown section [{unknown[0]}]; the sections are: {', '.join(f'[{s}]' for s in SECTIONS)}"
+            )
+        sections = {}
+        for name, table in data.items():
+            if not isinstance(table, Mapping):
+                raise ConfigError(f"{source}: [{name}] must be a table, got {name} = {table!r}")
+            sections[name] = _section_from(name, table, source)
+        return cls(**sections)
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "config") -> TrainConfig:
+        """The config a TOML document describes; ``source`` (the file's name) prefixes errors."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source}: not valid TOML: {err}") from None
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def from_file(cls, path: str) -> TrainConfig:
+        """:meth:`from_toml` of the file at ``path``."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as err:
+            raise ConfigError(f"--config {path}: cannot read it: {err.strerror}") from None
+        return cls.from_toml(text, source=path)
+
+    # ------------------------------------------------------------------ writing
+
+    def to_dict(self, for_toml: bool = False) -> dict[str, dict[str, Any]]:
+        """The config as plain data, by section (what checkpoints store under ``"train_config"``).
+
+        ``for_toml``: leave out the fields that are None (TOML has no null) and write specs as JSON text.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            hints = _hints(type(section))
+            table = {f.name: _plain(getattr(section, f.name), hints[f.name], for_toml) for f in fields(section)}
+            out[name] = {k: v for k, v in table.items() if not (for_toml and v is None)}
+        return out
+
+    def to_toml(self) -> str:
+        """The config as a TOML document that :meth:`from_toml` reads back to an equal config."""
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict(for_toml=True))
+
+    def flag_values(self) -> dict[str, Any]:
+        """The config flat, by the flags' argparse names, holding the plain values (``str``, numbers, bools,
+        None) and ``group_lr`` as ``{name: scale}``: the ``"config"`` a checkpoint stores, which
+        :data:`lrkit.train.loop.COMPATIBLE_KEYS` compare on resume."""
+        flat: dict[str, Any] = {}
+        for name, cls in SECTIONS.items():
+            section = getattr(self, name)
+            for f in fields(cls):
+                if f.metadata.get("derived"):
+                    continue
+                value = getattr(section, f.name)
+                if f.metadata.get("negated"):
+                    value = not value
+                if isinstance(value, (str, int, float, bool, type(None))):
+                    flat[_dest(flag_of(cls, f.name))] = value
+        flat["group_lr"] = dict(self.optimizer.group_lr)
+        return flat
+
+    # ------------------------------------------------------------------ derived values
+
+    def run_length_from_total(self) -> Quantity | None:
+        """The ``--total`` in tokens or samples that sets the run length (no ``--num-iterations``), or None."""
+        length = total_length(self.schedule.flags())
+        if self.batch.num_iterations is None and length is not None and length.unit != "steps":
+            return length
+        return None
+
+    def resolve(
+        self, data_parallel_size: int = 1, start_step: int = 0, start_clock: Mapping[str, int] | None = None
+    ) -> TrainConfig:
+        """A new config with the derived values filled in (this one is unchanged):
+
+        * ``batch.num_iterations``: as given; else with a ``--total`` in tokens or samples,
+          ``start_step + ceil((total - clock) / per step)`` (the last step reaches or passes the total);
+          else 100.
+        * ``schedule.total_steps``: as given; else, with no ``--total`` either, the run length (the schedule
+          spans the run).
+        * ``schedule.spec``: the spec of the schedule flags, lengths given in other units converted at
+          ``tokens_per_step(data_parallel_size)`` tokens and ``sequence_length`` tokens per sample.
+
+        ``start_step`` and ``start_clock`` (``{"tokens", "samples"}`` of the successful updates) are where a
+        resumed run starts. Resolving a resolved config gives it back.
+
+        Raises:
+            TrainError: the batch sizes do not divide (:meth:`BatchConfig.gradient_accumulation_steps`).
+            ScheduleFlagError, QuantityError: schedule flags that do not fit together.
+        """
+        tokens_per_step = self.batch.tokens_per_step(data_parallel_size)
+        per_step = {"tokens": tokens_per_step, "samples": tokens_per_step // self.batch.sequence_length}
+        batch, schedule = self.batch, self.schedule
+        length = self.run_length_from_total()
+        if length is not None:
+            clock = (start_clock or {}).get(length.unit, 0)
+            steps = start_step + steps_to_reach(int(length.amount), clock, per_step[length.unit])
+            batch = replace(batch, num_iterations=steps)
+        elif batch.num_iterations is None:
+            batch = replace(batch, num_iterations=DEFAULT_NUM_ITERATIONS)
+        if schedule.total_steps is None and schedule.total is None:
+            schedule = replace(schedule, total_steps=batch.num_iterations)
+        rates = Rates(tokens_per_step, self.batch.sequence_length)
+        spec = spec_from_args(schedule.flags(), rates=rates)
+        return replace(self, batch=batch, schedule=replace(schedule, spec=spec))
+
+
+def _flag_value(value: Any) -> Any:
+    """A parsed flag as config data: a policy as its text, repeated ``NAME=VALUE`` flags as pairs."""
+    if isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, tuple) else v for v in value)
+    if value is not None and not isinstance(value, (str, int, float, bool, dict, tuple)):
+        return str(value)  # --lr-resume-policy's Policy
+    return value

@@ -291,3 +291,18 @@ def test_importing_the_math_layer_does_not_import_torch():
     modules = "lrkit, lrkit.schedules, lrkit.schedules.clock, lrkit.schedules.torch_formulas"
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_lrkit_schedules_alone_knows_every_schedule_type():
+    """A fresh ``import lrkit.schedules`` rebuilds every type, the clock's StepView included, whatever else
+    was imported before: the types are a table, not a side effect of importing their modules."""
+    code = (
+        "import lrkit.schedules as S\n"
+        "print(S.schedule_types())\n"
+        "view = S.schedule_from_dict({'type': 'StepView', 'schedule': {'type': 'Constant', 'value': 0.5}, "
+        "'per_step': 4})\n"
+        "assert view(3) == 0.5, view\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(S.schedule_types())

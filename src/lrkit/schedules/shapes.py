@@ -29,7 +29,7 @@ seeing ``step - boundary``; :class:`Product` multiplies two schedules.
 Each schedule describes itself for previews and plots: :meth:`Schedule.phases` (named
 phase starts), :meth:`Schedule.jumps` (steps where it is discontinuous by design),
 :meth:`Schedule.peak` and :meth:`Schedule.end`. :meth:`Schedule.to_dict` and
-:func:`schedule_from_dict` turn a schedule into plain JSON data and back.
+:func:`lrkit.schedules.schedule_from_dict` turn a schedule into plain JSON data and back.
 
 The ``HF*Factor`` classes are transformers' ``get_scheduler`` lambdas, quirks included,
 with each quirk documented beside lrkit's quirk-free equivalent.
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from numbers import Real
 from typing import Any, ClassVar, NamedTuple
@@ -80,8 +80,6 @@ __all__ = [
     "HFWSDFactor",
     "HF_SCHEDULER_NAMES",
     "DECAY_SHAPES",
-    "schedule_from_dict",
-    "schedule_types",
 ]
 
 #: Every ``transformers.SchedulerType`` name that :func:`lrkit.get_scheduler` accepts.
@@ -239,7 +237,6 @@ def _real_field(obj: Any, name: str, **bounds: Any) -> float:
 
 # ----------------------------------------------------------------------------- base class
 
-_SCHEDULE_TYPES: dict[str, type[Schedule]] = {}
 _CHUNK = 1 << 16
 
 
@@ -249,11 +246,6 @@ class Schedule:
     Subclasses are frozen dataclasses that implement ``_value(t, xp)``, one formula for
     both a float ``t`` (``xp`` is :mod:`math`-based) and a float64 array (numpy-based).
     """
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            _SCHEDULE_TYPES[cls.__name__] = cls
 
     def __call__(self, step: Any) -> Any:
         """The LR at ``step``: a float for an int/float step, a float64 array for an array of steps.
@@ -303,7 +295,8 @@ class Schedule:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data: ``{"type": <class name>, <field>: <value>, ...}``; see :func:`schedule_from_dict`."""
+        """Plain JSON data: ``{"type": <class name>, <field>: <value>, ...}``; see
+        :func:`lrkit.schedules.schedule_from_dict`."""
         out: dict[str, Any] = {"type": type(self).__name__}
         for f in fields(self):  # type: ignore[arg-type]
             out[f.name] = _to_plain(getattr(self, f.name))
@@ -316,42 +309,6 @@ def _to_plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_plain(v) for v in value]
     return value
-
-
-def _from_plain(value: Any, where: str) -> Any:
-    if isinstance(value, Mapping) and "type" in value:
-        return schedule_from_dict(value, where)
-    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        return tuple(schedule_from_dict(v, f"{where}[{i}]") for i, v in enumerate(value))
-    if isinstance(value, list):
-        return tuple(value)
-    return value
-
-
-def schedule_types() -> list[str]:
-    """Every ``"type"`` that :func:`schedule_from_dict` accepts."""
-    return sorted(_SCHEDULE_TYPES)
-
-
-def schedule_from_dict(data: Mapping[str, Any], where: str = "schedule") -> Schedule:
-    """Rebuild a schedule from :meth:`Schedule.to_dict` data (validated like the constructor).
-
-    Raises:
-        ValueError: a bad value, or an unknown type or key; the message names the key and the value.
-        TypeError: ``data`` (or a value in it) of the wrong type; the message names it.
-    """
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{where} must be a dict with a 'type' key, got {data!r}")
-    kind = data.get("type")
-    if kind not in _SCHEDULE_TYPES:
-        raise ValueError(f"{where}['type']={kind!r} is not a schedule; expected one of {schedule_types()}")
-    cls = _SCHEDULE_TYPES[kind]
-    allowed = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    args = {k: v for k, v in data.items() if k != "type"}
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise ValueError(f"{where} ({kind}) has unknown keys {unknown}; expected keys among {allowed}")
-    return cls(**{k: _from_plain(v, f"{where}[{k!r}]") for k, v in args.items()})
 
 
 # ----------------------------------------------------------------------------- LLM schedules

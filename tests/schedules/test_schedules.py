@@ -230,6 +230,92 @@ def test_invalid_arguments_name_the_argument(make, match):
         make()
 
 
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (
+            lambda: S.HFLinearFactor("3", 10),
+            TypeError,
+            r"num_warmup_steps must be an int, got num_warmup_steps='3' \(str\)",
+        ),
+        (
+            lambda: S.HFConstantWithWarmupFactor(-1),
+            ValueError,
+            r"num_warmup_steps must be an int >= 0, got num_warmup_steps=-1",
+        ),
+        (
+            lambda: S.HFCosineFactor(3, 30.0),
+            TypeError,
+            r"num_training_steps must be an int, got num_training_steps=30.0",
+        ),
+        (lambda: S.HFCosineFactor(3, 30, "0.5"), TypeError, r"num_cycles must be a real number, got num_cycles='0.5'"),
+        (lambda: S.HFCosineWithHardRestartsFactor(3, 30, None), TypeError, r"num_cycles must be a real number"),
+        (
+            lambda: S.HFPolynomialFactor(3, 30, 1e-7, "2", 1e-3),
+            TypeError,
+            r"power must be a real number, got power='2'",
+        ),
+        (
+            lambda: S.HFPolynomialFactor(3, 30, 1e-7, -1.0, 1e-3),
+            ValueError,
+            r"power must be in \[0\.0, inf\), got power=-1\.0",
+        ),
+        (
+            lambda: S.HFPolynomialFactor(3, 30, 1e-7, 1.0, 0.0),
+            ValueError,
+            r"lr_init must be in \(0\.0, inf\), got lr_init=0\.0",
+        ),
+        (
+            lambda: S.HFPolynomialFactor(3, 30, math.nan, 1.0, 1e-3),
+            ValueError,
+            r"lr_end must be finite, got lr_end=nan",
+        ),
+        (lambda: S.HFInverseSqrtFactor(0, 0), ValueError, r"timescale must be a positive int, got timescale=0"),
+        (lambda: S.HFCosineWithMinLRFactor(3, 30, 0.5, None), TypeError, r"min_lr_rate must be a real number"),
+        (lambda: S.HFCosineWarmupWithMinLRFactor(3, 30, 0.5, 0.1, "0.1"), TypeError, r"warmup_lr_rate must be a real"),
+        (lambda: S.HFWSDFactor(3, 10, -5), ValueError, r"num_decay_steps must be an int >= 0, got num_decay_steps=-5"),
+        (lambda: S.HFWSDFactor(3, 10.0, 5), TypeError, r"num_stable_steps must be an int, got num_stable_steps=10\.0"),
+        (lambda: S.HFWSDFactor(3, 10, 5, min_lr_ratio="0.1"), TypeError, r"min_lr_ratio must be a real number"),
+        (
+            lambda: S.schedule_from_dict({"type": "HFLinearFactor", "num_warmup_steps": "3", "num_training_steps": 10}),
+            TypeError,
+            r"num_warmup_steps must be an int, got num_warmup_steps='3'",
+        ),
+    ],
+    ids=[
+        "warmup-str",
+        "warmup-negative",
+        "total-float",
+        "num_cycles-str",
+        "restarts-num_cycles-None",
+        "power-str",
+        "power-negative",
+        "lr_init-0",
+        "lr_end-nan",
+        "timescale-0",
+        "min_lr_rate-None",
+        "warmup_lr_rate-str",
+        "wsd-decay-negative",
+        "wsd-stable-float",
+        "wsd-min_lr_ratio-str",
+        "from-data",
+    ],
+)
+def test_hf_factors_check_their_arguments_when_built(make, error, match):
+    """A bad argument is refused when the factor is built (naming it, its value and what was expected),
+    not when it is first called: transformers itself fails there, inside LambdaLR's first step."""
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_hf_factors_accept_what_transformers_computes():
+    """transformers' quirks stay accepted: a negative num_stable_steps, a fractional or zero num_cycles."""
+    assert S.HFWSDFactor(3, -2, 5).phases()[2] == S.Phase("cosine decay", 1)  # decays from step 1, in warmup
+    assert S.HFCosineWithHardRestartsFactor(3, 30, 1.5)(3) == 1.0
+    assert S.HFCosineFactor(3, 30, 0)(20) == 1.0
+    assert S.HFPolynomialFactor(3, 30, 0.0, 0.0, 1e-3)(20) == 1.0
+
+
 def test_sequence_gives_each_piece_the_step_since_its_boundary():
     first, second, third = S.WarmupConstant(1.0, 10), S.WarmupLinear(1.0, 0, 50, 0.1), S.Constant(0.1)
     joined = S.Sequence([first, second, third], [10, 60])

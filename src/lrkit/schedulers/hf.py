@@ -25,7 +25,9 @@ constant                    none
 =========================== ============================================== ===========================
 
 Differences from transformers, all deliberate: step counts must be ints ``>= 0``;
-unknown ``scheduler_specific_kwargs`` raise ``TypeError`` naming the accepted ones; the
+every argument is checked when the schedule is built (transformers fails on a bad one in
+``LambdaLR``'s first step, and its ``float()`` takes a ``num_cycles`` of ``"0.5"``, which lrkit
+refuses); unknown ``scheduler_specific_kwargs`` raise ``TypeError`` naming the accepted ones; the
 metric-driven ``greedy`` is not supported; polynomial with ``num_warmup_steps ==
 num_training_steps`` is rejected up front (transformers divides by zero at that step).
 """

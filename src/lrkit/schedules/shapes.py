@@ -1007,11 +1007,46 @@ class Refit(Schedule):
 # of operations so that ``base_lr * factor(t)`` equals transformers' LR (LambdaLR computes
 # ``base_lr * lr_lambda(t)``). Arguments keep transformers' names. Steps clamped inside a
 # ``where`` only keep the unused branch in its domain.
+#
+# Each argument means the same in every factor, so one table checks them all when a factor is built
+# (transformers fails on a bad one only inside LambdaLR's first step). Step counts are ints >= 0, as
+# lrkit's get_scheduler requires; the rest is what transformers' formulas compute, quirks included
+# (a negative num_stable_steps, any num_cycles), refusing only what they cannot (power < 0 and
+# timescale 0 divide by zero, lr_init is a divisor).
+
+#: argument -> the minimum of an int argument (None: any int)
+_HF_INTS: dict[str, int | None] = {
+    "num_warmup_steps": 0,
+    "num_training_steps": 0,
+    "num_decay_steps": 0,
+    "num_stable_steps": None,
+    "timescale": 1,
+}
+#: argument -> the bounds of a real argument (:func:`check_real`'s keywords)
+_HF_REALS: dict[str, dict[str, Any]] = {
+    "num_cycles": {},
+    "lr_end": {},
+    "power": {"low": 0.0},
+    "lr_init": {"low": 0.0, "low_open": True},
+    "min_lr_rate": {},
+    "min_lr_ratio": {},
+    "warmup_lr_rate": {},
+}
 
 
 @dataclass(frozen=True)
 class _HFFactor(Schedule):
     """A transformers ``get_scheduler`` multiplier of the base LR."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.default is None:  # an optional argument left out (warmup_lr_rate)
+                continue
+            if f.name in _HF_INTS:
+                _set(self, f.name, check_int(f.name, value, minimum=_HF_INTS[f.name]))
+            elif f.name in _HF_REALS:
+                _real_field(self, f.name, **_HF_REALS[f.name])
 
     def _warmup_factor(self, t: Any, w: int) -> Any:
         return t / float(max(1, w))
@@ -1131,7 +1166,7 @@ class HFCosineWithHardRestartsFactor(_HFFactor):
 
     num_warmup_steps: int
     num_training_steps: int
-    num_cycles: int = 1
+    num_cycles: float = 1
 
     def _value(self, t: Any, xp: _Ops) -> Any:
         w, total = self.num_warmup_steps, self.num_training_steps
@@ -1183,6 +1218,7 @@ class HFPolynomialFactor(_HFFactor):
     lr_init: float
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_warmup_steps == self.num_training_steps:
             raise ValueError(
                 "polynomial needs num_warmup_steps != num_training_steps (transformers divides by "
@@ -1340,6 +1376,7 @@ class HFWSDFactor(_HFFactor):
     num_cycles: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.warmup_type not in ("linear", "cosine", "1-sqrt"):
             raise ValueError(f"Unknown warmup type: {self.warmup_type}, expected 'linear', 'cosine' or '1-sqrt'")
         if self.decay_type not in ("linear", "cosine", "1-sqrt"):

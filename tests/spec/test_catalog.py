@@ -112,3 +112,10 @@ def test_every_built_in_short_name_builds_a_spec_of_its_own_type():
             spec = spec_from_args(_flags(*argv, *extra))
             assert spec["type"] == record.name, (name, spec)
             build_scheduler(spec, _optimizer())
+
+
+def test_the_hf_short_names_are_transformers_names():
+    """``get_scheduler`` takes transformers' names, whose formulas are one table in lrkit.schedules; the
+    catalog's ``hf:`` short names are exactly those names."""
+    hf_names = {cli.name[3:] for record in CATALOG for cli in record.cli if cli.name.startswith("hf:")}
+    assert hf_names == set(S.HF_SCHEDULER_NAMES)

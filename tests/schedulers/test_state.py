@@ -276,6 +276,29 @@ def test_malformed_field_is_rejected_before_anything_changes(name: str, key: str
     assert json.dumps(scheduler.state_dict()) == before
 
 
+@pytest.mark.parametrize(
+    "milestones,match",
+    [
+        ([3.7], r"milestones\[0\] must be an int, got milestones\[0\]=3\.7"),
+        (["x"], r"milestones\[0\] must be an int, got milestones\[0\]='x'"),
+        ([0], r"milestones\[0\] must be a positive int, got milestones\[0\]=0"),
+        ([12, 14], r"one milestone fewer than schedulers \(1\)"),
+    ],
+    ids=["float", "str", "zero", "one-too-many"],
+)
+def test_sequential_milestones_in_a_state_are_checked_as_the_constructor_checks_them(
+    milestones: list[Any], match: str
+) -> None:
+    """A stored milestone of 3.7 is not read as 3, nor "x" a bare ValueError: StateError naming the key."""
+    scheduler, _ = built("SequentialLR")
+    before = json.dumps(scheduler.state_dict())
+    broken = {**scheduler.state_dict(), "_milestones": milestones, "last_epoch": 1000}
+    with pytest.raises(StateError, match=r"state\['_milestones'\]") as err:
+        scheduler.load_state_dict(broken)
+    assert err.match(match)
+    assert json.dumps(scheduler.state_dict()) == before
+
+
 # --------------------------------------------------------------------------- functions are rebuilt, not stored
 
 

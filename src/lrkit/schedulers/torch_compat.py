@@ -368,17 +368,8 @@ class SequentialLR(_Composite):
     ) -> None:
         check_optimizer(optimizer)
         self._schedulers = _check_children(type(self).__name__, optimizer, schedulers)
-        if not isinstance(milestones, (list, tuple)) or len(milestones) != len(schedulers) - 1:
-            raise ValueError(
-                f"SequentialLR expects one milestone fewer than schedulers ({len(schedulers) - 1}), "
-                f"got milestones={milestones!r}"
-            )
-        for i, m in enumerate(milestones):
-            check_int(f"milestones[{i}]", m, minimum=1)
-        if list(milestones) != sorted(set(milestones)):
-            raise ValueError(f"milestones must be strictly increasing, got milestones={list(milestones)!r}")
+        self._milestones = _sequential_milestones(milestones, len(self._schedulers))
         check_int("last_epoch", last_epoch, minimum=-1)
-        self._milestones = [int(m) for m in milestones]
         self.optimizer = optimizer
         self.base_lrs = [float(g["initial_lr"]) for g in optimizer.param_groups]
         self._record_spec(milestones=list(self._milestones))
@@ -432,10 +423,24 @@ class SequentialLR(_Composite):
 
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "_milestones":
-            if not isinstance(value, list) or len(value) != len(self._schedulers) - 1:
-                raise StateError(f"state['_milestones'] must be a list of {len(self._schedulers) - 1} ints")
-            return [int(v) for v in value]
+            try:
+                return _sequential_milestones(value, len(self._schedulers))
+            except (TypeError, ValueError) as err:  # the constructor's own checks, on stored data
+                raise StateError(f"state['_milestones'] is malformed: {err}") from err
         return super()._decode_field(name, value)
+
+
+def _sequential_milestones(milestones: Any, num_schedulers: int) -> list[int]:
+    """SequentialLR's milestones: a list of ``num_schedulers - 1`` strictly increasing ints ``>= 1``."""
+    if not isinstance(milestones, (list, tuple)) or len(milestones) != num_schedulers - 1:
+        raise ValueError(
+            f"SequentialLR expects one milestone fewer than schedulers ({num_schedulers - 1}), "
+            f"got milestones={milestones!r}"
+        )
+    values = [check_int(f"milestones[{i}]", m, minimum=1) for i, m in enumerate(milestones)]
+    if values != sorted(set(values)):
+        raise ValueError(f"milestones must be strictly increasing, got milestones={values!r}")
+    return values
 
 
 class ChainedScheduler(_Composite):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from lrkit import schedules as S
-from lrkit.runtime.resume import Policy, parse_policy, spec_diff
+from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import read_metrics, train
 from lrkit.train.parallel import DistContext
@@ -125,6 +125,43 @@ def test_extend_keeps_the_lr_continuous_and_reaches_the_new_floor_at_the_new_tot
     assert lrs[12] == FLOOR and lrs[13] == FLOOR  # the floor exactly at the new total (step 12), then held
     refit = S.Refit(S.WarmupCosine(LR, 2, 12, min_lr=FLOOR), 4, old(4))
     assert lrs[4:] == [refit(t - 4) for t in range(4, 14)]
+
+
+HF_COSINE = ["--lr", str(LR), "--lr-scheduler", "hf:cosine", "--warmup-steps", "2"]
+
+
+@pytest.mark.parametrize("backend", ["lrkit", "torch"])
+def test_extend_of_a_transformers_schedule_refits_it_to_the_new_num_training_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    """hf:cosine from 8 to 16 steps at step 4: the LR stays continuous, then follows transformers' cosine over
+    16 steps refitted to start from it (the factor, with the base LR of each group, is the schedule)."""
+    flags = [*HF_COSINE, "--scheduler-backend", backend]
+    leg(tmp_path, 4, *flags, "--total-steps", "8")
+    capsys.readouterr()
+    records = leg(tmp_path, 16, *flags, "--total-steps", "16", "--resume", "auto", "--lr-resume-policy", "extend")
+    assert "num_training_steps: 8 -> 16" in capsys.readouterr().err
+    before = S.Product(S.Constant(LR), S.HFCosineFactor(2, 8))
+    refit = S.Refit(S.Product(S.Constant(LR), S.HFCosineFactor(2, 16)), 4, before(4))
+    lrs = lrs_of(records)
+    assert lrs[:4] == pytest.approx([before(t) for t in range(4)], rel=1e-15)
+    assert lrs[4:] == pytest.approx([refit(t - 4) for t in range(4, 16)], rel=1e-15)
+    assert lrs[4] == pytest.approx(before(4), rel=1e-15)  # continuous: the LR the old run would have used
+    assert all(a > b for a, b in zip(lrs[4:15], lrs[5:16]))  # decaying towards 0 at step 16
+
+
+def test_extend_of_a_transformers_schedule_that_reads_the_default_lr_needs_one_peak() -> None:
+    """polynomial reads optimizer.defaults["lr"] (lr_init), which groups of different peaks do not give: a
+    ResumeError naming the schedule and the policies that apply, not a floor computed from a guess."""
+    old = {"type": "HFSchedule", "name": "polynomial", "num_warmup_steps": 2, "num_training_steps": 8}
+    new = {**old, "num_training_steps": 16}
+    decision = decide(Policy("extend"), Saved(old, old), new)
+    with pytest.raises(ResumeError, match=r"cannot refit HFSchedule 'polynomial': polynomial reads the .*default LR"):
+        in_force(decision, 4, [5e-3, 1e-3], [1e-2, 2e-3])
+    # One peak stands for the default LR (the trainer's groups without their own LR): refitted.
+    before = S.Product(S.Constant(LR), S.HFPolynomialFactor(2, 8, 1e-7, 1.0, LR))(4)
+    spec, _ = in_force(decision, 4, [before, before], [LR, LR])
+    assert spec["type"] == "SequentialLR" and spec["milestones"] == [4]
 
 
 def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) -> None:

@@ -13,7 +13,9 @@ Otherwise the policy decides:
   ``num_training_steps``). If the new schedule is already continuous at the resume step (warmup, WSD's
   stable phase) it applies as it is; otherwise its rest is refitted to start at the current LR and reach
   its floor at its new end (:class:`lrkit.schedules.Refit`). A schedule on the token (or sample) clock
-  is refitted on that clock (lengths in tokens).
+  is refitted on that clock (lengths in tokens). A transformers schedule (``HFSchedule``: ``hf:cosine``,
+  ...) is refitted the same way from its new ``num_training_steps``; one that reads the optimizer's
+  default LR (``polynomial``, a ``min_lr``) needs param groups of one peak, which stands for it.
 * ``cooldown:N[:SHAPE]``: from the current LR to ``min_lr`` over ``N`` steps, then held
   (:class:`lrkit.schedules.Decay`): WSD from any checkpoint. ``min_lr`` is the new spec's top-level
   ``min_lr`` (``--min-lr``), else 0 (a ``PerGroup`` spec: each group's child's ``min_lr``); ``SHAPE``
@@ -284,10 +286,18 @@ def in_force(
     if policy.kind == "cooldown":
         return _cooldown(decision, step, current_lrs, peaks, group_names, clock or {}, per_step or {})
     # extend
+    from lrkit.schedulers.hf import DefaultLRError
+
     unit, now = _clock_now(policy, new_spec, step, clock or {}, per_step or {})
     inner = _on_the_clock(new_spec)
-    schedules = _pure_class(inner).spec_schedules(peaks, **{k: v for k, v in inner.items() if k != "type"})
     changed = "; ".join(line for line in spec_diff(decision.saved.request, new_spec))
+    try:
+        schedules = _pure_class(inner).spec_schedules(peaks, **{k: v for k, v in inner.items() if k != "type"})
+    except DefaultLRError as err:
+        raise ResumeError(
+            f"--lr-resume-policy extend ({changed}) cannot refit {inner.get('type')} {inner.get('name')!r}: {err}; "
+            "use cooldown:N or override"
+        ) from err
     where = f"step {step}" + (f" ({now} {unit})" if unit else "")
     if all(s(now) == lr for s, lr in zip(schedules, current_lrs)):
         return dict(new_spec), [f"--lr-resume-policy extend ({changed}): the new schedule is continuous at {where}"]

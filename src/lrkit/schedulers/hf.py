@@ -44,7 +44,7 @@ from lrkit.schedulers.llm import ScheduleLR, group_peaks
 from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 from lrkit.schedules._checks import check_int
 
-__all__ = ["HFSchedule", "get_scheduler", "hf_factor", "HF_SCHEDULER_NAMES"]
+__all__ = ["HFSchedule", "DefaultLRError", "get_scheduler", "hf_factor", "HF_SCHEDULER_NAMES"]
 
 HF_SCHEDULER_NAMES = S.HF_SCHEDULER_NAMES
 
@@ -81,6 +81,10 @@ def canonical_name(name: Any) -> str:
     return str(value)
 
 
+class DefaultLRError(ValueError):
+    """A schedule that reads the optimizer's default LR (``lr_init``) was bound to peaks alone that do not give it."""
+
+
 def _default_lr(optimizer: Any) -> float:
     """transformers reads ``optimizer.defaults["lr"]``; a bare param_groups object falls back to group 0."""
     defaults = getattr(optimizer, "defaults", None)
@@ -100,12 +104,22 @@ def _check_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return dict(kwargs)
 
 
-def _min_lr_rate(kwargs: dict[str, Any], lr_init: float) -> float:
+def _known(name: str, lr_init: float | None) -> float:
+    """``lr_init`` where ``name``'s factor reads it; :class:`DefaultLRError` if it is not known."""
+    if lr_init is None:
+        raise DefaultLRError(
+            f"{name} reads the optimizer's default LR (transformers' optimizer.defaults['lr']), which is not known "
+            "here: the param groups' peaks differ and no lr_init was given"
+        )
+    return lr_init
+
+
+def _min_lr_rate(name: str, kwargs: dict[str, Any], lr_init: float | None) -> float:
     min_lr, min_lr_rate = kwargs.get("min_lr"), kwargs.get("min_lr_rate")
     if min_lr is not None and min_lr_rate is not None:
         raise ValueError("Only one of min_lr or min_lr_rate should be set")
     if min_lr is not None:
-        return float(min_lr / lr_init)
+        return float(min_lr / _known(f"{name} with min_lr", lr_init))
     if min_lr_rate is None:
         raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
     return float(min_lr_rate)
@@ -116,12 +130,13 @@ def hf_factor(
     num_warmup_steps: int | None,
     num_training_steps: int | None,
     scheduler_specific_kwargs: Mapping[str, Any] | None,
-    lr_init: float,
+    lr_init: float | None,
 ) -> S.Schedule:
     """The factor schedule (``lr = base_lr * factor(t)``) transformers' ``get_scheduler`` would build.
 
     Validates in transformers' order and with its messages. ``lr_init`` is
-    ``optimizer.defaults["lr"]`` (used by ``polynomial`` and by ``min_lr`` conversions).
+    ``optimizer.defaults["lr"]`` (used by ``polynomial`` and by ``min_lr`` conversions); None when it is
+    not known, which :class:`DefaultLRError` reports if the factor reads it.
     """
     name = canonical_name(name)
     if name == "constant":
@@ -154,10 +169,11 @@ def hf_factor(
         return S.HFCosineWithHardRestartsFactor(warmup, total, kwargs.get("num_cycles", 1))
     if name == "polynomial":
         lr_end, power = kwargs.get("lr_end", 1e-7), kwargs.get("power", 1.0)
+        lr_init = _known(name, lr_init)
         if not (lr_init > lr_end):
             raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
         return S.HFPolynomialFactor(warmup, total, lr_end, power, lr_init)
-    rate = _min_lr_rate(kwargs, lr_init)
+    rate = _min_lr_rate(name, kwargs, lr_init)
     if name == "cosine_with_min_lr":
         return S.HFCosineWithMinLRFactor(warmup, total, kwargs.get("num_cycles", 0.5), rate)
     return S.HFCosineWarmupWithMinLRFactor(
@@ -209,10 +225,14 @@ class HFSchedule(ScheduleLR):
         check_optimizer(optimizer)
         check_int("last_epoch", last_epoch, minimum=-1)
         name = canonical_name(name)
-        factor = hf_factor(
-            name, num_warmup_steps, num_training_steps, scheduler_specific_kwargs, _default_lr(optimizer)
+        self.schedules = self.schedules_for(
+            group_peaks(optimizer),
+            name,
+            num_warmup_steps,
+            num_training_steps,
+            scheduler_specific_kwargs,
+            lr_init=_default_lr(optimizer),
         )
-        self.schedules = [S.Product(S.Constant(peak), factor) for peak in group_peaks(optimizer)]
         kwargs = None if scheduler_specific_kwargs is None else dict(scheduler_specific_kwargs)
         self._record_spec(
             name=name,
@@ -221,6 +241,28 @@ class HFSchedule(ScheduleLR):
             scheduler_specific_kwargs=kwargs,
         )
         LRScheduler.__init__(self, optimizer, last_epoch)
+
+    @classmethod
+    def schedules_for(  # type: ignore[override]
+        cls,
+        peaks: list[float],
+        name: str,
+        num_warmup_steps: int | None = None,
+        num_training_steps: int | None = None,
+        scheduler_specific_kwargs: Mapping[str, Any] | None = None,
+        lr_init: float | None = None,
+    ) -> list[S.Schedule]:
+        """Each group's schedule, ``Product(Constant(peak), factor)``, for groups peaking at ``peaks``.
+
+        ``lr_init`` is the optimizer's ``defaults["lr"]``, which transformers' ``polynomial`` and a
+        ``min_lr`` read. Bound to peaks alone (:meth:`spec_schedules`: a resume's ``extend``, a
+        ``Clocked`` schedule) it is the groups' common peak, as for an optimizer whose groups take its
+        default LR; if the peaks differ, a factor that reads it raises :class:`DefaultLRError`.
+        """
+        if lr_init is None and len(set(peaks)) == 1:
+            lr_init = peaks[0]
+        factor = hf_factor(name, num_warmup_steps, num_training_steps, scheduler_specific_kwargs, lr_init)
+        return [S.Product(S.Constant(peak), factor) for peak in peaks]
 
     @property
     def factor(self) -> S.Schedule:

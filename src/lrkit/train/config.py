@@ -631,14 +631,15 @@ class TrainConfig:
     def to_dict(self, for_toml: bool = False) -> dict[str, dict[str, Any]]:
         """The config as plain data, by section (what checkpoints store under ``"train_config"``).
 
-        ``for_toml``: leave out the fields that are None (TOML has no null) and write specs as JSON text.
+        ``for_toml``: leave out the fields that are None (TOML has no null) or empty tables (their default, no
+        pairs), and write specs as JSON text.
         """
         out: dict[str, dict[str, Any]] = {}
         for name in SECTIONS:
             section = getattr(self, name)
             hints = _hints(type(section))
             table = {f.name: _plain(getattr(section, f.name), hints[f.name], for_toml) for f in fields(section)}
-            out[name] = {k: v for k, v in table.items() if not (for_toml and v is None)}
+            out[name] = {k: v for k, v in table.items() if not (for_toml and (v is None or v == {}))}
         return out
 
     def to_toml(self) -> str:

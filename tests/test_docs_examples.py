@@ -8,12 +8,15 @@ built. Blocks tagged ```bash, ```console or ```text are shown, not run.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sybil import Sybil
 from sybil.example import Example
 from sybil.parsers.markdown import PythonCodeBlockParser
+
+from lrkit.spec import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
@@ -27,6 +30,16 @@ EXAMPLES: list[Example] = [e for path in DOCUMENTS for e in Sybil(parsers=[Pytho
 _done: dict[str, int] = {}
 _directory: dict[str, Path] = {}
 _failed: dict[str, Example] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registry_as_found() -> Iterator[None]:
+    """The guide registers its own spec types (as it teaches); the test files run after it in the same
+    process (xdist's loadfile) see the registry as it was, the built-in catalog."""
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)
 
 
 def _where(example: Example) -> str:

@@ -2,7 +2,7 @@
 torch's own default, in the same process.
 
 The parameters and param groups are the trainer's (``lrkit.train.models.build_model`` and
-``lrkit.train.loop.param_groups``: weight decay 0.1 on the matrices), with random gradients. On CPU,
+``lrkit.train.components.param_groups``: weight decay 0.1 on the matrices), with random gradients. On CPU,
 ``torch.optim.AdamW`` without ``fused``/``foreach`` runs a Python for-loop over the parameters (what
 nanoGPT's ``train.py`` gets); ``auto`` picks the fused kernel (one call over all of them). Each
 implementation is timed for ``--steps`` calls of ``optimizer.step()``, alternately, ``--repeats``
@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from lrkit.train.loop import add_train_arguments, optimizer_impl_kwargs, param_groups
+from lrkit.train.components import optimizer_impl_kwargs, param_groups
+from lrkit.train.loop import add_train_arguments
 from lrkit.train.models import build_model
 
 IMPLS = ("for-loop", "foreach", "fused")

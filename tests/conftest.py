@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from lrkit.train.loop import add_train_arguments, read_metrics, run_train, train
+from lrkit.train.loop import add_train_arguments, run_train, train
+from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
 
 #: A two-child ChainedScheduler (StepLR then LinearLR): the trainer tests' default schedule.

@@ -11,7 +11,8 @@ import pytest
 from lrkit import schedules as S
 from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import read_metrics, train
+from lrkit.train.loop import train
+from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
 from tests.conftest import CHAINED, TINY, parse, trace, train_error_of
 
@@ -37,7 +38,7 @@ def lrs_of(records: list[dict[str, Any]]) -> list[float]:
 
 
 def saved_spec(tmp: Path) -> dict[str, Any]:
-    return ckpt.load_checkpoint(ckpt.list_checkpoints(tmp)[-1])["scheduler_spec"]
+    return ckpt.load_checkpoint(ckpt.list_checkpoints(tmp)[-1])["schedule"]["scheduler_spec"]
 
 
 def test_spec_diff_names_each_changed_path() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from lrkit import cli
 from lrkit import schedules as S
 from lrkit.schedulers.llm import ScheduleLR
-from lrkit.spec import CATALOG, CliName, SpecType, build_scheduler, register, registry, spec_records, spec_types
+from lrkit.spec import CATALOG, CliName, SpecType, build_scheduler, register, registry, spec_types
 from lrkit.tools.flags import ScheduleFlagError, add_schedule_arguments, scheduler_names, spec_from_args
 
 
@@ -85,8 +87,10 @@ def test_a_toy_schedule_is_in_preview_and_the_align_list(toy, capsys):
 
 
 def test_registration_is_explicit_and_a_short_name_belongs_to_one_type(monkeypatch):
+    # A fresh interpreter: importing lrkit registers the catalog and nothing else.
+    code = "import lrkit.spec as s; assert [r.name for r in s.spec_records()] == [r.name for r in s.CATALOG]"
+    subprocess.run([sys.executable, "-c", code], check=True)
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    assert [r.name for r in spec_records()] == [r.name for r in CATALOG]
     clash = SpecType("Other", HalfwayLR, cli=(CliName("cosine", lambda f: {}),))
     with pytest.raises(ValueError, match="short name 'cosine' is already WarmupCosine's"):
         register(clash)

@@ -15,7 +15,8 @@ from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
 from lrkit.spec.groups import PerGroup, scale_absolute_lrs
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import plot_run, run_train
+from lrkit.train.loop import run_train
+from lrkit.train.metrics import plot_run
 from lrkit.train.models import build_model
 from lrkit.train.param_groups import layer_depths, layerwise_lr_decay, part_groups, scale_groups
 from tests.conftest import TINY, parse, run_schedule
@@ -263,7 +264,7 @@ def test_trainer_logs_every_groups_lr_and_each_follows_its_schedule(tmp_path: Pa
     # The checkpoint records the whole per-group spec, and a resume continues it exactly.
     run(tmp_path / "resumed", *GROUP_FLAGS, "--num-iterations", "3", "--save-interval", "3")
     payload = ckpt.load_checkpoint(ckpt.find_latest_valid(tmp_path / "resumed"))
-    spec = payload["scheduler_spec"]
+    spec = payload["schedule"]["scheduler_spec"]
     assert spec["type"] == "PerGroup" and spec["names"] == names and spec["schedulers"][0] == EMBED
     resumed = run(tmp_path / "resumed", *GROUP_FLAGS, "--num-iterations", "6", "--resume", "auto")
     assert [(r["lr"], r["loss"]) for r in resumed] == [(r["lr"], r["loss"]) for r in records]

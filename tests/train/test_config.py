@@ -17,7 +17,8 @@ from lrkit.train.arguments import config_from_args
 from lrkit.train.config import SECTIONS, ScheduleConfig, TrainConfig, flag_of, schedule_flag_names
 from lrkit.train.errors import ConfigError
 from lrkit.train.find_lr import add_find_lr_arguments, configs_from_args
-from lrkit.train.loop import read_metrics, run_train
+from lrkit.train.loop import run_train
+from lrkit.train.metrics import read_metrics
 from tests.conftest import TINY, parse, trace
 
 

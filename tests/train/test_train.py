@@ -16,7 +16,9 @@ import torch
 
 import lrkit
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import TrainError, optimizer_impl_kwargs, read_metrics
+from lrkit.train.components import optimizer_impl_kwargs
+from lrkit.train.errors import TrainError
+from lrkit.train.metrics import read_metrics
 from tests.conftest import CHAINED, TINY, chained_run, parse, torchrun, trace, train_error_of
 
 

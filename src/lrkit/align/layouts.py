@@ -114,7 +114,7 @@ def layout_cases(models: tuple[str, ...] = MODELS) -> list[LayoutCase]:
 def _train(lc: LayoutCase, backend: str, run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
     """Train one backend; checkpoint cases also resume from ``resume_from``. Returns metrics and Δresume."""
     from lrkit.train.checkpoint import checkpoint_path
-    from lrkit.train.loop import read_metrics
+    from lrkit.train.metrics import read_metrics
 
     case = lc.case
     if lc.resume_from is None:

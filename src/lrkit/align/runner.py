@@ -63,7 +63,7 @@ def run_command(cmd: list[str]) -> None:
 
 def run_case(case: Case, workdir: Path) -> dict[str, Any]:
     """Train ``case`` with both backends and compare; returns the row of the report."""
-    from lrkit.train.loop import read_metrics
+    from lrkit.train.metrics import read_metrics
 
     t0 = time.perf_counter()
     dirs = {}

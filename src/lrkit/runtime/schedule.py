@@ -46,7 +46,7 @@ from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 from lrkit.spec import Backend, build_scheduler, spec_fingerprint
 from lrkit.spec.clocked import advance, move_to, spec_clock_unit
 
-__all__ = ["TrainingSchedule", "ScheduleError"]
+__all__ = ["TrainingSchedule", "ScheduleError", "saved_clock"]
 
 #: The keys of :meth:`TrainingSchedule.state_dict` (what a checkpoint holds about its schedule).
 STATE_KEYS = (
@@ -206,18 +206,21 @@ class TrainingSchedule:
         policy = policy or resume_policy.Policy("strict")
         decision = resume_policy.decide(policy, resume_policy.Saved.from_payload(state), self.request, where=where)
         steps = int(state["scheduler_steps"])
-        clock = _saved_clock(state, self.sequence_length)
+        clock = saved_clock(state, self.sequence_length)
         hparams, notes = self._resume_hparams(state.get("hparams"), policy.kind, steps)
         notes += decision.notes
         # The schedule in force at the checkpoint, where it stopped.
         self.spec, self.request, self.policy = decision.saved.spec, decision.request, decision.record
         self.steps, self.clock, self.hparams = steps, clock, hparams
         same_backend = state.get("scheduler_backend") == self.backend
-        self.scheduler = self._rebuild(self.spec, 0 if same_backend and state.get("scheduler") else steps, clock)
-        if same_backend and state.get("scheduler") and self._state_is_saved():
-            self.scheduler.load_state_dict(state["scheduler"])
+        saved_state = state.get("scheduler") if same_backend else None
+        self.scheduler = self._rebuild(self.spec, 0 if saved_state else steps, clock)
+        if saved_state and self._state_is_saved():
+            self.scheduler.load_state_dict(saved_state)
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 set_group_value(group, "lr", float(lr))
+        elif self.follows_a_metric:
+            notes.append(f"the checkpoint holds no {self.backend} ReduceLROnPlateau state: its patience count restarts")
         if decision.change:
             notes += self._change(decision)
         saved_per_step = state.get("tokens_per_step")
@@ -241,7 +244,9 @@ class TrainingSchedule:
             warnings.simplefilter("ignore")
             if unit is not None:
                 move_to(scheduler, (clock or {}).get(unit, 0), steps)
-            elif not _follows_a_metric(scheduler):
+            elif _follows_a_metric(scheduler):  # no metrics to replay: it watches from here
+                scheduler.last_epoch = steps
+            else:
                 for _ in range(steps):
                     scheduler.step()
         return scheduler
@@ -257,6 +262,10 @@ class TrainingSchedule:
         )
         self.scheduler = self._rebuild(spec, self.steps, self.clock)
         self.spec = spec
+        if self.follows_a_metric:
+            notes.append(
+                f"the ReduceLROnPlateau starts at step {self.steps} from its peak LR and watches the loss from there"
+            )
         if decision.policy.kind == "override":
             notes.append(resume_policy.jump_report(self.steps, before, self.lrs()))
         return notes
@@ -324,7 +333,7 @@ def _follows_a_metric(scheduler: Any) -> bool:
     return isinstance(scheduler, (ReduceLROnPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
 
 
-def _saved_clock(state: Mapping[str, Any], sequence_length: int | None) -> dict[str, int]:
+def saved_clock(state: Mapping[str, Any], sequence_length: int | None) -> dict[str, int]:
     """The clocks of a checkpoint; one saved before they existed counts every token it read."""
     saved = state.get("clock")
     if isinstance(saved, Mapping) and {"tokens", "samples"} <= set(saved):

@@ -36,10 +36,10 @@ import torch
 from lrkit.schedulers.torch_compat import LambdaLR
 from lrkit.schedules import ExponentialRamp
 from lrkit.train.arguments import add_train_arguments
+from lrkit.train.components import build_optimizer, build_train_model
 from lrkit.train.config import TrainConfig
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
 from lrkit.train.errors import USER_ERRORS, TrainError
-from lrkit.train.loop import build_optimizer, build_train_model
 from lrkit.train.parallel import DistContext, clip_grad_norm, wrap_model
 
 __all__ = [
@@ -280,7 +280,7 @@ def find_lr(
 
     ``config`` may also be ``lrkit find-lr``'s parsed flags (:func:`add_find_lr_arguments`), which give both.
 
-    The optimizer is the trainer's (:func:`lrkit.train.loop.build_optimizer`, two param groups) with base
+    The optimizer is the trainer's (:func:`lrkit.train.components.build_optimizer`, two param groups) with base
     LR 1, so ``LambdaLR``'s factor ``base_lr * ramp(t)`` is exactly the ramp's LR.
 
     Raises:

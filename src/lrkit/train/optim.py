@@ -31,8 +31,6 @@ the new one from the current step).
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Mapping
 from typing import Any
 
 from lrkit.schedulers.hparams import GRAD_CLIP, SHORT_FORMS, HyperparamScheduler, schedule_from_text
@@ -300,57 +298,3 @@ def grad_clip(hparams: list[HyperparamScheduler], default: float) -> float:
 def hparam_record(hparams: list[HyperparamScheduler]) -> dict[str, Any]:
     """The scheduled values in force (read back from the optimizer): ``{"weight_decay": [...], "grad_clip": x}``."""
     return {h.key: (h.current()[0] if h.key == GRAD_CLIP else h.current()) for h in hparams}
-
-
-def _describe(schedules: Any) -> str:
-    """Each distinct schedule of a state's per-group list, with the groups that follow it."""
-    if not isinstance(schedules, list):
-        return repr(schedules)
-    distinct: dict[str, list[int]] = {}
-    for i, schedule in enumerate(schedules):
-        if schedule is not None:
-            distinct.setdefault(json.dumps(schedule, sort_keys=True), []).append(i)
-    return "; ".join(f"{text} (param_groups {groups})" for text, groups in distinct.items())
-
-
-def resume_hparams(
-    hparams: list[HyperparamScheduler], saved: Mapping[str, Any] | None, policy: str, steps: int, optimizer: Any
-) -> tuple[list[HyperparamScheduler], list[str]]:
-    """The hyperparameter schedulers to continue with after a resume at scheduler step ``steps``, and notes.
-
-    A schedule equal to the checkpoint's continues from its state. Otherwise ``policy`` (the kind of
-    ``--lr-resume-policy``) decides: ``checkpoint`` keeps the checkpoint's (also one the flags no longer
-    give), ``override`` applies the flags' from step ``steps`` on, anything else is an error.
-    """
-    saved = dict(saved or {})
-    mine = {h.key: h for h in hparams}
-    out: list[HyperparamScheduler] = []
-    notes: list[str] = []
-    for key in [*mine, *(k for k in saved if k not in mine)]:
-        flag = HPARAM_FLAGS.get(key, key)
-        h, state = mine.get(key), saved.get(key)
-        if h is not None and state is not None and (state.get("schedules") == h.state_dict()["schedules"]):
-            h.load_state_dict(state)
-            out.append(h)
-        elif state is not None and policy == "checkpoint":
-            kept = h or HyperparamScheduler(None if key == GRAD_CLIP else optimizer, key, state["schedules"])
-            kept.load_state_dict(state)
-            out.append(kept)
-            notes.append(f"--lr-resume-policy checkpoint: keeping the checkpoint's {flag}")
-        elif h is not None and policy == "override":
-            h.step(epoch=steps)
-            out.append(h)
-            notes.append(f"--lr-resume-policy override: {flag} applies from step {steps}, value {h.current()}")
-        elif h is not None:
-            theirs = f"follows {_describe(state.get('schedules'))}" if state is not None else "has none"
-            raise GroupError(
-                f"{flag} gives {_describe(h.state_dict()['schedules'])}, but the checkpoint's {key} schedule "
-                f"{theirs}; pass --lr-resume-policy checkpoint (keep the checkpoint's) or override (apply {flag} "
-                f"from step {steps})"
-            )
-        else:
-            raise GroupError(
-                f"the checkpoint's {key} follows {_describe(saved[key].get('schedules'))}, which the flags do not "
-                f"give: pass {flag} again, or --lr-resume-policy checkpoint to keep it"
-            )
-    return out, notes

@@ -260,6 +260,49 @@ class ParallelModel:
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.raw.parameters()
 
+    # The state protocol of the model and its optimizer under this layout. Checkpoints hold the full,
+    # unsharded state (CPU tensors), so a checkpoint of one layout loads into any other.
+
+    def model_state_dict(self) -> dict[str, Any]:
+        """Collective: the full model's state dict (CPU tensors)."""
+        if self.sharded_state:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            return get_model_state_dict(self.raw, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return {k: v.detach().cpu() for k, v in self.raw.state_dict().items()}
+
+    def load_model_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a full model state dict (any layout's) into this layout's parameters."""
+        if self.sharded_state:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.raw, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            self.raw.load_state_dict(state)
+
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """Collective: the full optimizer state dict on the main rank. A ZeRO-1 optimizer gathers its own
+        shards (``full_state_dict``); sharded parameters use the DCP state-dict API."""
+        gather = getattr(optimizer, "full_state_dict", None)
+        if gather is not None:
+            full = gather()
+            return full if self.ctx.is_main else {}
+        if self.sharded_state:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_optimizer_state_dict(self.raw, optimizer, options=options)
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """Load a full optimizer state dict; a ZeRO-1 optimizer keeps its own shard of it."""
+        if self.sharded_state and not hasattr(optimizer, "full_state_dict"):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.raw, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state)
+
 
 def wrap_model(
     model: nn.Module, ctx: DistContext, fsdp: bool = False, sequence_parallel: bool = False

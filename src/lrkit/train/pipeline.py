@@ -209,7 +209,7 @@ class PipelineModel(ParallelModel):
         """Whether this rank's part goes into the gathered payload: one copy per stage, not per replica or shard."""
         return self.ctx.tp_rank == 0 and (sharded_over_dp or self.ctx.dp_rank == 0)
 
-    def model_state(self) -> dict[str, Any]:
+    def model_state_dict(self) -> dict[str, Any]:
         """Collective: the full model's state dict on rank 0 (``{}`` elsewhere)."""
         local: dict[str, torch.Tensor] = {}
         if self.ctx.dp_rank == 0:  # DTensors are gathered over the tensor-parallel group of this replica
@@ -224,7 +224,7 @@ class PipelineModel(ParallelModel):
             merged.update(part)
         return {key: merged[name] for key, name in self._state_keys}
 
-    def optimizer_state(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    def optimizer_state_dict(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """Collective: the single-process optimizer's state dict on rank 0 (``{}`` elsewhere).
 
         Under ZeRO-1 every data-parallel rank holds the state of its own parameters: all of them send.
@@ -254,13 +254,14 @@ class PipelineModel(ParallelModel):
             groups.append({**hyper[min(g, len(hyper) - 1)], "params": params})
         return {"state": state, "param_groups": groups}
 
-    def load(self, optimizer: torch.optim.Optimizer, payload: dict[str, Any]) -> None:
-        """Load a full-model payload (any layout's) into this rank's stages and optimizer (cut into shards)."""
-        state = payload["model"]
+    def load_model_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a full model state dict (any layout's) into this rank's stages (cut into shards)."""
         with torch.no_grad():
             for p in self.raw.parameters():
                 local_tensor(p).copy_(local_tensor(shard_like(state[self._canon[id(p)]], p)))
-        full = payload["optimizer"]
+
+    def load_optimizer_state_dict(self, optimizer: torch.optim.Optimizer, full: dict[str, Any]) -> None:
+        """Load a full optimizer state dict (any layout's) into this rank's optimizer (cut into shards)."""
         index_of = {name: i for i, name in enumerate(n for names in self._full_order for n in names)}
         local = optimizer.state_dict()
         new_state = {}

@@ -1,0 +1,190 @@
+"""The trainer's components, built from the config: the model, its optimizer, the evaluation, and the state
+protocol of each stateful part (``state_dict()`` / ``load_state_dict()``), so a checkpoint is a dict of them."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from lrkit.train import checkpoint as ckpt
+from lrkit.train import optim as train_optim
+from lrkit.train.config import ModelConfig, TrainConfig
+from lrkit.train.data import TokenLoader
+from lrkit.train.errors import TrainError
+from lrkit.train.models import build_model
+from lrkit.train.parallel import DistContext, ParallelModel, all_reduce_mean, is_dtensor
+from lrkit.train.zero import ZeroOptimizer
+
+__all__ = [
+    "ModelState",
+    "OptimizerState",
+    "RNGState",
+    "build_optimizer",
+    "build_train_model",
+    "evaluate",
+    "model_overrides",
+    "optimizer_impl_kwargs",
+    "param_groups",
+]
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups, as in nanoGPT: matrices decay; biases, norms and gains do not."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizer(config: TrainConfig, pm: ParallelModel) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over two param groups (or the named ones); ZeRO-1 shards its state."""
+    opt, lr_value, compile_ = config.optimizer, float(config.schedule.lr), config.model.compile
+    lr: float | torch.Tensor = lr_value
+    if compile_:
+        lr = torch.tensor(lr_value)  # a tensor LR changes without recompiling the step
+    groups = train_optim.named_groups(config, pm.raw) or param_groups(pm.raw, opt.weight_decay)
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any] = {"lr": lr}
+    if opt.name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
+        kwargs["betas"] = (opt.beta1, opt.beta2)
+    else:
+        cls = torch.optim.SGD
+        kwargs["momentum"] = opt.momentum
+    dtensor_params = any(is_dtensor(p) for p in pm.raw.parameters())
+    kwargs.update(optimizer_impl_kwargs(config, dtensor_params=dtensor_params))
+    if opt.zero_stage == 1:
+        if not pm.ctx.distributed:
+            raise TrainError("--zero-stage 1 needs more than one rank (launch with torchrun)")
+        if config.parallel.fsdp:
+            raise TrainError("--zero-stage 1 cannot be combined with --fsdp (FSDP2 already shards the optimizer state)")
+        return ZeroOptimizer(groups, optimizer_class=cls, group=pm.ctx.mesh["dp"].get_group(), **kwargs)
+    if compile_:
+        for group in groups:
+            group["lr"] = torch.tensor(float(group.get("lr", lr_value)))
+    return cls(groups, **kwargs)
+
+
+def optimizer_impl_kwargs(config: TrainConfig, dtensor_params: bool = False) -> dict[str, bool]:
+    """``--optimizer-impl`` as the optimizer's ``fused`` / ``foreach`` arguments (``{}``: torch's default).
+
+    ``auto`` picks the fused kernel for AdamW and Adam over plain tensors. It leaves torch's default
+    under ``--compile`` (the compiled step is traced from it) and for DTensor parameters
+    (``dtensor_params``: tensor parallel, FSDP2), which torch's fused kernels do not take.
+    """
+    config = TrainConfig.of(config)
+    opt, compile_ = config.optimizer, config.model.compile
+    impl = opt.implementation
+    if impl == "auto":
+        fused = opt.name in ("adamw", "adam") and not compile_ and not dtensor_params
+        return {"fused": True} if fused else {}
+    if impl == "fused":
+        if dtensor_params:
+            raise TrainError(
+                "--optimizer-impl fused does not work with DTensor parameters (--tensor-parallel > 1 or --fsdp): "
+                "torch's fused kernels take plain tensors only; use auto or foreach"
+            )
+        return {"fused": True}
+    return {"foreach": impl == "foreach"}
+
+
+def model_overrides(model: ModelConfig) -> dict[str, Any]:
+    """The model-config fields the config replaces in the preset (``--dropout``, ``--n-layer``, ...)."""
+    overrides: dict[str, Any] = {}
+    if model.name == "gpt2" and model.dropout:
+        overrides["dropout"] = model.dropout
+    for name in ("n_layer", "n_head", "n_kv_head"):
+        value = getattr(model, name)
+        if value is None:
+            continue
+        if name == "n_kv_head" and model.name != "llama3":
+            raise TrainError(f"--n-kv-head applies to --model llama3 only, got --model {model.name}")
+        overrides[name] = value
+    return overrides
+
+
+def build_train_model(model: ModelConfig) -> Any:
+    """The model the config describes; a preset or shape the model refuses is a :class:`TrainError`."""
+    overrides = model_overrides(model)
+    try:
+        return build_model(model.name, model.preset, **overrides)
+    except ValueError as err:  # the model's own argument checks: the flags chose those arguments
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
+        raise TrainError(f"--model {model.name} --preset {model.preset} {flags}".rstrip() + f": {err}") from err
+
+
+@torch.no_grad()
+def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistContext, autocast_dtype: Any) -> float:
+    """Mean validation loss over ``--eval-iters`` micro-batches from the start of the split (deterministic)."""
+    batch, eval_iters = config.batch, config.logging.eval_iters
+    loader = TokenLoader(val_tokens, batch.batch_size, batch.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
+    pm.module.eval()
+    total = 0.0
+    for _ in range(eval_iters):
+        x, y = loader.next_batch()
+        amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+        with amp:
+            _, loss = pm.module(x.to(ctx.device), y.to(ctx.device))
+        assert loss is not None
+        total += float(loss)
+    pm.module.train()
+    return all_reduce_mean(total / eval_iters, ctx)
+
+
+# --------------------------------------------------------------------------- the state protocol
+
+
+class ModelState:
+    """The model under its layout: the full state dict (any layout's checkpoint loads into any other)."""
+
+    def __init__(self, pm: ParallelModel) -> None:
+        self.pm = pm
+
+    def state_dict(self) -> dict[str, Any]:
+        """Collective: every rank takes part."""
+        return self.pm.model_state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pm.load_model_state_dict(state)
+
+
+class OptimizerState:
+    """The optimizer under the model's layout (ZeRO-1, FSDP2, TP and pipeline stages hold shards of it)."""
+
+    def __init__(self, pm: ParallelModel, optimizer: torch.optim.Optimizer) -> None:
+        self.pm, self.optimizer = pm, optimizer
+
+    def state_dict(self) -> dict[str, Any]:
+        """Collective: every rank takes part."""
+        return self.pm.optimizer_state_dict(self.optimizer)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pm.load_optimizer_state_dict(self.optimizer, state)
+
+
+class RNGState:
+    """Every rank's random generators (Python, numpy, torch CPU and CUDA), one entry per rank."""
+
+    def __init__(self, ctx: DistContext) -> None:
+        self.ctx = ctx
+
+    def state_dict(self) -> list[Any]:
+        """Collective: every rank's state, in rank order."""
+        state = ckpt.capture_rng_state()
+        if not self.ctx.distributed:
+            return [state]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.ctx.world_size
+        dist.all_gather_object(out, state)
+        return out
+
+    def load_state_dict(self, states: list[Any]) -> None:
+        ckpt.restore_rng_state(states[self.ctx.rank])

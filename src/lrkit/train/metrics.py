@@ -1,0 +1,113 @@
+"""The run's record: ``metrics.jsonl`` (one JSON object per optimizer step), the per-step line, the plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "Printer", "plot_run", "read_metrics"]
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per optimizer step, at full float precision."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a resumed run rewrites them), atomically; skip torn lines."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All parseable records of a ``metrics.jsonl``."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class Printer:
+    """Per-step lines on the printing rank; a tqdm bar on top when stdout is a terminal."""
+
+    def __init__(self, enabled: bool, total: int, initial: int) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+
+    def write(self, line: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def step(self, line: str) -> None:
+        self.write(line)
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def plot_run(metrics_path: Path, out: Path) -> Path:
+    """``lr_loss.png``: LR (per group), train loss and val loss against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    steps = [r["step"] for r in records]
+    fig, (ax_lr, ax_loss) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    n_groups = len(records[0]["lr"]) if records else 0
+    names = records[0].get("lr_groups") if records else None
+    for i in range(n_groups):
+        ax_lr.plot(steps, [r["lr"][i] for r in records], label=names[i] if names else f"group {i}")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.legend(loc="best")
+    ax_lr.grid(alpha=0.3)
+    ax_loss.plot(steps, [r["loss"] for r in records], label="train loss", lw=1)
+    evals = [r for r in records if "val_loss" in r]
+    if evals:
+        ax_loss.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", label="val loss")
+    ax_loss.set_xlabel("step (optimizer updates)")
+    ax_loss.set_ylabel("loss (nats/token)")
+    ax_loss.legend(loc="best")
+    ax_loss.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

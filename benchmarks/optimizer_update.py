@@ -18,8 +18,8 @@ import time
 
 import torch
 
+from lrkit.train.arguments import add_train_arguments
 from lrkit.train.components import optimizer_impl_kwargs, param_groups
-from lrkit.train.loop import add_train_arguments
 from lrkit.train.models import build_model
 
 IMPLS = ("for-loop", "foreach", "fused")

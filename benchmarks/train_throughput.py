@@ -43,8 +43,9 @@ from typing import Any
 import torch
 from nanogpt_reference import nanogpt_tokens_per_s
 
+from lrkit.train.arguments import add_train_arguments
 from lrkit.train.data import load_corpus
-from lrkit.train.loop import add_train_arguments, train
+from lrkit.train.loop import train
 from lrkit.train.metrics import read_metrics
 from lrkit.train.models import build_model
 from lrkit.train.parallel import setup_distributed

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from lrkit.train.loop import add_train_arguments, run_train, train
+from lrkit.train.arguments import add_train_arguments
+from lrkit.train.command import run_train
+from lrkit.train.loop import train
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
 

@@ -41,7 +41,7 @@ def test_matrix_names_are_unique_and_random_cases_are_reproducible() -> None:
 def test_layout_matrix_has_every_scenario_with_a_valid_batch_split() -> None:
     """make align-layouts: InfiniTrain's layouts for both models, ZeRO-1 wherever DP > 1, same global batch."""
     from lrkit.align.layouts import SEQUENCES, layout_cases, reference_name
-    from lrkit.train.loop import add_train_arguments
+    from lrkit.train.arguments import add_train_arguments
 
     cases = layout_cases()
     names = [lc.name for lc in cases]

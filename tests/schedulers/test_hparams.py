@@ -14,7 +14,7 @@ import torch
 from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
 from lrkit.schedulers.hparams import HyperparamScheduler, schedule_from_text
-from lrkit.train.loop import run_train
+from lrkit.train.command import run_train
 from tests.conftest import TINY, parse
 from tests.conftest import train_run as run
 

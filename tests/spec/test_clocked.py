@@ -146,3 +146,12 @@ def test_extend_and_cooldown_refuse_a_change_of_clock() -> None:
     with pytest.raises(ResumeError, match="extend changes only the run length"):
         decide(Policy("extend"), saved, {**CLOCKED, "schedule": {**COSINE, "min_lr": 2e-4}})
     assert decide(Policy("strict"), saved, dict(CLOCKED)).change is False
+
+
+def test_a_transformers_schedule_is_refused_on_the_token_clock():
+    """transformers' schedules count optimizer steps: a Clocked spec refuses one by name."""
+    spec = {"type": "Clocked", "unit": "tokens",
+            "schedule": {"type": "HFSchedule", "name": "cosine", "num_warmup_steps": 100, "num_training_steps": 1000}}
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="got 'HFSchedule'.*count optimizer steps"):
+        build_scheduler(spec, opt)

@@ -15,7 +15,7 @@ from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
 from lrkit.spec.groups import PerGroup, scale_absolute_lrs
 from lrkit.train import checkpoint as ckpt
-from lrkit.train.loop import run_train
+from lrkit.train.command import run_train
 from lrkit.train.metrics import plot_run
 from lrkit.train.models import build_model
 from lrkit.train.param_groups import layer_depths, layerwise_lr_decay, part_groups, scale_groups

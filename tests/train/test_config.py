@@ -14,10 +14,10 @@ from lrkit import cli
 from lrkit.tools.flags import add_schedule_arguments
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.arguments import config_from_args
+from lrkit.train.command import run_train
 from lrkit.train.config import SECTIONS, ScheduleConfig, TrainConfig, flag_of, schedule_flag_names
 from lrkit.train.errors import ConfigError
 from lrkit.train.find_lr import add_find_lr_arguments, configs_from_args
-from lrkit.train.loop import run_train
 from lrkit.train.metrics import read_metrics
 from tests.conftest import TINY, parse, trace
 

@@ -17,8 +17,8 @@ import pytest
 
 from lrkit import cli
 from lrkit.schedules import ExponentialRamp
+from lrkit.train.arguments import add_train_arguments
 from lrkit.train.find_lr import add_find_lr_arguments, find_lr, smooth_losses, steepest_index
-from lrkit.train.loop import add_train_arguments
 
 START, END, N = 1e-6, 3.0, 30
 FAST = ["--preset", "tiny", "--batch-size", "2", "--sequence-length", "32", "--threads", "1", "--num-steps", str(N)]

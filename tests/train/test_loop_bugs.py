@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lrkit.train import loop
-from lrkit.train.loop import run_train
+from lrkit.train.command import run_train
 from tests.conftest import TINY, parse, trace, train_run
 
 PLATEAU = ["--lr-scheduler", "reduce_lr_on_plateau", "--patience", "0", "--lr", "0.01"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lrkit.train.checkpoint import checkpoint_path
-from lrkit.train.loop import run_train
+from lrkit.train.command import run_train
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
 from lrkit.train.pipeline import check_pipeline_args, stage_layers

@@ -29,7 +29,8 @@ def _plot() -> Command:
 
 
 def _train() -> Command:
-    from lrkit.train.loop import add_train_arguments, run_train
+    from lrkit.train.arguments import add_train_arguments
+    from lrkit.train.command import run_train
 
     return add_train_arguments, run_train
 

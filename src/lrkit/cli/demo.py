@@ -40,7 +40,7 @@ TRAIN = [
 def run_demo(args: argparse.Namespace | None = None) -> int:
     """Run the demo; returns the exit code."""
     from lrkit.tools.preview import add_preview_arguments, run_preview
-    from lrkit.train.loop import main as train_main
+    from lrkit.train.command import main as train_main
     from lrkit.train.metrics import read_metrics
 
     run_dir = Path("runs/demo")

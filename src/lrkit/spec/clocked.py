@@ -27,6 +27,7 @@ from typing import Any
 from lrkit import schedules as S
 from lrkit.schedulers import llm
 from lrkit.schedulers.base import LRScheduler, StateError
+from lrkit.schedulers.hf import HFSchedule
 from lrkit.schedulers.llm import ScheduleLR, group_peaks
 from lrkit.schedules._checks import check_choice, check_int
 from lrkit.spec.registry import spec_class
@@ -49,7 +50,7 @@ def _inner(schedule: Any) -> tuple[type[ScheduleLR], dict[str, Any]]:
         raise TypeError(f"Clocked: schedule must be a spec dict with a 'type' key, got schedule={schedule!r}")
     kind = str(schedule["type"])
     cls = spec_class(kind)
-    if not isinstance(cls, type) or not issubclass(cls, ScheduleLR):
+    if not isinstance(cls, type) or not issubclass(cls, ScheduleLR) or issubclass(cls, HFSchedule):
         choices = ", ".join(name for name in llm.__all__ if name != "ScheduleLR")
         raise ValueError(
             f"Clocked: schedule['type'] must be one of lrkit's LLM schedules ({choices}), got {kind!r}: "

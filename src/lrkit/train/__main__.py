@@ -2,7 +2,7 @@
 
 import sys
 
-from lrkit.train.loop import main
+from lrkit.train.command import main
 
 if __name__ == "__main__":
     sys.exit(main())

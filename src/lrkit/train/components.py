@@ -3,6 +3,7 @@ protocol of each stateful part (``state_dict()`` / ``load_state_dict()``), so a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -14,7 +15,8 @@ from lrkit.train.config import ModelConfig, TrainConfig
 from lrkit.train.data import TokenLoader
 from lrkit.train.errors import TrainError
 from lrkit.train.models import build_model
-from lrkit.train.parallel import DistContext, ParallelModel, all_reduce_mean, is_dtensor
+from lrkit.train.parallel import DistContext, ParallelModel, all_reduce_mean, is_dtensor, wrap_model
+from lrkit.train.pipeline import build_pipeline, check_pipeline_args
 from lrkit.train.zero import ZeroOptimizer
 
 __all__ = [
@@ -23,9 +25,12 @@ __all__ = [
     "RNGState",
     "build_optimizer",
     "build_train_model",
+    "check_fits",
     "evaluate",
     "model_overrides",
     "optimizer_impl_kwargs",
+    "optimizer_step",
+    "parallelize",
     "param_groups",
 ]
 
@@ -118,6 +123,54 @@ def build_train_model(model: ModelConfig) -> Any:
     except ValueError as err:  # the model's own argument checks: the flags chose those arguments
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in overrides.items())
         raise TrainError(f"--model {model.name} --preset {model.preset} {flags}".rstrip() + f": {err}") from err
+
+
+def check_fits(model: Any, config: ModelConfig, sequence_length: int, tokens: Any) -> None:
+    """The data fits the model: sequences within its context, token ids within its vocabulary."""
+    if sequence_length > model.config.block_size:
+        raise TrainError(
+            f"--sequence-length {sequence_length} is longer than the model's context "
+            f"(block_size={model.config.block_size} for {config.name}/{config.preset})"
+        )
+    if int(tokens.max()) >= model.config.vocab_size:
+        raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={model.config.vocab_size}")
+
+
+def parallelize(model: Any, config: TrainConfig, ctx: DistContext, grad_accum: int) -> ParallelModel:
+    """The model under the config's layout: pipeline stages (with their TP plan), or DDP / FSDP2 / TP / SP."""
+    parallel, sequence_length = config.parallel, config.batch.sequence_length
+    if parallel.sequence_parallel and sequence_length % ctx.tp_size:
+        raise TrainError(
+            f"--sequence-length {sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
+            "under --sequence-parallel"
+        )
+    pm: ParallelModel
+    if ctx.pp_size > 1:
+        check_pipeline_args(config, ctx, grad_accum, model.config.n_layer)
+        pm = build_pipeline(model, ctx, config, n_microbatches=grad_accum)
+    else:
+        if parallel.virtual_pipeline_parallel != 1 or parallel.pipeline_schedule is not None:
+            raise TrainError("--virtual-pipeline-parallel and --pipeline-schedule need --pipeline-parallel > 1")
+        pm = wrap_model(model, ctx, fsdp=parallel.fsdp, sequence_parallel=parallel.sequence_parallel)
+    if config.model.compile:
+        pm.module = torch.compile(pm.module)  # type: ignore[assignment]
+    return pm
+
+
+def optimizer_step(
+    config: TrainConfig, pm: ParallelModel, optimizer: torch.optim.Optimizer, hparams: list[Any]
+) -> Callable[[], Any]:
+    """The update: ``optimizer.step``, compiled under ``--compile`` where that is safe.
+
+    PyTorch's "compiling the optimizer" recipe: the LRs are tensors that the schedule, outside the compiled
+    region, fills in place, so a new LR is a new input value, not a new graph. The scaler's, ZeRO-1's and
+    DTensor steps stay eager, and so does a step with scheduled hyperparameters (Python floats in the groups,
+    which would recompile it).
+    """
+    eager = config.model.dtype == "float16" or config.optimizer.zero_stage != 0 or pm.sharded_state or hparams
+    if config.model.compile and not eager:
+        return torch.compile(optimizer.step)  # type: ignore[return-value]
+    return optimizer.step
 
 
 @torch.no_grad()

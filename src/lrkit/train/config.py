@@ -50,6 +50,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "COMPATIBLE_KEYS",
     "PARAM_GROUPS",
     "DEFAULT_NUM_ITERATIONS",
     "ModelConfig",
@@ -76,6 +77,28 @@ def _field(default: Any, flag: str | None = None, choices: tuple[Any, ...] | Non
     """A config field: its default, its flag (default ``--<name-with-dashes>``) and its allowed values."""
     return field(default=default, metadata={"flag": flag, "choices": choices, **meta})
 
+
+
+#: Run-config keys a checkpoint must agree on to be resumed (argparse names: :meth:`TrainConfig.flag_values`).
+COMPATIBLE_KEYS = [
+    "model",
+    "preset",
+    "n_layer",
+    "n_head",
+    "n_kv_head",
+    "sequence_length",
+    "optimizer",
+    "dtype",
+    "tensor_parallel",
+    "sequence_parallel",
+    "fsdp",
+    "zero_stage",
+    # The groups' peaks come from the checkpoint's optimizer state: a change here would be ignored silently.
+    "lr",
+    "param_groups",
+    "layer_decay",
+    "group_lr",
+]
 
 # ----------------------------------------------------------------------------- sections
 
@@ -651,7 +674,7 @@ class TrainConfig:
     def flag_values(self) -> dict[str, Any]:
         """The config flat, by the flags' argparse names, holding the plain values (``str``, numbers, bools,
         None) and ``group_lr`` as ``{name: scale}``: the ``"config"`` a checkpoint stores, which
-        :data:`lrkit.train.loop.COMPATIBLE_KEYS` compare on resume."""
+        :data:`COMPATIBLE_KEYS` compare on resume."""
         flat: dict[str, Any] = {}
         for name, cls in SECTIONS.items():
             section = getattr(self, name)

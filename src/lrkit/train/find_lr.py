@@ -106,7 +106,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, RangeTestC
 
 def add_find_lr_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``find-lr`` flags: the trainer's model/data/batch/optimizer flags (copied from
-    :func:`lrkit.train.loop.add_train_arguments`, so names, defaults and choices stay one definition)
+    :func:`lrkit.train.arguments.add_train_arguments`, so names, defaults and choices stay one definition)
     and the range test's own."""
     template = argparse.ArgumentParser(add_help=False)
     add_train_arguments(template)

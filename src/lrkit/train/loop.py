@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import sys
 import time
@@ -50,55 +49,31 @@ from lrkit.runtime.resume import parse_policy
 from lrkit.runtime.schedule import saved_clock
 from lrkit.train import checkpoint as ckpt
 from lrkit.train import optim as train_optim
-from lrkit.train.arguments import add_train_arguments, config_from_args
+from lrkit.train.arguments import config_from_args
 from lrkit.train.components import (
     ModelState,
     OptimizerState,
     RNGState,
     build_optimizer,
     build_train_model,
+    check_fits,
     evaluate,
+    optimizer_step,
+    parallelize,
 )
-from lrkit.train.config import TrainConfig
+from lrkit.train.config import COMPATIBLE_KEYS, TrainConfig
 from lrkit.train.data import TokenLoader, load_corpus, train_val_split
-from lrkit.train.errors import USER_ERRORS, TrainError
-from lrkit.train.metrics import MetricsLog, Printer, plot_run
+from lrkit.train.metrics import MetricsLog, Printer, plot_run, step_line
 from lrkit.train.parallel import (
     DistContext,
     ParallelModel,
     all_gather_floats,
     all_reduce_mean,
     clip_grad_norm,
-    setup_distributed,
-    teardown_distributed,
-    wrap_model,
 )
-from lrkit.train.pipeline import PipelineModel, build_pipeline, check_pipeline_args
+from lrkit.train.pipeline import PipelineModel
 
-__all__ = ["COMPATIBLE_KEYS", "Trainer", "add_train_arguments", "main", "run_train", "save", "setup", "train"]
-
-#: Run-config keys a checkpoint must agree on to be resumed (argparse names: :meth:`TrainConfig.flag_values`).
-COMPATIBLE_KEYS = [
-    "model",
-    "preset",
-    "n_layer",
-    "n_head",
-    "n_kv_head",
-    "sequence_length",
-    "optimizer",
-    "dtype",
-    "tensor_parallel",
-    "sequence_parallel",
-    "fsdp",
-    "zero_stage",
-    # The groups' peaks come from the checkpoint's optimizer state: a change here would be ignored silently.
-    "lr",
-    "param_groups",
-    "layer_decay",
-    "group_lr",
-]
-
-
+__all__ = ["Trainer", "save", "setup", "train", "train_step"]
 
 @dataclass
 class Trainer:
@@ -163,7 +138,7 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     clock = saved_clock(saved_schedule, sequence_length) if saved_schedule else {"tokens": 0, "samples": 0}
     length = config.run_length_from_total()  # the run length comes from --total (noted below)
     config = config.resolve(ctx.dp_size, start_step=step0, start_clock=clock)  # nothing changes it from here
-    batch, parallel = config.batch, config.parallel
+    batch = config.batch
     flags = config.flag_values()
     if payload is not None:
         ckpt.check_compatible(payload["config"], flags, COMPATIBLE_KEYS, source=resume_path)
@@ -173,33 +148,13 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     for seed in (torch.manual_seed, random.seed, np.random.seed):
         seed(config.model.seed)
     model = build_train_model(config.model)
-    if sequence_length > model.config.block_size:
-        raise TrainError(
-            f"--sequence-length {sequence_length} is longer than the model's context "
-            f"(block_size={model.config.block_size} for {config.model.name}/{config.model.preset})"
-        )
-    if int(tokens.max()) >= model.config.vocab_size:
-        raise TrainError(f"data has token id {int(tokens.max())} >= the model's vocab_size={model.config.vocab_size}")
+    check_fits(model, config.model, sequence_length, tokens)
     named = train_optim.named_groups(config, model)  # --param-groups: names and LR factors bind the schedule
     assert config.schedule.spec is not None
     spec = train_optim.group_spec(config, config.schedule.spec, named)
-    if parallel.sequence_parallel and sequence_length % ctx.tp_size:
-        raise TrainError(
-            f"--sequence-length {sequence_length} must be divisible by --tensor-parallel {ctx.tp_size} "
-            "under --sequence-parallel"
-        )
 
     grad_accum = batch.gradient_accumulation_steps(ctx.dp_size)
-    pm: ParallelModel
-    if ctx.pp_size > 1:
-        check_pipeline_args(config, ctx, grad_accum, model.config.n_layer)
-        pm = build_pipeline(model, ctx, config, n_microbatches=grad_accum)
-    else:
-        if parallel.virtual_pipeline_parallel != 1 or parallel.pipeline_schedule is not None:
-            raise TrainError("--virtual-pipeline-parallel and --pipeline-schedule need --pipeline-parallel > 1")
-        pm = wrap_model(model, ctx, fsdp=parallel.fsdp, sequence_parallel=parallel.sequence_parallel)
-    if config.model.compile:
-        pm.module = torch.compile(pm.module)  # type: ignore[assignment]
+    pm = parallelize(model, config, ctx, grad_accum)
     optimizer = build_optimizer(config, pm)
     tokens_per_step = batch.tokens_per_step(ctx.dp_size)
     schedule = TrainingSchedule(
@@ -212,14 +167,6 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         hparam_labels=train_optim.HPARAM_FLAGS,
     )
     use_scaler = config.model.dtype == "float16"
-    step_optimizer: Callable[[], Any] = optimizer.step
-    if config.model.compile and not use_scaler and config.optimizer.zero_stage == 0 and not pm.sharded_state:
-        if not schedule.hparams:
-            # The update is compiled too (PyTorch's "compiling the optimizer" recipe). Its LRs are tensors
-            # that the schedule, outside the compiled region, fills in place: a new LR is a new input value,
-            # not a new graph. The scaler's, ZeRO-1's and DTensor steps stay eager, and so does a step with
-            # scheduled hyperparameters (Python floats in the groups, which would recompile it).
-            step_optimizer = torch.compile(optimizer.step)
     t = Trainer(
         config=config,
         ctx=ctx,
@@ -229,7 +176,7 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_scaler),
         loader=TokenLoader(train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size),
         val_tokens=val_tokens,
-        step_optimizer=step_optimizer,
+        step_optimizer=optimizer_step(config, pm, optimizer, schedule.hparams),
         autocast_dtype={"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.model.dtype],
         grad_accum=grad_accum,
         tokens_per_step=tokens_per_step,
@@ -347,8 +294,8 @@ def save(t: Trainer) -> None:
     """Collective: every part gives its state on every rank; the main rank writes the checkpoint atomically.
 
     The checkpoint is a dict of the parts' states (:meth:`Trainer.parts`) with the step, the tokens read,
-    the flat run config (``"config"``, checked on resume against :data:`COMPATIBLE_KEYS`) and the resolved
-    config (``"train_config"``).
+    the flat run config (``"config"``, checked on resume against :data:`~lrkit.train.config.COMPATIBLE_KEYS`)
+    and the resolved config (``"train_config"``).
     """
     states = {name: part.state_dict() for name, part in t.parts().items()}
     if not t.ctx.is_main:
@@ -358,35 +305,6 @@ def save(t: Trainer) -> None:
 
 
 # --------------------------------------------------------------------------- the run
-
-
-def run_train(args: argparse.Namespace) -> int:
-    """Entry point behind ``lrkit train`` and ``python -m lrkit.train``; returns the exit code.
-
-    ``args`` are the parsed flags (:func:`add_train_arguments`): they become the run's config once
-    (``--config``'s file, with the flags typed on top). A user's mistake (:data:`USER_ERRORS`) prints
-    ``lrkit train: error: ...`` and returns 2; anything else is a bug and raises with its traceback.
-    """
-    try:
-        config = config_from_args(args)
-        if getattr(args, "print_config", False):
-            world_size = int(os.environ.get("WORLD_SIZE", "1"))
-            replica = config.parallel.tensor_parallel * config.parallel.pipeline_parallel
-            print(config.resolve(max(1, world_size // replica)).to_toml(), end="")
-            return 0
-        parallel = config.parallel
-        ctx = setup_distributed(parallel.tensor_parallel, parallel.device, parallel.pipeline_parallel)
-    except USER_ERRORS as err:
-        print(f"lrkit train: error: {err}", file=sys.stderr)
-        return 2
-    try:
-        train(config, ctx)
-    except USER_ERRORS as err:
-        print(f"lrkit train: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        teardown_distributed()
-    return 0
 
 
 def train(config: TrainConfig | argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
@@ -415,7 +333,7 @@ def train(config: TrainConfig | argparse.Namespace, ctx: DistContext) -> dict[st
             record["val_loss"] = evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)
             record["val_ppl"] = math.exp(min(record["val_loss"], 700.0))
         metrics.write(record)
-        printer.step(_line(record, num_iterations, ctx))
+        printer.step(step_line(record, num_iterations, ctx.dp_size, ctx.tp_size, ctx.pp_size))
         save_interval = config.checkpoint.save_interval
         if save_interval and (t.step % save_interval == 0 or t.step == num_iterations):
             save(t)
@@ -426,24 +344,3 @@ def train(config: TrainConfig | argparse.Namespace, ctx: DistContext) -> dict[st
         except Exception as err:  # a plot must never fail a finished run
             print(f"lrkit train: could not write lr_loss.png: {err}", file=sys.stderr)
     return {"run_dir": str(run_dir), "step": num_iterations, "loss": loss}
-
-
-def _line(record: dict[str, Any], num_iterations: int, ctx: DistContext) -> str:
-    """The per-step line (InfiniTrain's format)."""
-    layout = f"DP={ctx.dp_size}" + (f" TP={ctx.tp_size}" if ctx.tp_size > 1 else "")
-    layout += f" PP={ctx.pp_size}" if ctx.pp_size > 1 else ""
-    line = (
-        f"step {record['step']:4d}/{num_iterations} | train loss {record['loss']:.6f} | lr {record['lr'][0]:.2e} | "
-        f"({record['ms']:.2f} ms | {record['tok_per_s']:.0f} tok/s | {layout})"
-    )
-    if "val_loss" in record:
-        line += f" | val loss {record['val_loss']:.6f} | val ppl {record['val_ppl']:.2f}"
-    return line + (" | skipped (overflow)" if record["skipped"] else "")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lrkit.train", description="Train GPT-2 / LLaMA-3 with an lrkit schedule."
-    )
-    add_train_arguments(parser)
-    return run_train(parser.parse_args(argv))

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "Printer", "plot_run", "read_metrics"]
+__all__ = ["MetricsLog", "Printer", "plot_run", "read_metrics", "step_line"]
 
 
 class MetricsLog:
@@ -111,3 +111,16 @@ def plot_run(metrics_path: Path, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def step_line(record: dict[str, Any], num_iterations: int, dp: int = 1, tp: int = 1, pp: int = 1) -> str:
+    """The per-step line (InfiniTrain's format), with the layout's data/tensor/pipeline-parallel sizes."""
+    layout = f"DP={dp}" + (f" TP={tp}" if tp > 1 else "")
+    layout += f" PP={pp}" if pp > 1 else ""
+    line = (
+        f"step {record['step']:4d}/{num_iterations} | train loss {record['loss']:.6f} | lr {record['lr'][0]:.2e} | "
+        f"({record['ms']:.2f} ms | {record['tok_per_s']:.0f} tok/s | {layout})"
+    )
+    if "val_loss" in record:
+        line += f" | val loss {record['val_loss']:.6f} | val ppl {record['val_ppl']:.2f}"
+    return line + (" | skipped (overflow)" if record["skipped"] else "")

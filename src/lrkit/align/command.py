@@ -136,7 +136,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_align_arguments(parser)
     return run_align(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

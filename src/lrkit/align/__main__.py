@@ -1,0 +1,5 @@
+import sys
+
+from lrkit.align.command import main
+
+sys.exit(main())

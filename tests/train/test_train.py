@@ -233,3 +233,18 @@ def test_tensor_and_sequence_parallel_match_one_process(tmp_path: Path, model: s
     sharded = read_metrics(tmp_path / "sp" / "metrics.jsonl")
     assert [r["lr"] for r in sharded] == [r["lr"] for r in single]
     assert [r["loss"] for r in sharded] == pytest.approx([r["loss"] for r in single], rel=1e-5)
+
+
+def test_a_checkpoint_with_the_schedule_state_at_the_top_level_still_resumes(tmp_path: Path) -> None:
+    """Checkpoints before session 4 held the schedule's keys at the top level, not under "schedule"."""
+    straight = chained_run(tmp_path / "a", "--num-iterations", "8")
+    chained_run(tmp_path / "b", "--num-iterations", "4", "--save-interval", "4")
+    path = ckpt.find_latest_valid(tmp_path / "b")
+    assert path is not None
+    record = torch.load(path, weights_only=True)
+    payload = record["payload"]
+    record["payload"] = {**{k: v for k, v in payload.items() if k != "schedule"}, **payload["schedule"]}
+    torch.save(record, path)
+    assert "scheduler_spec" in ckpt.load_checkpoint(path)
+    resumed = chained_run(tmp_path / "b", "--num-iterations", "8", "--resume", str(path))
+    assert trace(resumed) == trace(straight)

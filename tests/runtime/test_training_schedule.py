@@ -72,7 +72,8 @@ def test_the_token_clock_matches_the_torch_oracle():
     theirs = TrainingSchedule(TOKENS, optimizer(), backend="torch", sequence_length=64)
     a, b = run(ours, 12, {5}), run(theirs, 12, {5})
     assert sum(a, []) == pytest.approx(sum(b, []), rel=1e-15, abs=0)
-    assert ours.clock == theirs.clock == {"tokens": 4352, "samples": 68}
+    tokens = sum(256 if u % 2 else 512 for u in range(1, 13) if u != 5)  # run()'s updates, less the skipped one
+    assert ours.clock == theirs.clock == {"tokens": tokens, "samples": tokens // 64}
     assert len({lr[0] for lr in a}) > 8  # the LR moved with the clock
 
 
@@ -144,7 +145,7 @@ def test_extend_and_cooldown_keep_the_lr_continuous(backend: str):
             second.optimizer.step()
             second.step()
         if policy.startswith("cooldown"):
-            assert second.lrs() == pytest.approx([1e-4, 1e-4], rel=1e-12)
+            assert second.lrs() == pytest.approx([COSINE["min_lr"]] * 2, rel=1e-12)
 
 
 def test_override_reports_the_jump_and_a_plateau_can_be_put_in_force():

@@ -48,20 +48,6 @@ from lrkit.spec.clocked import advance, move_to, spec_clock_unit
 
 __all__ = ["TrainingSchedule", "ScheduleError", "saved_clock"]
 
-#: The keys of :meth:`TrainingSchedule.state_dict` (what a checkpoint holds about its schedule).
-STATE_KEYS = (
-    "scheduler_steps",
-    "scheduler",
-    "hparams",
-    "scheduler_backend",
-    "scheduler_spec",
-    "scheduler_fingerprint",
-    "scheduler_request",
-    "scheduler_resume_policy",
-    "clock",
-    "tokens_per_step",
-)
-
 
 class ScheduleError(resume_policy.ResumeError):
     """A schedule that cannot be stepped or resumed as asked; the message says what to do."""
@@ -174,8 +160,10 @@ class TrainingSchedule:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data (the keys of :data:`STATE_KEYS`). The scheduler's own state is saved when it is plain data
-        (lrkit's, and torch's ``ReduceLROnPlateau``); torch's other classes are replayed on resume instead."""
+        """Plain data: the update count, the scheduler's own state, the hyperparameter schedules' states, the
+        backend, the spec in force (and its fingerprint), the spec asked for, the policy that changed it, the
+        clocks and the tokens per update. The scheduler's own state is saved when it is plain data (lrkit's,
+        and torch's ``ReduceLROnPlateau``); torch's other classes are replayed on resume instead."""
         return {
             "scheduler_steps": self.steps,
             "scheduler": self.scheduler.state_dict() if self._state_is_saved() else {},

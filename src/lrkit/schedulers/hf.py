@@ -255,8 +255,8 @@ class HFSchedule(ScheduleLR):
         """Each group's schedule, ``Product(Constant(peak), factor)``, for groups peaking at ``peaks``.
 
         ``lr_init`` is the optimizer's ``defaults["lr"]``, which transformers' ``polynomial`` and a
-        ``min_lr`` read. Bound to peaks alone (:meth:`spec_schedules`: a resume's ``extend``, a
-        ``Clocked`` schedule) it is the groups' common peak, as for an optimizer whose groups take its
+        ``min_lr`` read. Bound to peaks alone (:meth:`spec_schedules`: a resume's ``extend``) it is the
+        groups' common peak, as for an optimizer whose groups take its
         default LR; if the peaks differ, a factor that reads it raises :class:`DefaultLRError`.
         """
         if lr_init is None and len(set(peaks)) == 1:

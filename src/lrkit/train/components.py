@@ -195,7 +195,7 @@ def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistC
 
 
 class ModelState:
-    """The model under its layout: the full state dict (any layout's checkpoint loads into any other)."""
+    """The model under its layout, as its full (unsharded) state dict."""
 
     def __init__(self, pm: ParallelModel) -> None:
         self.pm = pm

@@ -261,7 +261,7 @@ class ParallelModel:
         return self.raw.parameters()
 
     # The state protocol of the model and its optimizer under this layout. Checkpoints hold the full,
-    # unsharded state (CPU tensors), so a checkpoint of one layout loads into any other.
+    # unsharded state (CPU tensors); which layout changes a resume accepts is COMPATIBLE_KEYS' to say.
 
     def model_state_dict(self) -> dict[str, Any]:
         """Collective: the full model's state dict (CPU tensors)."""

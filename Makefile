@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-layouts docs clean
+.PHONY: setup test lint demo bench align align-layouts upstream docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 setup: $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/mypy src
 	$(BIN)/lint-imports
 
@@ -43,6 +43,14 @@ align: setup
 # Every parallel layout (InfiniTrain's scenario matrix) at 8 ranks, gpt2 and llama3, both backends.
 align-layouts: setup
 	$(BIN)/lrkit align --layouts
+
+# PyTorch's and transformers' own scheduler tests, with only their imports swapped to lrkit.
+# The test files are public and stay out of the repo; pass their paths:
+#   make upstream TORCH_TESTS=pytorch/test/optim/test_lrscheduler.py \
+#     HF_TESTS="transformers/tests/optimization/test_optimization.py transformers/tests/optimization/test_greedy_lr.py"
+upstream: setup
+	$(BIN)/python scripts/upstream_suites.py $(if $(TORCH_TESTS),--torch $(TORCH_TESTS)) \
+		$(if $(HF_TESTS),--transformers $(HF_TESTS))
 
 # The user guide (docs/*.md) and the API reference from the docstrings, into site/.
 docs: setup

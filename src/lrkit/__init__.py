@@ -4,7 +4,7 @@
 ``torch.optim.lr_scheduler.StepLR``: same arguments, bit-identical LRs, and a
 ``state_dict()`` that is plain JSON-serialisable data. ``lrkit.WarmupCosine``,
 ``lrkit.WSD`` and friends are the LLM schedules; ``lrkit.get_scheduler`` takes
-transformers' scheduler names.
+transformers' scheduler names (``lrkit.GreedyLR`` is transformers' metric-driven ``greedy``).
 
 Importing is lazy: ``import lrkit`` and ``import lrkit.schedules`` (the pure math)
 do not import torch; the first public name used loads the module that defines it.
@@ -38,6 +38,7 @@ _TORCH_COMPAT = (
     "CyclicLR",
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
+    "SWALR",
 )
 _LLM = (
     "WarmupConstant",
@@ -49,15 +50,35 @@ _LLM = (
     "CosineWithRestarts",
 )
 
+#: transformers' get_*_schedule* functions (``get_greedy_schedule`` included)
+_HF_FUNCTIONS = (
+    "get_constant_schedule",
+    "get_constant_schedule_with_warmup",
+    "get_linear_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_cosine_with_hard_restarts_schedule_with_warmup",
+    "get_polynomial_decay_schedule_with_warmup",
+    "get_inverse_sqrt_schedule",
+    "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+    "get_wsd_schedule",
+    "get_reduce_on_plateau_schedule",
+    "get_greedy_schedule",
+)
+
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "LRScheduler": "lrkit.schedulers.base",
+    "EPOCH_DEPRECATION_WARNING": "lrkit.schedulers.base",
     "StateError": "lrkit.schedulers.base",
     **{name: "lrkit.schedulers.torch_compat" for name in _TORCH_COMPAT},
     **{name: "lrkit.schedulers.llm" for name in _LLM},
     "Clocked": "lrkit.spec.clocked",
     "PerGroup": "lrkit.spec.groups",
     "HyperparamScheduler": "lrkit.schedulers.hparams",
+    "GreedyLR": "lrkit.schedulers.greedy",
+    "StreamingAverage": "lrkit.schedulers.greedy",
+    **{name: "lrkit.schedulers.hf_functions" for name in _HF_FUNCTIONS},
     "get_scheduler": "lrkit.schedulers.hf",
     "HFSchedule": "lrkit.schedulers.hf",
     "TrainingSchedule": "lrkit.runtime",
@@ -88,8 +109,23 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # eager imports for type checkers only
     from lrkit.runtime import TrainingSchedule  # noqa: F401
-    from lrkit.schedulers.base import LRScheduler, StateError  # noqa: F401
+    from lrkit.schedulers.base import EPOCH_DEPRECATION_WARNING, LRScheduler, StateError  # noqa: F401
+    from lrkit.schedulers.greedy import GreedyLR, StreamingAverage  # noqa: F401
     from lrkit.schedulers.hf import HFSchedule, get_scheduler  # noqa: F401
+    from lrkit.schedulers.hf_functions import (  # noqa: F401
+        get_constant_schedule,
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_cosine_with_hard_restarts_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup,
+        get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
+        get_greedy_schedule,
+        get_inverse_sqrt_schedule,
+        get_linear_schedule_with_warmup,
+        get_polynomial_decay_schedule_with_warmup,
+        get_reduce_on_plateau_schedule,
+        get_wsd_schedule,
+    )
     from lrkit.schedulers.hparams import HyperparamScheduler  # noqa: F401
     from lrkit.schedulers.llm import (  # noqa: F401
         WSD,
@@ -101,6 +137,7 @@ if TYPE_CHECKING:  # eager imports for type checkers only
         WarmupPolynomial,
     )
     from lrkit.schedulers.torch_compat import (  # noqa: F401
+        SWALR,
         ChainedScheduler,
         ConstantLR,
         CosineAnnealingLR,

@@ -18,7 +18,15 @@ from transformers import get_scheduler as hf_get_scheduler  # noqa: E402
 import lrkit  # noqa: E402
 from lrkit import schedules as S  # noqa: E402
 
-NAMES = [n for n in S.HF_SCHEDULER_NAMES if n != "reduce_lr_on_plateau"]
+#: The names whose scheduler steps on a metric (their tests: below, and tests/schedulers/test_greedy.py).
+METRIC_DRIVEN = ("reduce_lr_on_plateau", "greedy")
+NAMES = [n for n in S.HF_SCHEDULER_NAMES if n not in METRIC_DRIVEN]
+#: What the names that need more than the step counts are given in the name test.
+REQUIRED_KWARGS: dict[str, dict] = {
+    "warmup_stable_decay": {"num_decay_steps": 3},
+    "cosine_with_min_lr": {"min_lr": 1e-5},
+    "cosine_warmup_with_min_lr": {"min_lr": 1e-5},
+}
 TRIALS = 12
 PAST_END = 40
 
@@ -86,6 +94,34 @@ def test_same_lrs_as_transformers_over_random_arguments(name):
             ours = lrkit.get_scheduler(name, ours_opt, scheduler_specific_kwargs=dict(kwargs), **args)
             steps = total + PAST_END
             assert_rel_close(lr_trace(ours, ours_opt, steps), lr_trace(theirs, theirs_opt, steps))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", NAMES)
+def test_tensor_lrs_are_bit_identical_to_transformers(name, dtype):
+    """With Tensor LRs transformers multiplies in the tensor's dtype; lrkit does the same, bit for bit,
+    and fills the group's tensor in place."""
+    rng = random.Random(f"hf-tensor-{name}")
+    for _ in range(3):
+        warmup, total, kwargs = random_case(name, rng)
+        lrs = [rng.uniform(1e-4, 1e-2), rng.uniform(1e-4, 1e-2)]
+        args = dict(num_warmup_steps=warmup, num_training_steps=total)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs_opt, ours_opt = make_optimizer(lrs), make_optimizer(lrs)
+            for opt in (theirs_opt, ours_opt):
+                for group in opt.param_groups:
+                    group["lr"] = torch.tensor(group["lr"], dtype=dtype)
+            tensors = [g["lr"] for g in ours_opt.param_groups]
+            theirs = hf_get_scheduler(name, theirs_opt, scheduler_specific_kwargs=dict(kwargs), **args)
+            ours = lrkit.get_scheduler(name, ours_opt, scheduler_specific_kwargs=dict(kwargs), **args)
+            for _ in range(total + PAST_END):
+                got = [g["lr"].item() for g in ours_opt.param_groups]
+                assert got == [g["lr"].item() for g in theirs_opt.param_groups]
+                assert [x.item() for x in ours.get_last_lr()] == [x.item() for x in theirs.get_last_lr()]
+                ours.step()
+                theirs.step()
+            assert all(g["lr"] is t for g, t in zip(ours_opt.param_groups, tensors))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -188,11 +224,29 @@ def test_invalid_arguments_fail_like_transformers(name, args, error):
         lrkit.get_scheduler(name, make_optimizer([1e-3]), **args)
 
 
-def test_unknown_name_lists_the_valid_ones_and_greedy_is_refused():
+def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="warmup_stable_decay"):
         lrkit.get_scheduler("cosine_annealing", make_optimizer([1e-3]))
-    with pytest.raises(ValueError, match="greedy"):
-        lrkit.get_scheduler("greedy", make_optimizer([1e-3]))
+
+
+@pytest.mark.parametrize("member", list(SchedulerType), ids=[m.value for m in SchedulerType])
+def test_every_name_of_the_installed_transformers_is_supported(member):
+    """The names come from the installed transformers: a name it adds fails here until lrkit supports it."""
+    optimizer = make_optimizer([1e-3])
+    scheduler = lrkit.get_scheduler(member.value, optimizer, 2, 10, dict(REQUIRED_KWARGS.get(member.value, {})))
+    assert isinstance(scheduler, lrkit.LRScheduler)
+    assert member.value in S.HF_SCHEDULER_NAMES
+
+
+def test_lrkit_has_no_name_transformers_lacks():
+    assert set(S.HF_SCHEDULER_NAMES) == {member.value for member in SchedulerType}
+
+
+def test_a_metric_driven_name_has_no_step_factor():
+    for name, kind in (("reduce_lr_on_plateau", "ReduceLROnPlateau"), ("greedy", "GreedyLR")):
+        assert type(lrkit.get_scheduler(name, make_optimizer([1e-3]))).__name__ == kind
+        with pytest.raises(ValueError, match=f"{name} is metric-driven .* lrkit.{kind}"):
+            lrkit.HFSchedule(make_optimizer([1e-3]), name, 2, 10)
 
 
 def test_transformers_quirks_are_visible_beside_the_quirk_free_schedules():
@@ -206,3 +260,61 @@ def test_transformers_quirks_are_visible_beside_the_quirk_free_schedules():
     assert hf_warm(0) == 1 / warmup and hf_warm(warmup - 1) == 1.0  # step 0 is not 0; peak one step early
     hf_wsd = S.HFWSDFactor(warmup, 50, 40, min_lr_ratio=0.1)
     assert hf_wsd(0) == 0.1  # warmup starts at the floor
+
+
+# Arguments for each transformers function (one call each; the defaults are exercised too).
+FUNCTION_ARGS = {
+    "get_constant_schedule": {},
+    "get_constant_schedule_with_warmup": {"num_warmup_steps": 4},
+    "get_linear_schedule_with_warmup": {"num_warmup_steps": 3, "num_training_steps": 30},
+    "get_cosine_schedule_with_warmup": {"num_warmup_steps": 3, "num_training_steps": 30, "num_cycles": 0.7},
+    "get_cosine_with_hard_restarts_schedule_with_warmup": {
+        "num_warmup_steps": 2,
+        "num_training_steps": 30,
+        "num_cycles": 3,
+    },
+    "get_polynomial_decay_schedule_with_warmup": {"num_warmup_steps": 3, "num_training_steps": 30, "power": 2.0},
+    "get_inverse_sqrt_schedule": {"num_warmup_steps": 5},
+    "get_cosine_with_min_lr_schedule_with_warmup": {"num_warmup_steps": 3, "num_training_steps": 30, "min_lr": 1e-4},
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate": {
+        "num_warmup_steps": 3,
+        "num_training_steps": 30,
+        "min_lr_rate": 0.1,
+        "warmup_lr_rate": 0.05,
+    },
+    "get_wsd_schedule": {"num_warmup_steps": 3, "num_decay_steps": 8, "num_training_steps": 30},
+    "get_reduce_on_plateau_schedule": {"patience": 1},
+    "get_greedy_schedule": {"patience": 1},
+}
+
+
+def test_every_transformers_schedule_function_has_an_lrkit_twin():
+    """The oracle for the list is transformers' own TYPE_TO_SCHEDULER_FUNCTION."""
+    from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION
+
+    assert {fn.__name__ for fn in TYPE_TO_SCHEDULER_FUNCTION.values()} == set(FUNCTION_ARGS)
+
+
+@pytest.mark.parametrize("function", list(FUNCTION_ARGS))
+def test_schedule_functions_match_transformers(function):
+    import inspect
+
+    import transformers.optimization as hf_optimization
+
+    theirs_fn, ours_fn = getattr(hf_optimization, function), getattr(lrkit, function)
+    assert list(inspect.signature(ours_fn).parameters) == list(inspect.signature(theirs_fn).parameters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs_opt, ours_opt = make_optimizer([3e-3, 1e-3]), make_optimizer([3e-3, 1e-3])
+        theirs, ours = theirs_fn(theirs_opt, **FUNCTION_ARGS[function]), ours_fn(ours_opt, **FUNCTION_ARGS[function])
+        assert isinstance(ours, lrkit.LRScheduler)
+        metric_driven = function in ("get_reduce_on_plateau_schedule", "get_greedy_schedule")
+        for t in range(40):
+            assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in theirs_opt.param_groups], t
+            if metric_driven:
+                metric = 1.0 / (1 + t % 5)
+                ours.step(metric)
+                theirs.step(metric)
+            else:
+                ours.step()
+                theirs.step()

@@ -29,11 +29,12 @@ from typing import Any
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_lr
+from torch.optim import swa_utils
 
 import lrkit
 import lrkit.schedulers.torch_compat
 
-CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
+CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # torch.optim.lr_scheduler's 15 names and SWALR
 COMPOSITES = ("ChainedScheduler", "SequentialLR")
 
 
@@ -112,6 +113,8 @@ def leaf_spec(kind: str, rng: random.Random, steps: int, num_groups: int) -> dic
         milestones = sorted(rng.sample(range(1, steps), rng.randint(1, 6)))
         if rng.random() < 0.3:  # a repeated milestone decays twice
             milestones.insert(0, milestones[0])
+        if rng.random() < 0.4:  # torch keeps them in a counter: any order is the same schedule
+            rng.shuffle(milestones)
         return {"type": kind, "milestones": milestones, "gamma": rng.choice([0.1, _real(rng, 0.2, 0.95)])}
     if kind == "ConstantLR":
         return {"type": kind, "factor": _real(rng, 0.05, 1.0), "total_iters": rng.randint(1, 150)}
@@ -178,6 +181,14 @@ def leaf_spec(kind: str, rng: random.Random, steps: int, num_groups: int) -> dic
             "min_lr": rng.choice([0.0, _real(rng, 0.0, 1e-3), [_real(rng, 0.0, 1e-3) for _ in range(num_groups)]]),
             "eps": rng.choice([1e-8, 0.0, 1e-4]),
         }
+    if kind == "SWALR":
+        swa_lr = _real(rng, 1e-4, 1e-2)
+        return {
+            "type": kind,
+            "swa_lr": rng.choice([swa_lr, [_real(rng, 1e-4, 1e-2) for _ in range(num_groups)]]),
+            "anneal_epochs": rng.choice([0, 1, rng.randint(2, 300)]),
+            "anneal_strategy": rng.choice(["cos", "linear"]),
+        }
     raise AssertionError(kind)
 
 
@@ -190,7 +201,9 @@ FIRST_POSITION_SANE = ["StepLR", "LinearLR", "MultiStepLR", "ConstantLR", "Lambd
 # OneCycleLR rewrites every group's initial_lr, and torch's CyclicLR takes its step-0 LR
 # from an initial_lr that is already set instead of from base_lr. Keep them out of the
 # restarted composites (torch-native nestings still cover them).
-RESTARTABLE = [c for c in NESTABLE if c not in ("OneCycleLR", "CyclicLR")]
+# SWALR likewise: its constructor writes group["swa_lr"], so rebuilding one later changes the
+# swa_lr every SWALR on that optimizer anneals to (in torch and lrkit alike).
+RESTARTABLE = [c for c in NESTABLE if c not in ("OneCycleLR", "CyclicLR", "SWALR")]
 
 
 def _metrics(rng: random.Random, steps: int, mode: str) -> list[float]:
@@ -513,10 +526,15 @@ def make_optimizer(config: Config) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=0.01, momentum=0.9)
 
 
+def torch_class(name: str) -> Any:
+    """torch's class of that name: ``torch.optim.lr_scheduler``'s, or ``torch.optim.swa_utils.SWALR``."""
+    return swa_utils.SWALR if name == "SWALR" else getattr(torch_lr, name)
+
+
 def build(spec: dict[str, Any], optimizer: Any, module: Any) -> Any:
     """Build ``spec`` from ``module`` (lrkit or torch.optim.lr_scheduler), with no help from lrkit.spec."""
     args = {k: v for k, v in spec.items() if k != "type"}
-    cls = getattr(module, spec["type"])
+    cls = torch_class(spec["type"]) if module is torch_lr else getattr(module, spec["type"])
     if spec["type"] == "ChainedScheduler":
         return cls([build(c, optimizer, module) for c in args["schedulers"]], optimizer)
     if spec["type"] == "SequentialLR":
@@ -543,7 +561,10 @@ def build_fresh_oracle(spec: dict[str, Any], optimizer: Any) -> Any:
 
     def enter(index: int) -> None:
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            if isinstance(group["lr"], torch.Tensor):  # a Tensor LR is filled in place, never replaced
+                group["lr"].fill_(group["initial_lr"])
+            else:
+                group["lr"] = group["initial_lr"]
         seq._schedulers[index] = build_fresh_oracle(child_specs[index], optimizer)
         seq._last_lr = seq._schedulers[index].get_last_lr()
 
@@ -727,6 +748,7 @@ def _every_class(optimizer: Any) -> dict[str, Any]:
         "CyclicLR": lrkit.CyclicLR(optimizer, 0.01, 0.1, step_size_up=4),
         "CosineAnnealingWarmRestarts": lrkit.CosineAnnealingWarmRestarts(optimizer, 5),
         "OneCycleLR": lrkit.OneCycleLR(optimizer, 0.1, total_steps=100),
+        "SWALR": lrkit.SWALR(optimizer, swa_lr=0.01, anneal_epochs=3),
     }
 
 
@@ -763,45 +785,130 @@ def test_optimizer_step_is_not_patched_and_nothing_warns() -> None:
     assert hasattr(optimizer.step, "_wrapped_by_lr_sched")
 
 
-TENSOR_LR_SPECS = [
-    # float64: every schedule, recursive ones included, is exact in the tensor's dtype.
-    ({"type": "CosineAnnealingLR", "T_max": 40, "eta_min": 1e-4}, torch.float64),
-    ({"type": "LinearLR", "start_factor": 0.013, "total_iters": 77}, torch.float64),
-    ({"type": "StepLR", "step_size": 7, "gamma": 0.7}, torch.float64),
-    (
-        {
-            "type": "ChainedScheduler",
-            "schedulers": [{"type": "ExponentialLR", "gamma": 0.99}, {"type": "ConstantLR", "factor": 0.3}],
-        },
-        torch.float64,
-    ),
-    # float32: schedules computed from base_lrs, so each value is the float schedule rounded once.
-    ({"type": "LambdaLR", "lr_lambda": cosine_factor}, torch.float32),
-    ({"type": "OneCycleLR", "max_lr": 0.05, "total_steps": 150}, torch.float32),
-    ({"type": "CyclicLR", "base_lr": 0.001, "max_lr": 0.05, "step_size_up": 9}, torch.float32),
-    ({"type": "CosineAnnealingWarmRestarts", "T_0": 11, "T_mult": 2}, torch.float32),
-]
+def _typed(value: Any) -> Any:
+    """A value with its type: a Tensor is (dtype, value), so a float never equals a Tensor."""
+    if isinstance(value, torch.Tensor):
+        return (value.dtype, value.item())
+    if isinstance(value, tuple):
+        return tuple(_typed(v) for v in value)
+    return value
 
 
-@pytest.mark.parametrize("spec,dtype", TENSOR_LR_SPECS, ids=lambda x: x["type"] if isinstance(x, dict) else str(x))
-def test_tensor_lr_is_filled_in_place(spec: dict[str, Any], dtype: torch.dtype) -> None:
-    lr = torch.tensor(0.01, dtype=dtype)
-    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=lr)
-    float_optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=float(lr))
-    scheduler = build(spec, optimizer, lrkit)
+def typed_snapshot(scheduler: Any, optimizer: Any) -> tuple[Any, ...]:
+    return tuple(tuple(_typed(v) for v in part) for part in snapshot(scheduler, optimizer))
+
+
+def _with_tensor_lrs(config: Config, dtype: torch.dtype) -> Callable[[], torch.optim.Optimizer]:
+    """``make_optimizer(config)``, with every group's LR a 0-dim Tensor of ``dtype``."""
+
+    def make() -> torch.optim.Optimizer:
+        optimizer = make_optimizer(config)
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(group["lr"], dtype=dtype)
+        return optimizer
+
+    return make
+
+
+# Every leaf class, and every 4th configuration besides (composites, epoch jumps, momentum cycling).
+TENSOR_CONFIGS = list({c.id: c for c in [*(leaf_family(k, 1)[0] for k in LEAVES), *CONFIGS[::4]]}.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("config", TENSOR_CONFIGS, ids=lambda c: c.id)
+def test_tensor_lr_parity_and_json_resume(config: Config, dtype: torch.dtype) -> None:
+    """Tensor LRs are computed in the tensor's dtype, as torch computes them: every LR, its type and
+    ``get_last_lr()`` equal torch's bit for bit, the groups' tensors are filled in place (a compiled
+    optimizer does not recompile), and a JSON round trip of the state continues exactly."""
+    make = _with_tensor_lrs(config, dtype)
+    ours_opt, theirs_opt = make(), make()
+    tensors = [g["lr"] for g in ours_opt.param_groups]
+    ours = build(config.spec, ours_opt, lrkit)
+    theirs = build_oracle(config, theirs_opt)
+    saved: dict[str, Any] = {}
+    got, expected = [typed_snapshot(ours, ours_opt)], [typed_snapshot(theirs, theirs_opt)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        oracle = build(spec, float_optimizer, torch_lr)
-    for _ in range(150):
-        assert optimizer.param_groups[0]["lr"] is lr
-        expected = float_optimizer.param_groups[0]["lr"]
-        assert lr.item() == torch.tensor(expected, dtype=dtype).item()
-        if dtype == torch.float64:  # float32: torch's CyclicLR starts from the rounded initial_lr
-            assert scheduler.get_last_lr() == oracle.get_last_lr()
+        for t in range(config.steps):
+            if t == config.resume_at:
+                saved["scheduler"] = json.loads(json.dumps(ours.state_dict()))
+                saved["optimizer"] = copy.deepcopy(ours_opt.state_dict())
+            advance(ours, config, t)
+            advance(theirs, config, t)
+            got.append(typed_snapshot(ours, ours_opt))
+            expected.append(typed_snapshot(theirs, theirs_opt))
+    assert all(g["lr"] is lr for g, lr in zip(ours_opt.param_groups, tensors))
+    assert_same_trace(got, expected, f"{config.id} ({dtype})")
+
+    resumed_opt = make()
+    resumed = build(config.spec, resumed_opt, lrkit)
+    resumed_opt.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["scheduler"])
+    continued = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(config.resume_at, config.steps):
+            advance(resumed, config, t)
+            continued.append(typed_snapshot(resumed, resumed_opt))
+    assert_same_trace(continued, got[config.resume_at + 1 :], f"{config.id} ({dtype}) resumed", config.resume_at)
+
+
+def _tensor_args(spec: dict[str, Any], dtype: torch.dtype) -> dict[str, Any]:
+    """``spec`` with every float argument (and float list entry) a 0-dim Tensor of ``dtype``."""
+    out: dict[str, Any] = {}
+    for key, value in spec.items():
+        if key == "schedulers":
+            out[key] = [_tensor_args(child, dtype) for child in value]
+        elif isinstance(value, float):
+            out[key] = torch.tensor(value, dtype=dtype)
+        elif isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+            out[key] = [torch.tensor(v, dtype=dtype) for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize("config", [leaf_family(k, 1)[0] for k in LEAVES], ids=lambda c: c.id)
+def test_tensor_arguments_compute_as_torch_does(config: Config) -> None:
+    """0-dim Tensor arguments (gamma, eta_min, base_lr/max_lr, min_lr, swa_lr, ...) are accepted, and
+    the LRs, their types and the momenta equal torch's, computed with the same Tensors."""
+    spec = _tensor_args(config.spec, torch.float32)
+    ours_opt, theirs_opt = make_optimizer(config), make_optimizer(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            theirs = build(spec, theirs_opt, torch_lr)
+        except (TypeError, ValueError) as refusal:  # torch refuses a Tensor here: so must lrkit
+            with pytest.raises((TypeError, ValueError)):
+                build(spec, ours_opt, lrkit)
+            assert "Tensor" in str(refusal) or "float" in str(refusal)
+            return
+    ours = build(spec, ours_opt, lrkit)
+    got, expected = [typed_snapshot(ours, ours_opt)], [typed_snapshot(theirs, theirs_opt)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for t in range(100):
+            advance(ours, config, t)
+            advance(theirs, config, t)
+            got.append(typed_snapshot(ours, ours_opt))
+            expected.append(typed_snapshot(theirs, theirs_opt))
+    assert_same_trace(got, expected, f"{config.id} with Tensor arguments")
+    assert json.loads(json.dumps(ours.to_spec(), default=repr))["type"] == config.spec["type"]
+
+
+def test_unsorted_and_repeated_milestones_are_a_counter() -> None:
+    """torch keeps MultiStepLR's milestones in a Counter: [60, 30] is [30, 60]; [49, 105, 49] decays twice at 49."""
+    for milestones in ([60, 30], [49, 105, 49], [5, 5, 5, 1]):
+        ours_opt, theirs_opt = _sgd(), _sgd()
+        ours = lrkit.MultiStepLR(ours_opt, milestones, gamma=0.5)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            oracle.step()
-        scheduler.step()
+            warnings.simplefilter("ignore")  # torch's step-order warning
+            theirs = torch_lr.MultiStepLR(theirs_opt, milestones, gamma=0.5)
+            for _ in range(120):
+                assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]
+                ours.step()
+                theirs.step()
+        assert ours.to_spec()["milestones"] == sorted(milestones)
 
 
 def _compiled_adamw_graphs(lr: Any, steps: int) -> int:
@@ -843,5 +950,5 @@ def test_compiled_adamw_with_tensor_lr_does_not_recompile() -> None:
 
 def test_lrkit_has_every_torch_scheduler() -> None:
     """The oracle for the name list is torch itself: every public scheduler class has an lrkit twin."""
-    assert set(CLASSES) == set(torch_lr.__all__) - {"LRScheduler"}
-    assert len(CLASSES) == 15
+    assert set(CLASSES) == set(torch_lr.__all__) - {"LRScheduler"} | {"SWALR"}
+    assert len(CLASSES) == 16

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_lr
+from torch.optim import swa_utils
 
 import lrkit
 import lrkit.schedulers.torch_compat
 from lrkit import build_scheduler, spec_fingerprint
 
-TORCH_CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # the 15 torch.optim.lr_scheduler names
+TORCH_CLASSES = list(lrkit.schedulers.torch_compat.__all__)  # torch.optim.lr_scheduler's 15 names and SWALR
 
 
 def linear_warmup(epoch: int) -> float:
@@ -43,6 +44,7 @@ LEAVES: dict[str, dict[str, Any]] = {
     "CyclicLR": {"type": "CyclicLR", "base_lr": 0.01, "max_lr": 0.2, "step_size_up": 4, "mode": "triangular2"},
     "CosineAnnealingWarmRestarts": {"type": "CosineAnnealingWarmRestarts", "T_0": 4, "T_mult": 2},
     "OneCycleLR": {"type": "OneCycleLR", "max_lr": [0.3, 0.2], "total_steps": 80, "anneal_strategy": "linear"},
+    "SWALR": {"type": "SWALR", "swa_lr": [0.01, 0.02], "anneal_epochs": 7, "anneal_strategy": "linear"},
 }
 # Nestings that torch runs itself (the composite-in-SequentialLR cases are in test_torch_parity).
 SPECS: dict[str, dict[str, Any]] = {
@@ -111,7 +113,7 @@ def test_backends_build_their_own_classes(name: str) -> None:
         warnings.simplefilter("ignore")
         theirs = build_scheduler(spec, make_optimizer(), backend="torch")
     assert type(ours) is getattr(lrkit, spec["type"])
-    assert type(theirs) is getattr(torch_lr, spec["type"])
+    assert type(theirs) is (swa_utils.SWALR if spec["type"] == "SWALR" else getattr(torch_lr, spec["type"]))
     for child in getattr(theirs, "_schedulers", []):
         assert type(child).__module__ == "torch.optim.lr_scheduler"
 

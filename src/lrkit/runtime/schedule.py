@@ -35,6 +35,7 @@ state is not plain data, so a resume replays its updates, which is exact because
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,7 +109,7 @@ class TrainingSchedule:
 
     @property
     def follows_a_metric(self) -> bool:
-        """The schedule steps on a metric (``ReduceLROnPlateau``): :meth:`step` needs ``metric``."""
+        """The schedule steps on a metric (``ReduceLROnPlateau``, ``GreedyLR``): :meth:`step` needs ``metric``."""
         return _follows_a_metric(self.scheduler)
 
     def lrs(self) -> list[float]:
@@ -130,7 +131,7 @@ class TrainingSchedule:
 
         Args:
             skipped: the update did not happen (the GradScaler found inf/NaN gradients): nothing moves.
-            metric: the value a ``ReduceLROnPlateau`` schedule follows (e.g. the loss).
+            metric: the value a ``ReduceLROnPlateau`` or ``GreedyLR`` schedule follows (e.g. the loss).
             tokens: tokens of this update (default ``tokens_per_step``).
         """
         if skipped:
@@ -163,7 +164,8 @@ class TrainingSchedule:
         """Plain data: the update count, the scheduler's own state, the hyperparameter schedules' states, the
         backend, the spec in force (and its fingerprint), the spec asked for, the policy that changed it, the
         clocks and the tokens per update. The scheduler's own state is saved when it is plain data (lrkit's,
-        and torch's ``ReduceLROnPlateau``); torch's other classes are replayed on resume instead."""
+        and the metric-driven references: torch's ``ReduceLROnPlateau``, transformers' ``GreedyLR``); torch's
+        other classes are replayed on resume instead."""
         return {
             "scheduler_steps": self.steps,
             "scheduler": self.scheduler.state_dict() if self._state_is_saved() else {},
@@ -208,7 +210,8 @@ class TrainingSchedule:
             for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
                 set_group_value(group, "lr", float(lr))
         elif self.follows_a_metric:
-            notes.append(f"the checkpoint holds no {self.backend} ReduceLROnPlateau state: its patience count restarts")
+            kind = type(self.scheduler).__name__
+            notes.append(f"the checkpoint holds no {self.backend} {kind} state: its patience count restarts")
         if decision.change:
             notes += self._change(decision)
         saved_per_step = state.get("tokens_per_step")
@@ -252,7 +255,8 @@ class TrainingSchedule:
         self.spec = spec
         if self.follows_a_metric:
             notes.append(
-                f"the ReduceLROnPlateau starts at step {self.steps} from its peak LR and watches the loss from there"
+                f"the {type(self.scheduler).__name__} starts at step {self.steps} from its peak LR and watches the "
+                "loss from there"
             )
         if decision.policy.kind == "override":
             notes.append(resume_policy.jump_report(self.steps, before, self.lrs()))
@@ -316,9 +320,16 @@ class TrainingSchedule:
 
 
 def _follows_a_metric(scheduler: Any) -> bool:
+    """``step(metrics)``: lrkit's ReduceLROnPlateau and GreedyLR (both torch ReduceLROnPlateau instances, as the
+    HF Trainer expects), torch's, and transformers' GreedyLR (a GreedyLR spec's reference on the torch backend,
+    which is no torch class; recognised without importing transformers)."""
     import torch
 
-    return isinstance(scheduler, (ReduceLROnPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau))
+    if isinstance(scheduler, (ReduceLROnPlateau, torch.optim.lr_scheduler.ReduceLROnPlateau)):
+        return True
+    transformers_optimization = sys.modules.get("transformers.optimization")
+    reference = getattr(transformers_optimization, "GreedyLR", None)
+    return reference is not None and isinstance(scheduler, reference)
 
 
 def saved_clock(state: Mapping[str, Any], sequence_length: int | None) -> dict[str, int]:

@@ -11,9 +11,11 @@ accelerate treat it as their own. Differences from torch, all deliberate:
 * State is plain data: ``state_dict()`` holds only JSON-serialisable primitives
   and names its class under ``"type"``. ``load_state_dict`` validates everything
   before it changes anything, so a failed load leaves the scheduler as it was.
-* LRs are tracked as Python floats. A ``torch.Tensor`` LR in a param group is
-  updated in place with ``fill_`` (so a compiled optimizer does not recompile),
-  and read back with ``float()``.
+* A ``torch.Tensor`` LR in a param group is computed as torch computes it, in the
+  tensor's dtype (the formulas are plain arithmetic, so the same expression runs on
+  the tensor), and updated in place with ``fill_`` so a compiled optimizer does not
+  recompile. ``base_lrs``, ``initial_lr`` and ``get_last_lr()`` hold tensor copies for
+  such a group, as torch's do; the state stores them as floats.
 
 The only contact with the optimizer is reading and writing ``param_groups``.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -29,12 +32,14 @@ from lrkit.schedules._checks import check_int
 
 try:  # torch is optional for the math layer, required for binding to a real optimizer.
     from torch import Tensor as _Tensor
+    from torch.optim.lr_scheduler import EPOCH_DEPRECATION_WARNING
     from torch.optim.lr_scheduler import LRScheduler as _TorchLRScheduler
     from torch.optim.lr_scheduler import ReduceLROnPlateau as _TorchReduceLROnPlateau
 
     HAS_TORCH = True
 except ImportError:  # pragma: no cover - exercised only without torch
     HAS_TORCH = False
+    EPOCH_DEPRECATION_WARNING = "The epoch parameter in `scheduler.step()` is deprecated: use `scheduler.step()`."
 
     class _TorchLRScheduler:  # type: ignore[no-redef]
         """Stand-in base when torch is not installed."""
@@ -46,7 +51,15 @@ except ImportError:  # pragma: no cover - exercised only without torch
         """Never instantiated: makes ``isinstance(x, _Tensor)`` false without torch."""
 
 
-__all__ = ["LRScheduler", "StateError", "check_optimizer", "set_group_value", "group_lrs"]
+__all__ = [
+    "EPOCH_DEPRECATION_WARNING",
+    "LRScheduler",
+    "StateError",
+    "check_optimizer",
+    "set_group_value",
+    "group_lrs",
+    "group_values",
+]
 
 
 class StateError(ValueError):
@@ -78,6 +91,29 @@ def set_group_value(group: dict[str, Any], key: str, value: float) -> None:
 def group_lrs(optimizer: Any) -> list[float]:
     """The current LR of every param group, as Python floats."""
     return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def copy_value(value: Any) -> Any:
+    """``value`` itself, or a copy if it is a Tensor (so it never aliases a param group's tensor)."""
+    return value.clone() if isinstance(value, _Tensor) else value
+
+
+def group_values(optimizer: Any, key: str = "lr") -> list[Any]:
+    """``group[key]`` of every param group as it is typed (torch's ``_param_groups_val_list``):
+    floats stay floats, Tensors are copied."""
+    return [copy_value(group[key]) for group in optimizer.param_groups]
+
+
+def like(template: Any, value: float) -> Any:
+    """``value`` as a tensor of ``template``'s dtype and device if ``template`` is a Tensor, else a float."""
+    if isinstance(template, _Tensor):
+        return template.new_tensor(value)
+    return float(value)
+
+
+def warn_epoch_deprecated() -> None:
+    """torch's warning for ``step(epoch)``: same text (``EPOCH_DEPRECATION_WARNING``) and category."""
+    warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=3)
 
 
 def _plain(value: Any) -> Any:
@@ -160,15 +196,16 @@ class LRScheduler(_TorchLRScheduler):
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
-                group.setdefault("initial_lr", float(group["lr"]))
+                group.setdefault("initial_lr", copy_value(group["lr"]))
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
                     raise KeyError(
-                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming with "
-                        f"last_epoch={last_epoch}: load the optimizer state first, or use last_epoch=-1"
+                        f"param 'initial_lr' is not specified in param_groups[{i}] when resuming scheduler with "
+                        f"last_epoch >= 0 (last_epoch={last_epoch}): load the optimizer state first, or use "
+                        "last_epoch=-1"
                     )
-        self.base_lrs = [float(group["initial_lr"]) for group in optimizer.param_groups]
+        self.base_lrs = initial_lrs(optimizer)
         self.last_epoch = last_epoch
         self._initial_step()
 
@@ -184,12 +221,16 @@ class LRScheduler(_TorchLRScheduler):
             self._is_initial = False
 
     def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        """Advance one optimizer step (or jump to ``epoch`` using the closed form) and set the LRs."""
+        """Advance one optimizer step (or jump to ``epoch`` using the closed form) and set the LRs.
+
+        ``step(epoch)`` is deprecated in torch and warns as torch does (``EPOCH_DEPRECATION_WARNING``).
+        """
         self._step_count += 1
         if epoch is None:  # the hot path, inlined from _update_lr
             self.last_epoch += 1
             self._apply_lrs(self.get_lr())
         else:
+            warn_epoch_deprecated()
             self._update_lr(epoch)
 
     def _update_lr(self, epoch: int | None = None) -> None:
@@ -201,20 +242,25 @@ class LRScheduler(_TorchLRScheduler):
             values = self._get_closed_form_lr()
         self._apply_lrs(values)
 
-    def _apply_lrs(self, values: list[float]) -> None:
+    def _apply_lrs(self, values: list[Any]) -> None:
         # Hot path: an index loop is cheaper than zip(), and isinstance(lr, Tensor) costs more
-        # than the rest of the loop, so plain floats are recognised first.
+        # than the rest of the loop, so plain floats are recognised first. As in torch, a Tensor
+        # LR is filled in place, and a float LR is replaced by whatever was computed (a Tensor
+        # too, when an argument such as eta_min was one); the last LRs are copies of the groups'.
         groups = self.optimizer.param_groups
         i = 0
+        typed = False
         for value in values:
             group = groups[i]
             lr = group["lr"]
             if lr.__class__ is not float and isinstance(lr, _Tensor):
                 lr.fill_(value)
+                typed = True
             else:
                 group["lr"] = value
+                typed = typed or value.__class__ is not float
             i += 1
-        self._last_lr = values
+        self._last_lr = group_values(self.optimizer) if typed else values
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         """The LRs for the current ``last_epoch`` (torch's recursive form)."""
@@ -225,7 +271,7 @@ class LRScheduler(_TorchLRScheduler):
         return self.get_lr()
 
     def get_last_lr(self) -> list[float]:  # type: ignore[override]
-        """The LR of every param group as set by the last step."""
+        """The LR of every param group as set by the last step (a Tensor copy for a Tensor LR)."""
         return self._last_lr
 
     def _restart(self) -> None:
@@ -257,13 +303,17 @@ class LRScheduler(_TorchLRScheduler):
                     f"state[{name!r}] must be a list with one float per param group "
                     f"({len(self.optimizer.param_groups)}), got {value!r}"
                 )
-            return [decode_float(name, v) for v in value]
+            # Typed as now: a Tensor where this scheduler computes with one (a Tensor LR), else a float.
+            current = getattr(self, name, None) or [None] * len(value)
+            return [like(c, decode_float(name, v)) for c, v in zip(current, value)]
         if name in ("last_epoch", "_step_count"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise StateError(f"state[{name!r}] must be an int, got {value!r}")
             return value
         value = _plain(value)
         current = getattr(self, name, None)
+        if isinstance(current, _Tensor):  # a Tensor argument (e.g. eta_min): keep its dtype
+            return like(current, decode_float(name, value))
         if not _same_kind(current, value):
             raise StateError(
                 f"state[{name!r}] must be a {type(current).__name__} like {_plain(current)!r}, got {value!r}"
@@ -286,6 +336,8 @@ class LRScheduler(_TorchLRScheduler):
     def _apply_state(self, updates: dict[str, Any]) -> None:
         for name, value in updates.items():
             setattr(self, name, value)
+        if hasattr(self, "_spec_args"):  # the spec now describes the loaded schedule
+            self._spec_args = self._live_spec_args()
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
         """Restore a state from :meth:`state_dict` (also after a JSON round trip).
@@ -302,13 +354,50 @@ class LRScheduler(_TorchLRScheduler):
     def _record_spec(self, **args: Any) -> None:
         self._spec_args = args
 
+    def _live_spec_args(self) -> dict[str, Any]:
+        """The spec arguments as they are now: a recorded argument that is also a state field
+        is read from the running attribute, so a loaded state is described, not the constructor."""
+        fields = self._base_fields + self._state_fields
+        args = {}
+        for name, recorded in self._spec_args.items():
+            live = self._encode_field(name, getattr(self, name)) if name in fields else recorded
+            args[name] = recorded if _same_data(live, recorded) else live
+        return args
+
     def to_spec(self) -> dict[str, Any]:
-        """The plain-dict spec that :func:`lrkit.build_scheduler` turns back into this schedule."""
-        return {"type": type(self).__name__, **copy.deepcopy(self._spec_args)}
+        """The plain-dict spec that :func:`lrkit.build_scheduler` turns back into the running schedule
+        (also after :meth:`load_state_dict`: it is read from the state, not from the constructor)."""
+        args = {name: _spec_value(value) for name, value in self._live_spec_args().items()}
+        return {"type": type(self).__name__, **args}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_spec_args", {}).items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.to_spec().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+def _same_data(live: Any, recorded: Any) -> bool:
+    """Whether a live value says the same as the recorded argument (``0`` and ``0.0`` do; so does a Tensor)."""
+    try:
+        return bool(_plain(recorded) == live)
+    except TypeError:  # a function, or something else that is not data
+        return False
+
+
+def _spec_value(value: Any) -> Any:
+    """A spec holds data: Tensors become floats; functions (a ``lr_lambda``) stay as they are."""
+    if isinstance(value, _Tensor):
+        return float(value)
+    if isinstance(value, (list, tuple)) and any(isinstance(v, _Tensor) for v in value):
+        return [float(v) if isinstance(v, _Tensor) else v for v in value]
+    return copy.deepcopy(value)
+
+
+def initial_lrs(optimizer: Any) -> list[Any]:
+    """Every group's ``initial_lr``: a float, or a Tensor copy where the group holds a Tensor (as torch)."""
+    return [
+        copy_value(lr) if isinstance(lr := group["initial_lr"], _Tensor) else float(lr)
+        for group in optimizer.param_groups
+    ]
 
 
 def check_same_optimizer(owner: str, optimizer: Any, schedulers: Sequence[Any]) -> None:

@@ -21,15 +21,16 @@ cosine_with_min_lr          rises after ``T``; ``min_lr`` via defaults      :cla
 cosine_warmup_with_min_lr   peak at ``W - 1``, floor at ``T - 1``, rises    :class:`~lrkit.WarmupCosine`
 warmup_stable_decay         warmup starts at ``min_lr_ratio``              :class:`~lrkit.WSD`
 reduce_lr_on_plateau        (returns :class:`lrkit.ReduceLROnPlateau`)
+greedy                      (returns :class:`lrkit.GreedyLR`)
 constant                    none
 =========================== ============================================== ===========================
 
 Differences from transformers, all deliberate: step counts must be ints ``>= 0``;
 every argument is checked when the schedule is built (transformers fails on a bad one in
 ``LambdaLR``'s first step, and its ``float()`` takes a ``num_cycles`` of ``"0.5"``, which lrkit
-refuses); unknown ``scheduler_specific_kwargs`` raise ``TypeError`` naming the accepted ones; the
-metric-driven ``greedy`` is not supported; polynomial with ``num_warmup_steps ==
-num_training_steps`` is rejected up front (transformers divides by zero at that step).
+refuses); unknown ``scheduler_specific_kwargs`` raise ``TypeError`` naming the accepted ones; polynomial
+with ``num_warmup_steps == num_training_steps`` is rejected up front (transformers divides by zero at that
+step). The metric-driven names build lrkit's classes, whose own differences their docstrings list.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 
 from lrkit import schedules as S
 from lrkit.schedulers.base import LRScheduler, check_optimizer
+from lrkit.schedulers.greedy import get_greedy_schedule
 from lrkit.schedulers.llm import ScheduleLR, group_peaks
 from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 from lrkit.schedules._checks import check_int
@@ -68,14 +70,13 @@ _ACCEPTED: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The names whose scheduler steps on a metric, and the lrkit class they build.
+_METRIC_DRIVEN = {"reduce_lr_on_plateau": "ReduceLROnPlateau", "greedy": "GreedyLR"}
+
+
 def canonical_name(name: Any) -> str:
     """The ``SchedulerType`` value of ``name`` (a str or the enum member); ValueError listing the valid ones."""
     value = getattr(name, "value", name)
-    if value == "greedy":
-        raise ValueError(
-            "'greedy' (transformers' metric-driven GreedyLR) is not supported by lrkit; "
-            f"select one of {list(HF_SCHEDULER_NAMES)}"
-        )
     if value not in HF_SCHEDULER_NAMES:
         raise ValueError(f"{value!r} is not a valid SchedulerType, please select one of {list(HF_SCHEDULER_NAMES)}")
     return str(value)
@@ -141,8 +142,11 @@ def hf_factor(
     name = canonical_name(name)
     if name == "constant":
         return S.HFConstantFactor()
-    if name == "reduce_lr_on_plateau":
-        raise ValueError("reduce_lr_on_plateau is metric-driven: use get_scheduler() or lrkit.ReduceLROnPlateau")
+    if name in _METRIC_DRIVEN:
+        raise ValueError(
+            f"{name} is metric-driven (its step() takes the metric), so it has no factor of the step: "
+            f"use get_scheduler() or lrkit.{_METRIC_DRIVEN[name]}"
+        )
     if scheduler_specific_kwargs is not None and not isinstance(scheduler_specific_kwargs, Mapping):
         raise TypeError(f"scheduler_specific_kwargs must be a dict or None, got {scheduler_specific_kwargs!r}")
     if num_warmup_steps is None:
@@ -264,6 +268,19 @@ class HFSchedule(ScheduleLR):
         factor = hf_factor(name, num_warmup_steps, num_training_steps, scheduler_specific_kwargs, lr_init)
         return [S.Product(S.Constant(peak), factor) for peak in peaks]
 
+    def get_lr(self) -> list[Any]:
+        """Each group's ``base_lr * factor(step)``. A Tensor LR is multiplied in the tensor's dtype, as
+        transformers' ``LambdaLR`` does (``base_lr`` is then a Tensor copy of ``initial_lr``)."""
+        step = self.last_epoch
+        out: list[Any] = []
+        for schedule, base in zip(self.schedules, self.base_lrs):
+            product = schedule
+            if base.__class__ is float or not isinstance(product, S.Product) or product.a(step) != float(base):
+                out.append(schedule(step))
+            else:
+                out.append(base * product.b(step))
+        return out
+
     @property
     def factor(self) -> S.Schedule:
         """The transformers factor schedule shared by every group."""
@@ -286,8 +303,6 @@ class HFSchedule(ScheduleLR):
         return TorchLambdaLR(optimizer, factor)  # type: ignore[arg-type]
 
 
-
-
 def get_scheduler(
     name: Any,
     optimizer: Any,
@@ -300,18 +315,19 @@ def get_scheduler(
     Args:
         name: a ``transformers.SchedulerType`` value (or member): linear, cosine, cosine_with_restarts,
             polynomial, constant, constant_with_warmup, inverse_sqrt, reduce_lr_on_plateau,
-            cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay.
+            cosine_with_min_lr, cosine_warmup_with_min_lr, warmup_stable_decay, greedy.
         optimizer: the optimizer; its groups' LRs are the base LRs.
-        num_warmup_steps: warmup steps; required by every name except constant and reduce_lr_on_plateau.
+        num_warmup_steps: warmup steps; required by every name except constant, reduce_lr_on_plateau and greedy.
         num_training_steps: total steps; required by linear, cosine*, polynomial (and by
             warmup_stable_decay unless ``num_stable_steps`` is given).
         scheduler_specific_kwargs: the extra arguments of the transformers function (``num_cycles``,
             ``lr_end``, ``power``, ``timescale``, ``min_lr``, ``min_lr_rate``, ``warmup_lr_rate``,
             ``num_decay_steps``, ``num_stable_steps``, ``warmup_type``, ``decay_type``, ``min_lr_ratio``;
-            for reduce_lr_on_plateau, ReduceLROnPlateau's arguments).
+            for reduce_lr_on_plateau, ReduceLROnPlateau's arguments; for greedy, GreedyLR's).
 
     Returns:
-        :class:`HFSchedule`, or :class:`lrkit.ReduceLROnPlateau` for ``reduce_lr_on_plateau``.
+        :class:`HFSchedule`, or :class:`lrkit.ReduceLROnPlateau` for ``reduce_lr_on_plateau`` and
+        :class:`lrkit.GreedyLR` for ``greedy`` (both step on a metric: ``step(metrics)``).
 
     Raises:
         ValueError: an unknown name or a missing required argument (transformers' messages).
@@ -320,4 +336,6 @@ def get_scheduler(
     name = canonical_name(name)
     if name == "reduce_lr_on_plateau":
         return ReduceLROnPlateau(optimizer, **(scheduler_specific_kwargs or {}))
+    if name == "greedy":
+        return get_greedy_schedule(optimizer, **(scheduler_specific_kwargs or {}))
     return HFSchedule(optimizer, name, num_warmup_steps, num_training_steps, scheduler_specific_kwargs)

@@ -1,4 +1,5 @@
-"""The 15 schedulers of ``torch.optim.lr_scheduler``, bit-identical to torch 2.13.
+"""The 15 schedulers of ``torch.optim.lr_scheduler`` and ``torch.optim.swa_utils.SWALR``,
+bit-identical to torch 2.13.
 
 Same class names, arguments and defaults as torch. Each class only says how its
 LR is computed; the formulas themselves live in :mod:`lrkit.schedules.torch_formulas`.
@@ -12,7 +13,9 @@ function, then call ``load_state_dict`` (the state holds the step and the LRs).
 
 from __future__ import annotations
 
+import copy
 import math
+import types
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,12 +25,16 @@ from typing import Any, Literal, SupportsFloat
 from lrkit.schedulers.base import (
     LRScheduler,
     StateError,
+    _plain,
     _TorchReduceLROnPlateau,
     check_optimizer,
     check_same_optimizer,
+    copy_value,
     decode_float,
-    group_lrs,
+    group_values,
+    initial_lrs,
     set_group_value,
+    warn_epoch_deprecated,
 )
 from lrkit.schedules import torch_formulas as F
 from lrkit.schedules._checks import check_choice, check_int, check_per_group, check_real
@@ -48,6 +55,7 @@ __all__ = [
     "CyclicLR",
     "CosineAnnealingWarmRestarts",
     "OneCycleLR",
+    "SWALR",
 ]
 
 
@@ -59,23 +67,29 @@ def _lambdas(name: str, lr_lambda: Any, num_groups: int) -> list[Callable[[int],
     if isinstance(lr_lambda, (list, tuple)):
         if len(lr_lambda) != num_groups:
             raise ValueError(
-                f"{name} must have one function per param group ({num_groups}), got {len(lr_lambda)}: "
-                f"{name}={lr_lambda!r}"
+                f"Expected {num_groups} lr_lambdas, but got {len(lr_lambda)}: {name} must have one function "
+                f"per param group, got {name}={lr_lambda!r}"
             )
         fns = list(lr_lambda)
     else:
         fns = [lr_lambda] * num_groups
     for i, fn in enumerate(fns):
         if not callable(fn):
-            raise TypeError(f"{name}[{i}] must be callable, got {name}={fn!r} ({type(fn).__name__})")
+            raise TypeError(f"{name} should be a function, got {name}[{i}]={fn!r} ({type(fn).__name__})")
     return fns
 
 
 class _FunctionLR(LRScheduler):
     """Shared constructor of the function-driven schedulers: one ``lr_lambda`` or one per param group.
 
-    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    State, as in torch: a plain function (or lambda) is not saved (``None``); a callable
+    *object* is saved as its attributes (``vars(fn)``), which :meth:`load_state_dict` puts back
+    into the rebuilt scheduler's object. lrkit saves them only where they are plain data
+    (numbers, strings, lists, dicts); an object holding anything else is saved as ``None``.
+    Rebuild with the same ``lr_lambda``, then load.
     """
+
+    _state_fields = ("lr_lambdas",)
 
     def __init__(
         self,
@@ -85,14 +99,77 @@ class _FunctionLR(LRScheduler):
     ) -> None:
         check_optimizer(optimizer)
         self.lr_lambdas = _lambdas("lr_lambda", lr_lambda, len(optimizer.param_groups))
-        self._record_spec(lr_lambda=lr_lambda)
+        self._record_spec()  # the functions are read from lr_lambdas: see to_spec
         super().__init__(optimizer, last_epoch)
+
+    def _encode_field(self, name: str, value: Any) -> Any:
+        if name == "lr_lambdas":
+            return [_callable_state(fn) for fn in value]
+        return super()._encode_field(name, value)
+
+    def _parse_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(state, Mapping) and "lr_lambdas" not in state:  # saved before lrkit kept them
+            state = {**state, "lr_lambdas": [None] * len(self.lr_lambdas)}
+        return super()._parse_state(state)
+
+    def _decode_field(self, name: str, value: Any) -> Any:
+        if name != "lr_lambdas":
+            return super()._decode_field(name, value)
+        if not isinstance(value, (list, tuple)) or len(value) != len(self.lr_lambdas):
+            raise StateError(
+                f"state['lr_lambdas'] must be a list with one entry per param group ({len(self.lr_lambdas)}), "
+                f"got {value!r}"
+            )
+        for i, (fn, entry) in enumerate(zip(self.lr_lambdas, value)):
+            if entry is None:
+                continue
+            if not isinstance(entry, Mapping) or not all(isinstance(k, str) for k in entry):
+                raise StateError(f"state['lr_lambdas'][{i}] must be None or a dict of attributes, got {entry!r}")
+            if isinstance(fn, types.FunctionType) or not hasattr(fn, "__dict__"):
+                raise StateError(
+                    f"state['lr_lambdas'][{i}] holds the attributes of a callable object, but this scheduler's "
+                    f"lr_lambda[{i}] is {fn!r}: rebuild it with the same kind of lr_lambda"
+                )
+        return [None if entry is None else copy.deepcopy(dict(entry)) for entry in value]
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        entries = updates.pop("lr_lambdas")
+        super()._apply_state(updates)
+        for fn, entry in zip(self.lr_lambdas, entries):
+            if entry is not None:
+                fn.__dict__.update(entry)
+
+    def to_spec(self) -> dict[str, Any]:
+        fns = self.lr_lambdas
+        one = all(fn is fns[0] for fn in fns)
+        return {"type": type(self).__name__, "lr_lambda": fns[0] if one else list(fns)}
+
+
+def _per_group(recorded: Any, values: list[Any]) -> Any:
+    """A per-group spec argument as it is now: the recorded argument while the groups still have it,
+    else one value if all groups agree, else the list."""
+    plain = [_plain(v) for v in values]
+    if not isinstance(recorded, (list, tuple)) and all(v == _plain(recorded) for v in plain):
+        return recorded
+    if isinstance(recorded, (list, tuple)) and plain == [_plain(v) for v in recorded]:
+        return recorded
+    return plain[0] if all(v == plain[0] for v in plain) else plain
+
+
+def _callable_state(fn: Any) -> dict[str, Any] | None:
+    """torch saves a callable object's ``__dict__``; lrkit does where it is plain data."""
+    if isinstance(fn, types.FunctionType) or not hasattr(fn, "__dict__"):
+        return None
+    try:
+        return _plain(dict(vars(fn)))
+    except (TypeError, ValueError):  # not plain data (an object, a tensor of several values)
+        return None
 
 
 class LambdaLR(_FunctionLR):
     """``lr = base_lr * lr_lambda(last_epoch)``; one function, or one per param group.
 
-    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    Functions are not data: rebuild with the same ``lr_lambda`` and load (see :class:`_FunctionLR`).
     """
 
     def get_lr(self) -> list[float]:
@@ -103,14 +180,14 @@ class LambdaLR(_FunctionLR):
 class MultiplicativeLR(_FunctionLR):
     """``lr = lr * lr_lambda(last_epoch)`` each step (unchanged at construction).
 
-    The functions are not part of the state: rebuild with the same ``lr_lambda`` and load.
+    Functions are not data: rebuild with the same ``lr_lambda`` and load (see :class:`_FunctionLR`).
     """
 
     def get_lr(self) -> list[float]:
         if self._is_initial:
-            return group_lrs(self.optimizer)
+            return group_values(self.optimizer)
         e = self.last_epoch
-        return [float(g["lr"]) * fn(e) for fn, g in zip(self.lr_lambdas, self.optimizer.param_groups)]
+        return [g["lr"] * fn(e) for fn, g in zip(self.lr_lambdas, self.optimizer.param_groups)]
 
 
 class StepLR(LRScheduler):
@@ -120,13 +197,13 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1) -> None:
         self.step_size = check_int("step_size", step_size, minimum=1)
-        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, tensor_ok=True)
         self._record_spec(step_size=step_size, gamma=gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         e, step_size, gamma = self.last_epoch, self.step_size, self.gamma
-        return [F.step_lr_recursive(float(g["lr"]), e, step_size, gamma) for g in self.optimizer.param_groups]
+        return [F.step_lr_recursive(g["lr"], e, step_size, gamma) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.step_lr_closed(b, self.last_epoch, self.step_size, self.gamma) for b in self.base_lrs]
@@ -135,20 +212,21 @@ class StepLR(LRScheduler):
 class MultiStepLR(LRScheduler):
     """Multiply the LR by ``gamma`` at each milestone: ``base_lr * gamma ** #{m <= e}``.
 
-    Milestones must be sorted; a repeated milestone decays twice (as in torch).
+    As in torch, the milestones are a multiset: their order does not matter, and a repeated
+    milestone decays once per repetition (``[49, 105, 49]`` applies ``gamma**2`` at 49).
     """
 
     _state_fields = ("milestones", "gamma")
 
     def __init__(self, optimizer: Any, milestones: Iterable[int], gamma: float = 0.1, last_epoch: int = -1) -> None:
         self.milestones = _milestone_counter(milestones)
-        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, tensor_ok=True)
         self._record_spec(milestones=sorted(self.milestones.elements()), gamma=gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         e, counts, gamma = self.last_epoch, self.milestones, self.gamma
-        return [F.multistep_lr_recursive(float(g["lr"]), e, counts, gamma) for g in self.optimizer.param_groups]
+        return [F.multistep_lr_recursive(g["lr"], e, counts, gamma) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         milestones = sorted(self.milestones.elements())
@@ -174,8 +252,6 @@ def _milestone_counter(milestones: Iterable[int]) -> Counter[int]:
     values = list(milestones)
     for i, m in enumerate(values):
         check_int(f"milestones[{i}]", m, minimum=0)
-    if values != sorted(values):
-        raise ValueError(f"milestones must be sorted in increasing order, got milestones={values!r}")
     return Counter(int(m) for m in values)
 
 
@@ -188,14 +264,14 @@ class ConstantLR(LRScheduler):
     _state_fields = ("factor", "total_iters")
 
     def __init__(self, optimizer: Any, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1) -> None:
-        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True)
+        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True, tensor_ok=True)
         self.total_iters = check_int("total_iters", total_iters, minimum=1)
         self._record_spec(factor=factor, total_iters=total_iters)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         e, factor, total = self.last_epoch, self.factor, self.total_iters
-        return [F.constant_lr_recursive(float(g["lr"]), e, factor, total) for g in self.optimizer.param_groups]
+        return [F.constant_lr_recursive(g["lr"], e, factor, total) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.constant_lr_closed(b, self.last_epoch, self.factor, self.total_iters) for b in self.base_lrs]
@@ -218,15 +294,15 @@ class LinearLR(LRScheduler):
         total_iters: int = 5,
         last_epoch: int = -1,
     ) -> None:
-        self.start_factor = check_real("start_factor", start_factor, low=0.0, high=1.0, low_open=True)
-        self.end_factor = check_real("end_factor", end_factor, low=0.0, high=1.0)
+        self.start_factor = check_real("start_factor", start_factor, low=0.0, high=1.0, low_open=True, tensor_ok=True)
+        self.end_factor = check_real("end_factor", end_factor, low=0.0, high=1.0, tensor_ok=True)
         self.total_iters = check_int("total_iters", total_iters, minimum=1)
         self._record_spec(start_factor=start_factor, end_factor=end_factor, total_iters=total_iters)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         e, s, t, n, init = self.last_epoch, self.start_factor, self.end_factor, self.total_iters, self._is_initial
-        return [F.linear_lr_recursive(float(g["lr"]), e, s, t, n, init) for g in self.optimizer.param_groups]
+        return [F.linear_lr_recursive(g["lr"], e, s, t, n, init) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         e, s, t, n = self.last_epoch, self.start_factor, self.end_factor, self.total_iters
@@ -239,13 +315,13 @@ class ExponentialLR(LRScheduler):
     _state_fields = ("gamma",)
 
     def __init__(self, optimizer: Any, gamma: float, last_epoch: int = -1) -> None:
-        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, tensor_ok=True)
         self._record_spec(gamma=gamma)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         gamma, init = self.gamma, self._is_initial
-        return [F.exponential_lr_recursive(float(g["lr"]), gamma, init) for g in self.optimizer.param_groups]
+        return [F.exponential_lr_recursive(g["lr"], gamma, init) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.exponential_lr_closed(b, self.last_epoch, self.gamma) for b in self.base_lrs]
@@ -258,13 +334,13 @@ class PolynomialLR(LRScheduler):
 
     def __init__(self, optimizer: Any, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:
         self.total_iters = check_int("total_iters", total_iters, minimum=1)
-        self.power = check_real("power", power, low=0.0)
+        self.power = check_real("power", power, low=0.0, tensor_ok=True)
         self._record_spec(total_iters=total_iters, power=power)
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
         e, n, p, init = self.last_epoch, self.total_iters, self.power, self._is_initial
-        return [F.polynomial_lr_recursive(float(g["lr"]), e, n, p, init) for g in self.optimizer.param_groups]
+        return [F.polynomial_lr_recursive(g["lr"], e, n, p, init) for g in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.polynomial_lr_closed(b, self.last_epoch, self.total_iters, self.power) for b in self.base_lrs]
@@ -282,7 +358,7 @@ class CosineAnnealingLR(LRScheduler):
         self.T_max = check_real("T_max", T_max, low=0.0, low_open=True)
         if isinstance(T_max, int):
             self.T_max = T_max
-        self.eta_min = check_real("eta_min", eta_min, low=0.0)
+        self.eta_min = check_real("eta_min", eta_min, low=0.0, tensor_ok=True)
         self._record_spec(T_max=T_max, eta_min=eta_min)
         super().__init__(optimizer, last_epoch)
 
@@ -300,9 +376,10 @@ def _check_children(owner: str, optimizer: Any, schedulers: Any) -> list[LRSched
     if not isinstance(schedulers, (list, tuple)) or len(schedulers) < 1:
         raise ValueError(f"{owner} expects a non-empty list of schedulers, got schedulers={schedulers!r}")
     for i, scheduler in enumerate(schedulers):
-        if isinstance(scheduler, ReduceLROnPlateau):
+        if isinstance(scheduler, _TorchReduceLROnPlateau):  # lrkit's, torch's, GreedyLR: metric-driven
             raise ValueError(
-                f"{owner} does not support ReduceLROnPlateau (its step() needs a metric), got one at schedulers[{i}]"
+                f"{owner} does not support {type(scheduler).__name__} (its step() needs a metric), got one at "
+                f"schedulers[{i}]"
             )
     check_same_optimizer(owner, optimizer, schedulers)
     return list(schedulers)
@@ -371,7 +448,7 @@ class SequentialLR(_Composite):
         self._milestones = _sequential_milestones(milestones, len(self._schedulers))
         check_int("last_epoch", last_epoch, minimum=-1)
         self.optimizer = optimizer
-        self.base_lrs = [float(g["initial_lr"]) for g in optimizer.param_groups]
+        self.base_lrs = initial_lrs(optimizer)
         self._record_spec(milestones=list(self._milestones))
         self.last_epoch = last_epoch + 1
         self._start()
@@ -421,6 +498,9 @@ class SequentialLR(_Composite):
             scheduler.step()
         self._last_lr = scheduler._last_lr
 
+    def _live_spec_args(self) -> dict[str, Any]:
+        return {**super()._live_spec_args(), "milestones": list(self._milestones)}
+
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "_milestones":
             try:
@@ -461,10 +541,10 @@ class ChainedScheduler(_Composite):
         assert optimizer is not None
         self._schedulers = _check_children("ChainedScheduler", optimizer, schedulers)
         self.optimizer = optimizer
-        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self.base_lrs = [copy_value(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
         self._record_spec()
         self.last_epoch = 0
-        self._last_lr = group_lrs(optimizer)
+        self._last_lr = group_values(optimizer)
 
     def step(self, epoch: int | None = None) -> None:
         if epoch is not None:
@@ -472,13 +552,13 @@ class ChainedScheduler(_Composite):
         for scheduler in self._schedulers:
             scheduler.step()
         self.last_epoch += 1
-        self._last_lr = group_lrs(self.optimizer)
+        self._last_lr = group_values(self.optimizer)
 
     def _restart(self) -> None:
         for scheduler in self._schedulers:
             scheduler._restart()
         self.last_epoch = 0
-        self._last_lr = group_lrs(self.optimizer)
+        self._last_lr = group_values(self.optimizer)
 
 
 class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
@@ -518,20 +598,19 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
     ) -> None:
         check_optimizer(optimizer)
         self.mode = check_choice("mode", mode, ("min", "max"))
-        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        self.factor = check_real("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True, tensor_ok=True)
         self.patience = check_int("patience", patience, minimum=0)
-        self.threshold = check_real("threshold", threshold, low=0.0)
+        self.threshold = check_real("threshold", threshold, low=0.0, tensor_ok=True)
         self.threshold_mode = check_choice("threshold_mode", threshold_mode, ("rel", "abs"))
         self.cooldown = check_int("cooldown", cooldown, minimum=0)
-        self.eps = check_real("eps", eps, low=0.0)
+        self.eps = check_real("eps", eps, low=0.0, tensor_ok=True)
         num_groups = len(optimizer.param_groups)
         min_lrs = check_per_group("min_lr", min_lr, num_groups)
         for i, value in enumerate(min_lrs):
-            check_real(f"min_lr[{i}]", value, low=0.0)
+            check_real(f"min_lr[{i}]", value, low=0.0, tensor_ok=True)
         self.default_min_lr: float | None = None if isinstance(min_lr, (list, tuple)) else min_lr
         self.min_lrs = list(min_lrs)
-        self.optimizer = optimizer
-        self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        self.optimizer = optimizer  # no base_lrs: as in torch, it starts from the LRs as they are
         self._record_spec(
             mode=mode,
             factor=factor,
@@ -543,7 +622,7 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
             eps=eps,
         )
         self.last_epoch = 0
-        self._last_lr = group_lrs(optimizer)
+        self._last_lr = group_values(optimizer)
         self._reset()
 
     def _reset(self) -> None:
@@ -572,6 +651,8 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
         """Record ``metrics`` for the step just taken, reducing the LR if it has plateaued."""
         current = float(metrics)
         self._stored_last_lr = None  # read from the groups from now on
+        if epoch is not None:
+            warn_epoch_deprecated()
         self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
         if self.is_better(current, self.best):
             self.best = current
@@ -594,7 +675,7 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
         after a step they are read from the groups when asked (only ``step`` changes them); after
         construction or ``load_state_dict`` they are the stored values."""
         stored = self._stored_last_lr
-        return group_lrs(self.optimizer) if stored is None else stored
+        return group_values(self.optimizer) if stored is None else stored
 
     @_last_lr.setter
     def _last_lr(self, value: list[float]) -> None:
@@ -605,8 +686,9 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
         if len(groups) != len(self.min_lrs):
             if self.default_min_lr is None:
                 raise RuntimeError(
-                    f"the optimizer has {len(groups)} param groups but min_lr has {len(self.min_lrs)} "
-                    "values (a group was added after construction): set scheduler.min_lrs to match"
+                    f"The number of param groups in the optimizer ({len(groups)}) differs from the number of "
+                    f"min_lr values ({len(self.min_lrs)}): a group was added after construction; set "
+                    "scheduler.min_lrs to one value per group"
                 )
             self.min_lrs = [self.default_min_lr] * len(groups)
         for i, group in enumerate(groups):
@@ -617,7 +699,14 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
 
     def _apply_state(self, updates: dict[str, Any]) -> None:
         super()._apply_state(updates)
+        if self._stored_last_lr == group_values(self.optimizer):  # nothing to remember: read the groups
+            self._stored_last_lr = None
         self.mode_worse = math.inf if self.mode == "min" else -math.inf
+
+    def _live_spec_args(self) -> dict[str, Any]:
+        args = super()._live_spec_args()
+        live = self.default_min_lr if self.default_min_lr is not None else list(self.min_lrs)
+        return {**args, "min_lr": args["min_lr"] if _plain(args["min_lr"]) == _plain(live) else _plain(live)}
 
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "best":
@@ -671,11 +760,12 @@ class CyclicLR(LRScheduler):
         check_int("last_epoch", last_epoch, minimum=-1)
         groups = optimizer.param_groups
         base_lrs = [
-            check_real(f"base_lr[{i}]", v, low=0.0)
+            copy_value(check_real(f"base_lr[{i}]", v, low=0.0, tensor_ok=True))
             for i, v in enumerate(check_per_group("base_lr", base_lr, len(groups)))
         ]
         self.max_lrs = [
-            check_real(f"max_lr[{i}]", v, low=0.0) for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
+            copy_value(check_real(f"max_lr[{i}]", v, low=0.0, tensor_ok=True))
+            for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
         ]
         up = check_real("step_size_up", step_size_up, low=0.0, low_open=True)
         down = up if step_size_down is None else check_real("step_size_down", step_size_down, low=0.0, low_open=True)
@@ -689,7 +779,7 @@ class CyclicLR(LRScheduler):
                 raise TypeError(f"scale_fn must be callable or None, got scale_fn={scale_fn!r}")
             self.mode = str(mode)
             self.scale_mode = check_choice("scale_mode", scale_mode, ("cycle", "iterations"))
-        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True)
+        self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, tensor_ok=True)
         self.scale_fn_custom = scale_fn
         self.cycle_momentum = bool(cycle_momentum)
         self.use_beta1 = False
@@ -704,11 +794,11 @@ class CyclicLR(LRScheduler):
                 )
             self.use_beta1 = "betas" in defaults
             self.base_momentums = [
-                check_real(f"base_momentum[{i}]", v, low=0.0)
+                copy_value(check_real(f"base_momentum[{i}]", v, low=0.0, tensor_ok=True))
                 for i, v in enumerate(check_per_group("base_momentum", base_momentum, len(groups)))
             ]
             self.max_momentums = [
-                check_real(f"max_momentum[{i}]", v, low=0.0)
+                copy_value(check_real(f"max_momentum[{i}]", v, low=0.0, tensor_ok=True))
                 for i, v in enumerate(check_per_group("max_momentum", max_momentum, len(groups)))
             ]
         if last_epoch == -1:
@@ -734,6 +824,24 @@ class CyclicLR(LRScheduler):
         )
         super().__init__(optimizer, last_epoch)
         self.base_lrs = base_lrs
+
+    def _live_spec_args(self) -> dict[str, Any]:
+        args = super()._live_spec_args()
+        args["base_lr"] = _per_group(args["base_lr"], self.base_lrs)
+        args["max_lr"] = _per_group(args["max_lr"], self.max_lrs)
+        up = args["step_size_up"]
+        down = up if args["step_size_down"] is None else args["step_size_down"]
+        if (float(up) + float(down), float(up) / (float(up) + float(down))) != (self.total_size, self.step_ratio):
+            live_up = self.total_size * self.step_ratio
+            live_up = round(live_up) if abs(live_up - round(live_up)) < 1e-9 else live_up
+            live_down = self.total_size - live_up
+            args["step_size_up"] = live_up
+            live_down = round(live_down) if abs(live_down - round(live_down)) < 1e-9 else live_down
+            args["step_size_down"] = None if live_down == live_up else live_down
+        if self.cycle_momentum:
+            args["base_momentum"] = _per_group(args["base_momentum"], self.base_momentums)
+            args["max_momentum"] = _per_group(args["max_momentum"], self.max_momentums)
+        return args
 
     def scale_fn(self, x: float) -> float:
         """The amplitude scale at cycle (or iteration) ``x``."""
@@ -774,7 +882,7 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         self.T_0 = check_int("T_0", T_0, minimum=1)
         self.T_i = self.T_0
         self.T_mult = check_int("T_mult", T_mult, minimum=1)
-        self.eta_min = check_real("eta_min", eta_min, low=0.0)
+        self.eta_min = check_real("eta_min", eta_min, low=0.0)  # torch refuses a Tensor here too
         if isinstance(eta_min, int):
             self.eta_min = eta_min
         check_int("last_epoch", last_epoch, minimum=-1)
@@ -870,7 +978,8 @@ class OneCycleLR(LRScheduler):
         self.phase_ends = F.one_cycle_phase_ends(self.total_steps, pct_start, self.three_phase)
         groups = optimizer.param_groups
         max_lrs = [
-            check_real(f"max_lr[{i}]", v, low=0.0) for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
+            copy_value(check_real(f"max_lr[{i}]", v, low=0.0, tensor_ok=True))
+            for i, v in enumerate(check_per_group("max_lr", max_lr, len(groups)))
         ]
         if last_epoch == -1:
             for group, lr in zip(groups, max_lrs):
@@ -887,11 +996,14 @@ class OneCycleLR(LRScheduler):
                     f"({type(optimizer).__name__} has neither); pass cycle_momentum=False"
                 )
             self.use_beta1 = "betas" in defaults
-            max_ms = check_per_group("max_momentum", max_momentum, len(groups))
-            base_ms = check_per_group("base_momentum", base_momentum, len(groups))
-            for i, (m_momentum, b_momentum) in enumerate(zip(max_ms, base_ms)):
-                check_real(f"max_momentum[{i}]", m_momentum, low=0.0)
-                check_real(f"base_momentum[{i}]", b_momentum, low=0.0)
+            max_ms = [
+                copy_value(check_real(f"max_momentum[{i}]", v, low=0.0, tensor_ok=True))
+                for i, v in enumerate(check_per_group("max_momentum", max_momentum, len(groups)))
+            ]
+            base_ms = [
+                copy_value(check_real(f"base_momentum[{i}]", v, low=0.0, tensor_ok=True))
+                for i, v in enumerate(check_per_group("base_momentum", base_momentum, len(groups)))
+            ]
             if last_epoch == -1:
                 for m_momentum, b_momentum, group in zip(max_ms, base_ms, groups):
                     _set_momentum(group, m_momentum, self.use_beta1)
@@ -911,6 +1023,25 @@ class OneCycleLR(LRScheduler):
         )
         super().__init__(optimizer, last_epoch)
 
+    def _live_spec_args(self) -> dict[str, Any]:
+        """What runs now: the step counts from the state, the LRs and momenta from the param groups
+        (where torch keeps them, so the optimizer's state carries them)."""
+        args = super()._live_spec_args()
+        groups = self.optimizer.param_groups
+        if F.one_cycle_phase_ends(self.total_steps, args["pct_start"], self.three_phase) != self.phase_ends:
+            args["pct_start"] = (self.phase_ends[0] + 1) / self.total_steps
+        if not all("max_lr" in g and "initial_lr" in g and "min_lr" in g for g in groups):
+            return args
+        args["max_lr"] = _per_group(args["max_lr"], [g["max_lr"] for g in groups])
+        if any(_plain(g["max_lr"] / args["div_factor"]) != _plain(g["initial_lr"]) for g in groups):
+            args["div_factor"] = _plain(groups[0]["max_lr"] / groups[0]["initial_lr"])
+        if any(_plain(g["initial_lr"] / args["final_div_factor"]) != _plain(g["min_lr"]) for g in groups):
+            args["final_div_factor"] = _plain(groups[0]["initial_lr"] / groups[0]["min_lr"])
+        if self.cycle_momentum and all("max_momentum" in g and "base_momentum" in g for g in groups):
+            args["max_momentum"] = _per_group(args["max_momentum"], [g["max_momentum"] for g in groups])
+            args["base_momentum"] = _per_group(args["base_momentum"], [g["base_momentum"] for g in groups])
+        return args
+
     def get_lr(self) -> list[float]:
         step_num = self.last_epoch
         if step_num > self.total_steps:
@@ -926,3 +1057,59 @@ class OneCycleLR(LRScheduler):
             if self.cycle_momentum:
                 _set_momentum(group, anneal(group[start_m], group[end_m], pct), self.use_beta1)
         return lrs
+
+
+class SWALR(LRScheduler):
+    """torch's ``torch.optim.swa_utils.SWALR``: anneal each group's LR to ``swa_lr`` over ``anneal_epochs``.
+
+    ``lr_t = swa_lr * a(t) + lr_0 * (1 - a(t))``, ``t = min(1, step / anneal_epochs)``, where
+    ``a(t) = (1 - cos(pi t)) / 2`` (``"cos"``) or ``t`` (``"linear"``) and ``lr_0`` is the LR when
+    the annealing started; then held at ``swa_lr``. Computed recursively from the current LR, as
+    torch does (:func:`lrkit.schedules.torch_formulas.swa_lr_recursive`). ``swa_lr`` is stored in
+    every param group (``group["swa_lr"]``), so the optimizer's state carries it.
+    """
+
+    _state_fields = ("anneal_epochs", "anneal_strategy")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        swa_lr: float | list[float],
+        anneal_epochs: int = 10,
+        anneal_strategy: Literal["cos", "linear"] = "cos",
+        last_epoch: int = -1,
+    ) -> None:
+        check_optimizer(optimizer)
+        groups = optimizer.param_groups
+        if isinstance(swa_lr, (list, tuple)) and len(swa_lr) != len(groups):
+            raise ValueError(
+                f"swa_lr must have one value per param group ({len(groups)}), got {len(swa_lr)} values: "
+                f"swa_lr={list(swa_lr)!r}"
+            )
+        swa_lrs = [
+            copy_value(check_real(f"swa_lr[{i}]", v, low=0.0, tensor_ok=True))
+            for i, v in enumerate(check_per_group("swa_lr", swa_lr, len(groups)))
+        ]
+        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, ("cos", "linear"))
+        if isinstance(anneal_epochs, bool) or not isinstance(anneal_epochs, int) or anneal_epochs < 0:
+            raise ValueError(
+                f"anneal_epochs must be an int equal or greater than 0, got anneal_epochs={anneal_epochs!r}"
+            )
+        self.anneal_epochs = anneal_epochs
+        for value, group in zip(swa_lrs, groups):
+            group["swa_lr"] = value
+        self._record_spec(anneal_epochs=anneal_epochs, anneal_strategy=anneal_strategy)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        count, epochs, strategy = self._step_count, self.anneal_epochs, self.anneal_strategy
+        return [
+            F.swa_lr_recursive(g["lr"], g["swa_lr"], count, epochs, strategy) for g in self.optimizer.param_groups
+        ]
+
+    def to_spec(self) -> dict[str, Any]:
+        # swa_lr lives in the param groups (as in torch), so the spec reads it from there.
+        swa_lrs = [_plain(g["swa_lr"]) for g in self.optimizer.param_groups]
+        swa_lr = swa_lrs[0] if all(v == swa_lrs[0] for v in swa_lrs) else swa_lrs
+        spec = super().to_spec()
+        return {"type": spec.pop("type"), "swa_lr": swa_lr, **spec}

@@ -20,6 +20,11 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def _is_scalar_tensor(value: Any) -> bool:
+    """A 0-dim tensor (torch or numpy), recognised without importing torch."""
+    return getattr(value, "ndim", None) == 0 and hasattr(value, "__float__") and hasattr(value, "dtype")
+
+
 def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     """An ``int`` (not a bool) that is ``>= minimum``."""
     if not _is_int(value):
@@ -37,8 +42,16 @@ def check_real(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
-) -> float:
-    """A finite real number in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    tensor_ok: bool = False,
+) -> Any:
+    """A finite real number in the interval given by ``low``/``high`` (closed unless ``*_open``).
+
+    Returns it as a float; with ``tensor_ok`` a 0-dim tensor is accepted and returned as it is
+    (torch's schedulers compute with a Tensor argument in its dtype, and so must a drop-in).
+    """
+    if tensor_ok and _is_scalar_tensor(value):
+        check_real(name, float(value), low, high, low_open, high_open)
+        return value
     if not _is_real(value):
         raise TypeError(f"{name} must be a real number, got {name}={value!r} ({type(value).__name__})")
     value = float(value)

@@ -95,6 +95,7 @@ HF_SCHEDULER_NAMES: tuple[str, ...] = (
     "cosine_with_min_lr",
     "cosine_warmup_with_min_lr",
     "warmup_stable_decay",
+    "greedy",
 )
 
 #: Decay shapes of :class:`WSD`.

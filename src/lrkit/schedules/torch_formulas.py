@@ -12,6 +12,10 @@ below keeps torch's operand order; do not "simplify" them.
 
 Notation: ``lr`` is the current LR of one parameter group, ``base_lr`` its
 ``initial_lr``, ``e`` the new ``last_epoch`` (number of completed optimizer steps).
+
+Every function is plain arithmetic on its arguments, so an LR (or argument) that is a
+``torch.Tensor`` is computed exactly as torch computes it, in the tensor's dtype: the
+schedulers pass a group's LR in whatever type the group holds it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import SupportsFloat
 
 # --- StepLR ------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ def polynomial_lr_closed(base_lr: float, e: int, total_iters: int, power: float)
 
 
 def cosine_annealing_recursive(
-    lrs: Iterable[SupportsFloat],
+    lrs: Iterable[float],
     base_lrs: Sequence[float],
     e: int,
     t_max: float,
@@ -148,15 +151,15 @@ def cosine_annealing_recursive(
     any iterable of numbers, so the caller need not build a list on the hot path.
     """
     if initial:
-        return [float(lr) for lr in lrs]
+        return list(lrs)
     if step_count == 1 and e > 0:
         return [eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / t_max)) / 2 for base_lr in base_lrs]
     if (e - 1 - t_max) % (2 * t_max) == 0:
         return [
-            float(lr) + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2 for lr, base_lr in zip(lrs, base_lrs)
+            lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2 for lr, base_lr in zip(lrs, base_lrs)
         ]
     ratio = (1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max))
-    return [ratio * (float(lr) - eta_min) + eta_min for lr in lrs]
+    return [ratio * (lr - eta_min) + eta_min for lr in lrs]
 
 
 def cosine_annealing_closed(base_lr: float, e: float, t_max: float, eta_min: float) -> float:
@@ -243,3 +246,31 @@ def one_cycle_locate(step: int, phase_ends: Sequence[float]) -> tuple[int, float
             return i, (step - start_step) / (end_step - start_step)
         start_step = end_step
     raise AssertionError("unreachable")
+
+
+# --- SWALR (torch.optim.swa_utils) ---------------------------------------------
+
+
+def swa_anneal(strategy: str, t: float) -> float:
+    """Fraction of the way to ``swa_lr`` at ``t`` in [0, 1]: ``cos``: ``(1 - cos(pi t)) / 2``; ``linear``: ``t``."""
+    if strategy == "cos":
+        return (1 - math.cos(math.pi * t)) / 2
+    return t
+
+
+def swa_lr_recursive(lr: float, swa_lr: float, step_count: int, anneal_epochs: int, strategy: str) -> float:
+    """torch's SWALR step: anneal from the LR the schedule started at toward ``swa_lr``.
+
+    Closed form: ``lr_t = swa_lr * a(t) + lr_0 * (1 - a(t))`` with ``t = min(1, step / anneal_epochs)``
+    and ``a`` the anneal function. torch recovers ``lr_0`` from the current LR each step,
+    ``lr_0 = (lr - a(t_prev) * swa_lr) / (1 - a(t_prev))`` (``swa_lr`` once ``a(t_prev) == 1``), so the
+    schedule follows whatever set the LR before it (typically another scheduler). ``step`` is
+    ``step_count - 1`` (at least 1 when ``anneal_epochs == 0``).
+    """
+    step = step_count - 1
+    if anneal_epochs == 0:
+        step = max(1, step)
+    prev_alpha = swa_anneal(strategy, max(0, min(1, (step - 1) / max(1, anneal_epochs))))
+    start = swa_lr if prev_alpha == 1 else (lr - prev_alpha * swa_lr) / (1 - prev_alpha)
+    alpha = swa_anneal(strategy, max(0, min(1, step / max(1, anneal_epochs))))
+    return swa_lr * alpha + start * (1 - alpha)

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from lrkit.schedulers import hf, llm, torch_compat
+from lrkit.schedulers import greedy, hf, llm, torch_compat
 from lrkit.spec import clocked, from_flags, groups
 from lrkit.spec.from_flags import WARMUP_FLAGS, CliName
 from lrkit.spec.registry import SpecType
@@ -42,6 +42,13 @@ def _random_floor(case: dict[str, Any]) -> Callable[[random.Random], dict[str, A
         return args
 
     return make
+
+
+def _torch_swalr() -> Any:
+    """torch's SWALR lives in ``torch.optim.swa_utils``, not ``torch.optim.lr_scheduler``."""
+    from torch.optim.swa_utils import SWALR
+
+    return SWALR
 
 
 def _torch(name: str, **fields: Any) -> SpecType:
@@ -160,6 +167,16 @@ CATALOG: tuple[SpecType, ...] = (
         random_args=lambda rng: {"T_0": rng.randint(1, 5), "T_mult": rng.randint(1, 3)},
     ),
     _torch(
+        "SWALR",
+        torch_builder=lambda optimizer, **args: _torch_swalr()(optimizer, **args),
+        align_case={"type": "SWALR", "swa_lr": 3e-4, "anneal_epochs": 5},
+        random_args=lambda rng: {
+            "swa_lr": round(rng.uniform(1e-4, 1e-3), 6),
+            "anneal_epochs": rng.randint(0, 8),
+            "anneal_strategy": rng.choice(["cos", "linear"]),
+        },
+    ),
+    _torch(
         "OneCycleLR",
         cli=(
             CliName(
@@ -242,6 +259,14 @@ CATALOG: tuple[SpecType, ...] = (
             "num_training_steps": 10,
             "scheduler_specific_kwargs": {"num_cycles": 2},
         },
+    ),
+    # transformers' metric-driven GreedyLR: its oracle is transformers' own class (torch has none). No alignment
+    # case: the torch backend of `lrkit align` would need transformers on the training machines.
+    SpecType(
+        "GreedyLR",
+        greedy.GreedyLR,
+        greedy.GreedyLR.torch_builder,
+        cli=(_hf_name("greedy", {"gamma", "min_lr", "patience"}),),
     ),
     # ---------------------------------------------------------------- composites of specs
     SpecType(

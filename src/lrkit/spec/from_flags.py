@@ -228,10 +228,14 @@ def constant(f: FlagReader) -> dict[str, Any]:
     return {"type": "WarmupConstant", **_warmup_args(f)}
 
 
+#: transformers' metric-driven names and the spec type each gives.
+_METRIC_DRIVEN = {"reduce_lr_on_plateau": "ReduceLROnPlateau", "greedy": "GreedyLR"}
+
+
 def _hf(f: FlagReader, name: str) -> dict[str, Any]:
-    if name == "reduce_lr_on_plateau":
+    if name in _METRIC_DRIVEN:
         args = {"factor": f.get("gamma"), "patience": f.get("patience"), "min_lr": f.get("min_lr")}
-        return {"type": "ReduceLROnPlateau", **{k: v for k, v in args.items() if v is not None}}
+        return {"type": _METRIC_DRIVEN[name], **{k: v for k, v in args.items() if v is not None}}
     lr, total = float(f.get("lr")), f.get("total_steps")
     kwargs: dict[str, Any] = {}
     if f.given("num_cycles"):
@@ -271,5 +275,6 @@ def _hf(f: FlagReader, name: str) -> dict[str, Any]:
 
 def hf(name: str) -> Callable[[FlagReader], dict[str, Any]]:
     """The builder of ``hf:<name>``: ``HFSchedule(name, W, T, scheduler_specific_kwargs from the flags)``;
-    ``reduce_lr_on_plateau`` gives ``ReduceLROnPlateau(factor=--gamma, --patience, --min-lr)``."""
+    ``reduce_lr_on_plateau`` gives ``ReduceLROnPlateau(factor=--gamma, --patience, --min-lr)`` and ``greedy``
+    ``GreedyLR`` with the same three."""
     return partial(_hf, name=name)

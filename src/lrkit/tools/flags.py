@@ -204,7 +204,7 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--pct-start",), {"type": float, "help": "onecycle: the peak is at step round(pct_start * T) (default 0.3)"}),
     (("--anneal-strategy",), {"choices": ("cos", "linear"), "help": "onecycle: annealing (default cos)"}),
     (("--cyclic-mode",), {"choices": ("triangular", "triangular2", "exp_range"), "help": "cyclic: mode"}),
-    (("--patience",), {"type": int, "help": "reduce_lr_on_plateau: steps without improvement (default 10)"}),
+    (("--patience",), {"type": int, "help": "reduce_lr_on_plateau, greedy: steps without improvement (default 10)"}),
 )
 #: dest -> the flag as typed (for messages)
 _FLAG_OF: dict[str, str] = {names[0][2:].replace("-", "_"): names[0] for names, _ in _FLAG_TABLE}

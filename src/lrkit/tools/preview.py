@@ -166,12 +166,13 @@ def curve_from_spec(spec: dict[str, Any], lr: float, total_steps: int | None = N
     Schedules backed by :mod:`lrkit.schedules` are evaluated in one vectorised call; the
     torch-style classes are stepped. Raises ValueError/TypeError for a spec that does not build.
     """
+    from lrkit.schedulers.greedy import GreedyLR
     from lrkit.schedulers.llm import schedule_of
     from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 
     scheduler = _build(spec, lr)
-    if isinstance(scheduler, ReduceLROnPlateau):
-        raise ValueError("ReduceLROnPlateau follows a metric: there is no curve to preview")
+    if isinstance(scheduler, (ReduceLROnPlateau, GreedyLR)):
+        raise ValueError(f"{type(scheduler).__name__} follows a metric: there is no curve to preview")
     declared = _declared(spec, lr)
     run_end = total_steps if total_steps is not None else (None if declared.end is None else int(declared.end[0]))
     if run_end is None or (total_steps is None and run_end < 1):

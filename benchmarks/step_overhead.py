@@ -6,7 +6,10 @@ of ``step()``; the best of ``--repeats`` is reported. Time is this process's CPU
 (``time.process_time``), so other load on a shared machine does not count against
 either library; the two are measured alternately. Goal: lrkit <= 0.5x torch.
 
-    .venv/bin/python benchmarks/step_overhead.py [--steps 20000] [--repeats 9] [--only StepLR,...]
+    .venv/bin/python benchmarks/step_overhead.py [--steps 20000] [--repeats 9] [--only StepLR,...] [--tensor-lr]
+
+``--tensor-lr`` gives the param group a 0-dim float32 Tensor LR (as for a compiled optimizer),
+which both libraries then compute in float32 and fill in place.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 from torch.optim import lr_scheduler as torch_lr
+from torch.optim import swa_utils
 
 import lrkit
 
@@ -58,12 +62,15 @@ def builders(steps: int) -> dict[str, Callable[[Any, Any], Any]]:
         "CyclicLR": lambda m, o: m.CyclicLR(o, base_lr=0.001, max_lr=0.1, step_size_up=500),
         "CosineAnnealingWarmRestarts": lambda m, o: m.CosineAnnealingWarmRestarts(o, T_0=1000, T_mult=2),
         "OneCycleLR": lambda m, o: m.OneCycleLR(o, max_lr=0.1, total_steps=steps + 1),
+        # torch's SWALR lives in torch.optim.swa_utils
+        "SWALR": lambda m, o: (swa_utils if m is torch_lr else m).SWALR(o, swa_lr=0.01, anneal_epochs=steps // 2),
     }
 
 
-def time_steps(build: Callable[[Any, Any], Any], module: Any, steps: int, plateau: bool) -> float:
+def time_steps(build: Callable[[Any, Any], Any], module: Any, steps: int, plateau: bool, tensor_lr: bool) -> float:
     """Seconds for ``steps`` calls of ``step()`` on a freshly built scheduler."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    lr: Any = torch.tensor(0.1) if tensor_lr else 0.1
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr, momentum=0.9)
     scheduler = build(module, optimizer)
     step = scheduler.step
     loop = range(steps)
@@ -87,21 +94,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20_000, help="step() calls per measurement")
     parser.add_argument("--repeats", type=int, default=9, help="measurements per class and library; best is kept")
-    parser.add_argument("--only", default="", help="comma-separated class names (default: all 15)")
+    parser.add_argument("--only", default="", help="comma-separated class names (default: all 16)")
+    parser.add_argument("--tensor-lr", action="store_true", help="a 0-dim float32 Tensor LR in the param group")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # torch's step-order warning; lrkit emits none
     torch.set_num_threads(1)
 
     table = builders(args.steps)
     names = [n for n in table if not args.only or n in args.only.split(",")]
-    print(f"torch {torch.__version__}, {args.steps} steps x best of {args.repeats}, one param group")
+    kind = "a float32 Tensor LR" if args.tensor_lr else "a float LR"
+    print(f"torch {torch.__version__}, {args.steps} steps x best of {args.repeats}, one param group with {kind}")
     print(f"{'class':<28} {'torch us/step':>14} {'lrkit us/step':>14} {'ratio':>7}")
     worst = 0.0
     for name in names:
         best = {"torch": float("inf"), "lrkit": float("inf")}
         for _ in range(args.repeats):  # interleaved, so drift in machine speed hits both alike
             for label, module in (("torch", torch_lr), ("lrkit", lrkit)):
-                seconds = time_steps(table[name], module, args.steps, name == "ReduceLROnPlateau")
+                seconds = time_steps(table[name], module, args.steps, name == "ReduceLROnPlateau", args.tensor_lr)
                 best[label] = min(best[label], seconds)
         torch_us, lrkit_us = (best[k] / args.steps * 1e6 for k in ("torch", "lrkit"))
         ratio = lrkit_us / torch_us

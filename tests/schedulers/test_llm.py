@@ -178,3 +178,27 @@ def test_inside_sequential_lr_with_both_backends():
         S.WarmupConstant(LRS[0], 20)(t) if t < 20 else S.WarmupCosine(LRS[0], 0, 80, 1e-6)(t - 20) for t in range(121)
     ]
     assert [lr[0] for lr in ours] == expected
+
+
+def test_to_spec_describes_loaded_schedules() -> None:
+    """A state from a differently built schedule: to_spec() gives the schedule that runs, as data."""
+
+    def opt() -> torch.optim.Optimizer:
+        return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-3)
+
+    source_opt = opt()
+    source = lrkit.WarmupCosine(source_opt, warmup_steps=10, total_steps=100, min_lr=1e-4)
+    for _ in range(30):
+        source.step()
+    target = lrkit.WarmupCosine(opt(), warmup_steps=5, total_steps=50, min_lr=0.0)
+    same = lrkit.WarmupCosine(opt(), warmup_steps=10, total_steps=100, min_lr=1e-4)
+    state = json.loads(json.dumps(source.state_dict()))
+    same.load_state_dict(state)
+    assert same.to_spec() == source.to_spec()  # the same schedule: the constructor's spec still holds
+    target.load_state_dict(state)
+    spec = target.to_spec()
+    assert spec["type"] == "PureSchedule"
+    rebuilt_opt = opt()
+    rebuilt = lrkit.build_scheduler(json.loads(json.dumps(spec)), rebuilt_opt)
+    for step in range(100):
+        assert rebuilt.schedules[0](step) == source.schedules[0](step)

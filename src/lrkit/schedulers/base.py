@@ -101,7 +101,11 @@ def copy_value(value: Any) -> Any:
 def group_values(optimizer: Any, key: str = "lr") -> list[Any]:
     """``group[key]`` of every param group as it is typed (torch's ``_param_groups_val_list``):
     floats stay floats, Tensors are copied."""
-    return [copy_value(group[key]) for group in optimizer.param_groups]
+    values = [group[key] for group in optimizer.param_groups]
+    for value in values:  # a loop, not all(...): this is on the hot path of ChainedScheduler
+        if value.__class__ is not float:
+            return [copy_value(v) for v in values]
+    return values
 
 
 def like(template: Any, value: float) -> Any:
@@ -258,7 +262,8 @@ class LRScheduler(_TorchLRScheduler):
                 typed = True
             else:
                 group["lr"] = value
-                typed = typed or value.__class__ is not float
+                if value.__class__ is not float:
+                    typed = True
             i += 1
         self._last_lr = group_values(self.optimizer) if typed else values
 

@@ -124,6 +124,22 @@ class ScheduleLR(LRScheduler):
             return [s.to_dict() for s in value]
         return super()._encode_field(name, value)
 
+    #: set when ``load_state_dict`` brought schedules other than the constructor's
+    _loaded_other_schedules: bool = False
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        before = [s.to_dict() for s in self.schedules]
+        super()._apply_state(updates)
+        if [s.to_dict() for s in self.schedules] != before:
+            self._loaded_other_schedules = True
+
+    def to_spec(self) -> dict[str, Any]:
+        """The spec of the schedule that runs: the constructor's, or, after ``load_state_dict`` brought
+        other schedules, ``{"type": "PureSchedule", "schedules": [...]}`` holding them as data."""
+        if self._loaded_other_schedules:
+            return {"type": "PureSchedule", "schedules": [s.to_dict() for s in self.schedules]}
+        return super().to_spec()
+
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "schedules":
             groups = len(self.optimizer.param_groups)

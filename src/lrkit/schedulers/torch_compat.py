@@ -651,9 +651,11 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
         """Record ``metrics`` for the step just taken, reducing the LR if it has plateaued."""
         current = float(metrics)
         self._stored_last_lr = None  # read from the groups from now on
-        if epoch is not None:
+        if epoch is None:
+            self.last_epoch += 1
+        else:
             warn_epoch_deprecated()
-        self.last_epoch = self.last_epoch + 1 if epoch is None else epoch
+            self.last_epoch = epoch
         if self.is_better(current, self.best):
             self.best = current
             self.num_bad_epochs = 0

@@ -72,11 +72,11 @@ class Case:
 
 def _class_cases() -> list[Case]:
     """One case per registered type that declares one: ``class-<type>`` for PyTorch's own classes (their
-    oracle is torch's class of the same name), ``llm-<type>`` for the rest (torch's ``LambdaLR`` over the
-    same pure schedule)."""
+    oracle is torch's class of the same name: ``torch.optim.lr_scheduler``'s, or ``swa_utils.SWALR``),
+    ``llm-<type>`` for the rest (torch's ``LambdaLR`` over the same pure schedule)."""
     return [
         Case(f"class-{r.name}", dict(r.align_case))
-        if r.torch_builder is None
+        if r.torch_builder is None or r.cls.__module__ == "lrkit.schedulers.torch_compat"
         else Case(f"llm-{r.name}", dict(r.align_case), group="llm")
         for r in spec_records()
         if r.align_case is not None

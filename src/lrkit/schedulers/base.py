@@ -384,7 +384,7 @@ def _same_data(live: Any, recorded: Any) -> bool:
     """Whether a live value says the same as the recorded argument (``0`` and ``0.0`` do; so does a Tensor)."""
     try:
         return bool(_plain(recorded) == live)
-    except TypeError:  # a function, or something else that is not data
+    except (TypeError, ValueError):  # a function, or something else that is not data
         return False
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+import lrkit
 from lrkit import schedules as S
 from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
@@ -165,6 +167,64 @@ def test_extend_of_a_transformers_schedule_that_reads_the_default_lr_needs_one_p
     assert spec["type"] == "SequentialLR" and spec["milestones"] == [4]
 
 
+PEAKS = [LR, 2 * LR]  # two param groups of different peaks
+
+
+def lrs_by_step(spec: dict[str, Any], steps: int) -> list[list[float]]:
+    """Each group's LR at steps 0 .. steps-1 of ``spec`` built on an optimizer whose groups start at PEAKS."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in PEAKS]
+    optimizer = torch.optim.SGD([{"params": [p], "lr": peak} for p, peak in zip(params, PEAKS)])
+    scheduler = lrkit.build_scheduler(spec, optimizer)
+    out = []
+    for _ in range(steps):
+        out.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_extend_refits_every_group_unless_all_are_continuous() -> None:
+    """At step 4, group 0's LR happens to be on the longer schedule but group 1's is not: both are refitted, so
+    neither jumps (applying the longer schedule as it is would move group 1 from 0.01525 to 0.0182)."""
+    saved = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 8, "min_lr": FLOOR}
+    longer = {**saved, "total_steps": 12}
+    before = [S.WarmupCosine(peak, 2, 8, min_lr=FLOOR) for peak in PEAKS]
+    after = [S.WarmupCosine(peak, 2, 12, min_lr=FLOOR) for peak in PEAKS]
+    current = [after[0](4), before[1](4)]
+    assert after[1](4) != current[1]
+    spec, notes = in_force(decide(Policy("extend"), Saved(saved, saved), longer), 4, current, PEAKS)
+    assert "refitted" in notes[0]
+    refits = [S.Refit(schedule, 4, lr) for schedule, lr in zip(after, current)]
+    expected = [[s(t) for s in before] for t in range(4)] + [[r(t - 4) for r in refits] for t in range(4, 14)]
+    lrs = lrs_by_step(spec, 14)
+    assert lrs == expected
+    assert lrs[4] == current and lrs[12] == [FLOOR, FLOOR]
+
+
+def test_extend_that_is_continuous_for_every_group_applies_the_longer_schedule_itself() -> None:
+    saved = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 8, "min_lr": FLOOR}
+    longer = {**saved, "total_steps": 12}
+    current = [S.WarmupCosine(peak, 2, 12, min_lr=FLOOR)(4) for peak in PEAKS]
+    spec, notes = in_force(decide(Policy("extend"), Saved(saved, saved), longer), 4, current, PEAKS)
+    assert spec == longer and "continuous at step 4" in notes[0]
+
+
+@pytest.mark.parametrize(("policy", "shape"), [("cooldown:3", "cosine"), ("cooldown:3:1-sqrt", "1-sqrt")])
+def test_cooldown_takes_its_shape_from_wsds_decay_shape_unless_the_policy_names_one(policy: str, shape: str) -> None:
+    wsd = {"type": "WSD", "warmup_steps": 1, "total_steps": 20, "decay_steps": 3, "min_lr": FLOOR}
+    wsd_cosine = {**wsd, "decay_shape": "cosine"}
+    before = [S.WSD(peak, 1, 20, decay_steps=3, min_lr=FLOOR) for peak in PEAKS]
+    current = [s(4) for s in before]
+    spec, notes = in_force(decide(parse_policy(policy), Saved(wsd, wsd), wsd_cosine), 4, current, PEAKS)
+    assert f"{shape} decay from the LR in force" in notes[0]
+    decays = [S.Decay(lr, 3, FLOOR, shape) for lr in current]
+    lrs = lrs_by_step(spec, 9)
+    assert lrs[:4] == [[s(t) for s in before] for t in range(4)]
+    assert lrs[4:] == [[d(t - 4) for d in decays] for t in range(4, 9)]
+    assert lrs[4] == current and lrs[7:] == [[FLOOR, FLOOR]] * 2
+    assert lrs[5] != [S.Decay(lr, 3, FLOOR, "linear")(1) for lr in current]
+
+
 def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) -> None:
     wsd = [
         "--lr",
@@ -226,4 +286,6 @@ def test_cooldown_from_a_constant_run_decays_to_zero(tmp_path: Path) -> None:
     flags = ["--lr", str(LR), "--lr-scheduler", "constant"]
     leg(tmp_path, 4, *flags)
     lrs = lrs_of(leg(tmp_path, 7, *flags, "--resume", "auto", "--lr-resume-policy", "cooldown:2:1-sqrt"))
-    assert lrs[:5] == [LR] * 5 and lrs[5] == pytest.approx(LR * (1 - 0.5**0.5)) and lrs[6] == 0.0
+    cooldown = S.Decay(LR, 2, 0.0, "1-sqrt")
+    assert lrs == [LR] * 5 + [cooldown(1), cooldown(2)]
+    assert lrs[6] == 0.0

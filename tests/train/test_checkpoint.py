@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -74,8 +75,15 @@ def test_save_writes_a_step_named_file_that_torch_loads_with_weights_only(tmp_pa
     model.load_state_dict(loaded["model"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     optimizer.load_state_dict(loaded["optimizer"])
-    for key, state in payload["optimizer"]["state"].items():  # type: ignore[index]
-        torch.testing.assert_close(optimizer.state_dict()["state"][key]["exp_avg"], state["exp_avg"])
+    restored = optimizer.state_dict()
+    assert restored["param_groups"] == payload["optimizer"]["param_groups"]  # type: ignore[index]
+    saved_state = payload["optimizer"]["state"]  # type: ignore[index]
+    assert restored["state"].keys() == saved_state.keys()
+    for key, state in saved_state.items():
+        assert state.keys() == {"step", "exp_avg", "exp_avg_sq"}
+        assert restored["state"][key].keys() == state.keys()
+        for name, tensor in state.items():
+            assert torch.equal(restored["state"][key][name], tensor), (key, name)
 
 
 def test_keep_last_prunes_the_oldest_checkpoints(tmp_path: Path) -> None:
@@ -86,10 +94,22 @@ def test_keep_last_prunes_the_oldest_checkpoints(tmp_path: Path) -> None:
     assert _steps(tmp_path) == [4, 5, 6]
 
 
+class InjectedSaveFailure(Exception):
+    """Raised by :class:`FailsToPickle` only, so that no other error can pass for it."""
+
+
+class FailsToPickle:
+    """A payload value whose pickling fails after torch.save has begun writing the file."""
+
+    def __reduce__(self) -> Any:
+        raise InjectedSaveFailure("injected: pickling failed mid-save")
+
+
 def test_a_failed_save_leaves_the_previous_checkpoint_and_no_partial_file(tmp_path: Path) -> None:
     save_checkpoint(tmp_path, 1, {"step": 1}, keep_last=1)
-    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises, the save must not half-happen
-        save_checkpoint(tmp_path, 2, {"step": 2, "bad": lambda: None}, keep_last=1)
+    weights = torch.arange(1000.0)  # written before the failing value: a partial file exists when it fails
+    with pytest.raises(InjectedSaveFailure, match="injected: pickling failed mid-save"):
+        save_checkpoint(tmp_path, 2, {"step": 2, "weights": weights, "bad": FailsToPickle()}, keep_last=1)
     assert _steps(tmp_path) == [1]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000001.pt"]
     assert load_checkpoint(checkpoint_path(tmp_path, 1))["step"] == 1

@@ -14,6 +14,7 @@ from lrkit.train.data import (
     DEFAULT_STDLIB_BYTES,
     LLMC_HEADER_BYTES,
     ByteTokenizer,
+    DataError,
     TokenLoader,
     load_corpus,
     read_llmc_shard,
@@ -219,6 +220,20 @@ def test_loader_wraps_to_the_start_and_counts_epochs() -> None:
     torch.testing.assert_close(x, first[0])
 
 
+def test_the_last_batch_that_exactly_fits_is_read_before_wrapping() -> None:
+    """Three steps of B*T = 20 need 3 * 20 + 1 tokens (the last target is one token past the last input)."""
+    tokens = np.arange(3 * 20 + 1)
+    loader = TokenLoader(tokens, batch_size=2, seq_len=10)
+    for step in range(3):
+        x, y = loader.next_batch()
+        assert torch.equal(x.flatten(), torch.arange(20 * step, 20 * (step + 1)))
+        assert torch.equal(y.flatten(), torch.arange(20 * step + 1, 20 * (step + 1) + 1))
+        assert loader.epoch == 0
+    x, _ = loader.next_batch()
+    assert loader.epoch == 1
+    assert torch.equal(x.flatten(), torch.arange(20))
+
+
 def test_resuming_from_state_dict_gives_identical_batches() -> None:
     tokens = np.random.default_rng(0).integers(0, 256, size=5_000).astype(np.uint8)
     loader = TokenLoader(tokens, batch_size=3, seq_len=50, rank=1, world_size=2)
@@ -239,6 +254,25 @@ def test_loader_state_from_other_data_is_rejected() -> None:
         loader.load_state_dict({"position": 16, "epoch": 0, "num_tokens": 999})
     with pytest.raises(ValueError, match="missing"):
         loader.load_state_dict({"epoch": 0})
+
+
+def test_a_loader_position_past_the_end_of_the_data_is_refused_and_changes_nothing() -> None:
+    loader = TokenLoader(np.arange(1000), batch_size=2, seq_len=8)
+    loader.next_batch()
+    before = loader.state_dict()
+    with pytest.raises(DataError, match=r"position must be in \[0, 1000\], got position=1001"):
+        loader.load_state_dict({"position": 1001, "epoch": 0, "num_tokens": 1000})
+    with pytest.raises(DataError, match=r"position must be in \[0, 1000\], got position=-1"):
+        loader.load_state_dict({"position": -1, "epoch": 0, "num_tokens": 1000})
+    assert loader.state_dict() == before
+
+
+def test_a_loader_position_at_the_end_of_the_data_resumes_into_the_next_epoch() -> None:
+    loader = TokenLoader(np.arange(1000), batch_size=2, seq_len=8)
+    loader.load_state_dict({"position": 1000, "epoch": 4, "num_tokens": 1000})
+    x, _ = loader.next_batch()
+    assert loader.epoch == 5
+    assert torch.equal(x.flatten(), torch.arange(16))
 
 
 def test_loader_arguments_are_validated() -> None:

@@ -95,14 +95,13 @@ def test_a_huge_end_lr_stops_early_at_the_first_divergence() -> None:
     num_steps = 40
     args = parse(*FAST, "--num-steps", str(num_steps), "--start-lr", "1e-5", "--end-lr", "1e6")
     result = find_lr(args)
-    assert result.stop_reason in ("diverged", "non-finite loss")
+    assert result.stop_reason == "diverged"  # seeded: the smoothed loss crosses 4x its best before any NaN
     assert len(result.lrs) < num_steps
     assert result.stop_lr < 1e6
-    if result.stop_reason == "diverged":
-        running_best = np.minimum.accumulate(result.smoothed)
-        crossed = result.smoothed > args.divergence_factor * running_best
-        assert crossed[-1] and not crossed[:-1].any()  # it stopped at the first crossing, not later
-        assert result.stop_lr == result.lrs[-1]
+    running_best = np.minimum.accumulate(result.smoothed)
+    crossed = result.smoothed > args.divergence_factor * running_best
+    assert crossed[-1] and not crossed[:-1].any()  # it stopped at the first crossing, not later
+    assert result.stop_lr == result.lrs[-1]
     assert result.lrs[0] <= result.suggested_lr <= result.stop_lr
 
 

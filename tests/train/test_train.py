@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import torch
 
 import lrkit
 from lrkit.train import checkpoint as ckpt
+from lrkit.train import loop as train_loop
 from lrkit.train.components import optimizer_impl_kwargs
 from lrkit.train.errors import TrainError
 from lrkit.train.metrics import read_metrics
@@ -48,6 +50,23 @@ def test_gradient_accumulation_steps_the_scheduler_once_per_update(tmp_path: Pat
     records = chained_run(tmp_path, "--num-iterations", "5", "--total-batch-size", str(4 * 2 * 32))
     assert [r["scheduler_steps"] for r in records] == [1, 2, 3, 4, 5]
     assert [r["tokens"] for r in records] == [4 * 2 * 32 * (i + 1) for i in range(5)]
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
+    """2 micro-batches of 2 sequences per update against 1 batch of 4: the same 128 tokens, the same update.
+
+    The micro-batch losses are averaged, not summed, so the loss, the gradient (its norm) and the LRs match; only
+    float summation order differs (measured: a relative 2e-7 on the loss).
+    """
+    big = chained_run(tmp_path / "big", "--num-iterations", "4", "--batch-size", "4")
+    accumulated = chained_run(
+        tmp_path / "accumulated", "--num-iterations", "4", "--batch-size", "2", "--total-batch-size", str(4 * 32)
+    )
+    assert [r["tokens"] for r in accumulated] == [r["tokens"] for r in big]
+    assert [r["lr"] for r in accumulated] == [r["lr"] for r in big]
+    assert [r["loss"] for r in accumulated] == pytest.approx([r["loss"] for r in big], rel=1e-6)
+    assert [r["grad_norm"] for r in accumulated] == pytest.approx([r["grad_norm"] for r in big], rel=1e-5)
+    assert big[-1]["loss"] < big[0]["loss"]
 
 
 @pytest.mark.parametrize(
@@ -96,6 +115,19 @@ def test_amp_skipped_update_does_not_advance_the_schedule(tmp_path: Path) -> Non
     assert [r["lr"] for r in records[3:]] == [r["lr"] for r in clean[2:5]]
 
 
+@pytest.mark.parametrize("backend", ["torch", "lrkit"])
+def test_resume_after_a_skipped_fp16_update_is_exact(tmp_path: Path, backend: str) -> None:
+    """Update 2 is skipped, so the checkpoint at step 4 holds 3 scheduler steps: a resume replays those 3 (torch's
+    classes are rebuilt and stepped), not the 4 optimizer steps, and continues exactly like the straight run."""
+    flags = ["--num-iterations", "6", "--dtype", "float16", "--inject-inf-grad-at", "2", "--scheduler-backend", backend]
+    straight = chained_run(tmp_path / "straight", *flags)
+    chained_run(tmp_path / "resumed", *flags[2:], "--num-iterations", "4", "--save-interval", "4")
+    resumed = chained_run(tmp_path / "resumed", *flags, "--resume", "auto")
+    assert [r["skipped"] for r in straight] == [False, True, False, False, False, False]
+    assert [r["scheduler_steps"] for r in resumed] == [1, 1, 2, 3, 4, 5]
+    assert trace(resumed) == trace(straight)
+
+
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -137,6 +169,28 @@ def test_lr_equal_on_all_ranks(tmp_path: Path, layout: list[str]) -> None:
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert len(records) == 4 and all(r["lr_ranks_equal"] for r in records)
     assert ckpt.find_latest_valid(tmp_path) is not None
+
+
+def test_check_lr_sync_catches_a_rank_that_disagrees(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The negative control for ``lr_ranks_equal``: a second rank one ulp off at step 3 stops the run.
+
+    The all-gather is replaced by two ranks: an exact copy of this rank's LRs, except at step 3 where the
+    second rank's last group is one float step higher.
+    """
+    calls = []
+
+    def two_ranks(values: list[float], ctx: object) -> list[list[float]]:
+        calls.append(values)
+        other = list(values)
+        if len(calls) == 3:
+            other[-1] = math.nextafter(other[-1], math.inf)
+        return [values, other]
+
+    monkeypatch.setattr(train_loop, "all_gather_floats", two_ranks)
+    with pytest.raises(RuntimeError, match=r"ranks disagree on the LR at step 3: \[\["):
+        chained_run(tmp_path, "--num-iterations", "5", "--check-lr-sync")
+    assert len(calls) == 3
+    assert [r["lr_ranks_equal"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [True, True]  # steps 1, 2
 
 
 @pytest.mark.slow

@@ -185,25 +185,79 @@ def test_scheduler_type_members_are_accepted():
     assert scheduler.to_spec()["name"] == "cosine"
 
 
+#: (name, arguments, error, what transformers says, what lrkit says where it words it differently).
+#: Where lrkit copies transformers' message one pattern must match both.
 ERRORS = [
-    ("no_such_schedule", {}, ValueError),
-    ("linear", {"num_training_steps": 10}, ValueError),  # missing num_warmup_steps
-    ("cosine", {"num_warmup_steps": 1}, ValueError),  # missing num_training_steps
-    ("inverse_sqrt", {}, ValueError),
-    ("constant_with_warmup", {}, ValueError),
-    ("warmup_stable_decay", {"num_warmup_steps": 1, "scheduler_specific_kwargs": {"num_decay_steps": 2}}, ValueError),
-    ("cosine_with_min_lr", {"num_warmup_steps": 1, "num_training_steps": 10}, ValueError),  # no min_lr(_rate)
+    (
+        "no_such_schedule",
+        {},
+        ValueError,
+        r"no_such_schedule'? is not a valid SchedulerType, please select one of",
+        None,
+    ),
+    (
+        "linear",  # missing num_warmup_steps
+        {"num_training_steps": 10},
+        ValueError,
+        r"(SchedulerType\.LINEAR|linear) requires `num_warmup_steps`, please provide that argument\.",
+        None,
+    ),
+    (
+        "cosine",  # missing num_training_steps
+        {"num_warmup_steps": 1},
+        ValueError,
+        r"(SchedulerType\.COSINE|cosine) requires `num_training_steps`, please provide that argument\.",
+        None,
+    ),
+    (
+        "inverse_sqrt",
+        {},
+        ValueError,
+        r"(SchedulerType\.INVERSE_SQRT|inverse_sqrt) requires `num_warmup_steps`, please provide that argument\.",
+        None,
+    ),
+    (
+        "constant_with_warmup",
+        {},
+        ValueError,
+        r"(SchedulerType\.CONSTANT_WITH_WARMUP|constant_with_warmup) requires `num_warmup_steps`",
+        None,
+    ),
+    (
+        "warmup_stable_decay",
+        {"num_warmup_steps": 1, "scheduler_specific_kwargs": {"num_decay_steps": 2}},
+        ValueError,
+        r"^Either num_training_steps or num_stable_steps must be specified\.$",
+        None,
+    ),
+    (
+        "cosine_with_min_lr",  # no min_lr(_rate)
+        {"num_warmup_steps": 1, "num_training_steps": 10},
+        ValueError,
+        r"^One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`$",
+        None,
+    ),
     (
         "polynomial",
         {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"lr_end": 1.0}},
         ValueError,
+        r"^lr_end \(1\.0\) must be smaller than initial lr \(0\.001\)$",
+        None,
     ),
     (
         "linear",
         {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"num_cycles": 2}},
         TypeError,
+        r"unexpected keyword argument 'num_cycles'",
+        r"get_scheduler\('linear'\) got unexpected scheduler_specific_kwargs \['num_cycles'\]; accepted: none",
     ),
-    ("cosine", {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"power": 2}}, TypeError),
+    (
+        "cosine",
+        {"num_warmup_steps": 1, "num_training_steps": 10, "scheduler_specific_kwargs": {"power": 2}},
+        TypeError,
+        r"unexpected keyword argument 'power'",
+        r"got unexpected scheduler_specific_kwargs \['power'\]; accepted: \['num_cycles'\]",
+    ),
     (
         "warmup_stable_decay",
         {
@@ -212,15 +266,17 @@ ERRORS = [
             "scheduler_specific_kwargs": {"num_decay_steps": 2, "decay_type": "step"},
         },
         ValueError,
+        r"^Unknown decay type: step, expected 'linear', 'cosine' or '1-sqrt'$",
+        None,
     ),
 ]
 
 
-@pytest.mark.parametrize("name,args,error", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)])
-def test_invalid_arguments_fail_like_transformers(name, args, error):
-    with pytest.raises(error):
+@pytest.mark.parametrize("name,args,error,theirs,ours", ERRORS, ids=[f"{e[0]}-{i}" for i, e in enumerate(ERRORS)])
+def test_invalid_arguments_fail_like_transformers(name, args, error, theirs, ours):
+    with pytest.raises(error, match=theirs):
         hf_get_scheduler(name, make_optimizer([1e-3]), **args)
-    with pytest.raises(error):
+    with pytest.raises(error, match=ours or theirs):
         lrkit.get_scheduler(name, make_optimizer([1e-3]), **args)
 
 
@@ -249,17 +305,45 @@ def test_a_metric_driven_name_has_no_step_factor():
             lrkit.HFSchedule(make_optimizer([1e-3]), name, 2, 10)
 
 
+def transformers_factor(function: str, **kwargs):
+    """The LR factor of one of transformers' schedule functions: its own ``lr_lambda``."""
+    scheduler = getattr(transformers.optimization, function)(make_optimizer([1.0]), **kwargs)
+    return scheduler.lr_lambdas[0]
+
+
 def test_transformers_quirks_are_visible_beside_the_quirk_free_schedules():
+    """transformers' own lambdas are the oracle for the HF factors; lrkit's quirk-free schedules differ there."""
     warmup, total, peak = 10, 100, 1e-3
-    steps = np.arange(total + 30)
-    hf_cosine = S.Product(S.Constant(peak), S.HFCosineFactor(warmup, total))(steps)
-    ours = S.WarmupCosine(peak, warmup, total)(steps)
-    assert hf_cosine[: total + 1].tolist() == ours[: total + 1].tolist()  # identical up to T ...
-    assert np.all(np.diff(hf_cosine[total:]) > 0) and np.all(ours[total:] == 0.0)  # ... then HF rises again
-    hf_warm = S.HFCosineWarmupWithMinLRFactor(warmup, total, 0.5, 0.1)
-    assert hf_warm(0) == 1 / warmup and hf_warm(warmup - 1) == 1.0  # step 0 is not 0; peak one step early
-    hf_wsd = S.HFWSDFactor(warmup, 50, 40, min_lr_ratio=0.1)
-    assert hf_wsd(0) == 0.1  # warmup starts at the floor
+    steps = range(total + 30)
+
+    hf_cosine = transformers_factor(
+        "get_cosine_schedule_with_warmup", num_warmup_steps=warmup, num_training_steps=total
+    )
+    assert [S.HFCosineFactor(warmup, total)(t) for t in steps] == [hf_cosine(t) for t in steps]
+    ours = S.WarmupCosine(peak, warmup, total)
+    theirs = [peak * hf_cosine(t) for t in steps]
+    assert theirs[: total + 1] == [ours(t) for t in range(total + 1)]  # identical up to T ...
+    assert np.all(np.diff(theirs[total:]) > 0) and all(ours(t) == 0.0 for t in steps[total:])  # ... then HF rises
+
+    hf_warm = transformers_factor(
+        "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        min_lr_rate=0.1,
+    )
+    factor = S.HFCosineWarmupWithMinLRFactor(warmup, total, 0.5, 0.1)
+    assert [factor(t) for t in steps] == [hf_warm(t) for t in steps]
+    ours = S.WarmupCosine(1.0, warmup, total, min_lr=0.1)
+    assert hf_warm(0) > 0 and ours(0) == 0.0  # step 0 is not 0 ...
+    assert hf_warm(warmup - 1) == 1.0 and ours(warmup - 1) < 1.0 and ours(warmup) == 1.0  # ... peak one step early
+
+    hf_wsd = transformers_factor(
+        "get_wsd_schedule", num_warmup_steps=warmup, num_decay_steps=40, num_stable_steps=50, min_lr_ratio=0.1
+    )
+    factor = S.HFWSDFactor(warmup, 50, 40, min_lr_ratio=0.1)
+    assert [factor(t) for t in steps] == [hf_wsd(t) for t in steps]
+    assert hf_wsd(0) == 0.1 == factor(0)  # warmup starts at the floor ...
+    assert S.WSD(1.0, warmup, total, decay_steps=40, min_lr=0.1)(0) == 0.0  # ... lrkit's from warmup_start_lr
 
 
 # Arguments for each transformers function (one call each; the defaults are exercised too).

@@ -105,3 +105,20 @@ def test_step_view_is_the_schedule_at_step_times_rate() -> None:
     assert view.end() == (5, 1e-4)  # ceil(4096 / 1000)
     assert view.peak() == (0.512, 1e-2)
     assert S.schedule_from_dict(view.to_dict()) == view
+
+
+@pytest.mark.parametrize("tokens_per_step", [4000, 4097, 127])
+def test_a_samples_clock_needs_whole_samples_per_step(tokens_per_step: int) -> None:
+    rates = Rates(tokens_per_step=tokens_per_step, sequence_length=128)
+    expected = (
+        "tokens_per_step must be a multiple of sequence_length to count samples, "
+        f"got tokens_per_step={tokens_per_step}, sequence_length=128"
+    )
+    with pytest.raises(QuantityError, match=f"^{expected}$"):
+        rates.per_step("samples")
+    with pytest.raises(QuantityError, match=f"^--warmup 10 is in steps but the schedule counts samples: {expected}$"):
+        rates.convert(Quantity(10, "steps", "10"), "samples", name="--warmup")
+    whole = tokens_per_step - tokens_per_step % 128 + 128  # rounded up to whole samples, it converts
+    assert Rates(tokens_per_step=whole, sequence_length=128).convert(Quantity(10, "steps"), "samples") == 10 * (
+        whole // 128
+    )

@@ -392,3 +392,61 @@ def test_import_lrkit_schedules_alone_knows_every_schedule_type():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(S.schedule_types())
+
+
+# ----------------------------------------------------------------------------- boundaries
+
+
+@pytest.mark.parametrize(
+    ("total", "fraction"),
+    [(7, 0.4), (1000, 0.1236), (9, 0.65), (2, 0.4)],  # fraction * total = 2.8, 123.6, 5.85, 0.8: int() would floor
+)
+def test_wsd_decay_fraction_rounds_to_the_nearest_step(total, fraction):
+    length = round(fraction * total)
+    assert length != int(fraction * total)  # the cases where rounding and flooring disagree
+    schedule = S.WSD(PEAK, 0, total, decay_fraction=fraction, min_lr=FLOOR)
+    start = total - length
+    assert schedule.decay_length == length
+    assert S.Phase("linear decay", start) in schedule.phases()
+    steps = np.arange(total + 3)
+    expected = [PEAK if t <= start else decay_ref("linear", PEAK, FLOOR, min((t - start) / length, 1.0)) for t in steps]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-13)
+    assert schedule(start) == PEAK and schedule(start + 1) < PEAK and schedule(total) == FLOOR
+
+
+@pytest.mark.parametrize(
+    ("warmup", "total", "decay"),
+    [(10, 30, {"decay_steps": 20}), (4, 10, {"decay_fraction": 0.6}), (0, 25, {"decay_fraction": 1.0})],
+)
+def test_wsd_without_a_stable_phase_decays_right_after_warmup(warmup, total, decay):
+    schedule = S.WSD(PEAK, warmup, total, min_lr=FLOOR, warmup_start_lr=START, **decay)
+    assert warmup + schedule.decay_length == total
+    warmup_phase = [S.Phase("warmup", 0)] if warmup else []
+    assert schedule.phases() == [*warmup_phase, S.Phase("linear decay", warmup), S.Phase("floor", total)]
+    steps = np.arange(total + 3)
+    expected = [
+        warmup_ref(t, START, PEAK, warmup)
+        if t < warmup
+        else decay_ref("linear", PEAK, FLOOR, min((t - warmup) / (total - warmup), 1.0))
+        for t in steps
+    ]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-13)
+    assert schedule(warmup) == PEAK and schedule(warmup + 1) < PEAK and schedule(total) == FLOOR
+
+
+def test_the_later_piece_of_a_sequence_owns_its_boundary_step_on_both_paths():
+    """``i`` is the number of boundaries ``<= t``: at ``t == boundaries[k]`` piece ``k + 1`` runs at its step 0.
+    The pieces jump there, so a piece that kept its boundary would show."""
+    pieces = [S.Constant(0.5), S.WarmupConstant(1.0, 4, 0.25), S.Constant(0.1), S.WarmupLinear(0.8, 0, 10, 0.2)]
+    boundaries = [3, 8, 9]
+    joined = S.Sequence(pieces, boundaries)
+
+    def owner(t: float) -> float:
+        i = sum(b <= t for b in boundaries)
+        return pieces[i](t - ([0, *boundaries])[i])
+
+    steps = [0, 1, 2, 2.5, 2.999, 3, 3.001, 3.5, 4, 7, 7.999, 8, 8.5, 9, 9.25, 10, 20, 30]
+    expected = [owner(t) for t in steps]
+    assert [joined(t) for t in steps] == expected  # the scalar path
+    assert joined(np.asarray(steps, dtype=np.float64)).tolist() == expected  # the array path
+    assert joined(np.asarray(boundaries)).tolist() == [joined(b) for b in boundaries] == [0.25, 0.1, 0.8]

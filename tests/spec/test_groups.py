@@ -160,26 +160,44 @@ def test_per_group_inside_sequential_lr() -> None:
 
 
 def test_absolute_lrs_scale_with_each_groups_factor() -> None:
+    peak, factors = 1e-3, [0.25, 1.0]
     cosine = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 10, "min_lr": 1e-4, "warmup_start_lr": 1e-5}
-    scaled = scale_absolute_lrs(cosine, [0.25, 1.0])
-    assert scaled["min_lr"] == [1e-4 * 0.25, 1e-4] and scaled["warmup_start_lr"] == [1e-5 * 0.25, 1e-5]
+    scaled = scale_absolute_lrs(cosine, factors)
+    assert scaled["min_lr"] == [cosine["min_lr"] * f for f in factors]
+    assert scaled["warmup_start_lr"] == [cosine["warmup_start_lr"] * f for f in factors]
+    # The oracle: the schedule written for the base LR, times each group's factor.
+    base = S.WarmupCosine(peak, 2, 10, min_lr=cosine["min_lr"], warmup_start_lr=cosine["warmup_start_lr"])
+    optimizer = make_optimizer(tuple(peak * f for f in factors))
+    got = lrs_over(lrkit.build_scheduler(scaled, optimizer), optimizer, 12)
+    np.testing.assert_allclose(got, [[f * base(t) for f in factors] for t in range(13)], rtol=1e-12, atol=0)
     assert scale_absolute_lrs(cosine, [1.0, 1.0]) == cosine  # nothing to scale: the spec is unchanged
     step = {"type": "StepLR", "step_size": 3}
     assert scale_absolute_lrs(step, [0.5, 1.0]) == step  # multiplicative: no absolute LR in it
     per_group = scale_absolute_lrs({"type": "PerGroup", "schedulers": [cosine, cosine]}, [0.5, 2.0])
-    assert [c["min_lr"] for c in per_group["schedulers"]] == [5e-5, 2e-4]
+    assert [c["min_lr"] for c in per_group["schedulers"]] == [cosine["min_lr"] * 0.5, cosine["min_lr"] * 2.0]
     sequential = scale_absolute_lrs({"type": "SequentialLR", "milestones": [3], "schedulers": [step, cosine]}, [0.5])
-    assert sequential["schedulers"][1]["min_lr"] == 5e-5  # one group: a scalar
+    assert sequential["schedulers"][1]["min_lr"] == cosine["min_lr"] * 0.5  # one group: a scalar
+
+    transformers = pytest.importorskip("transformers")
     hf = {"type": "HFSchedule", "name": "cosine_with_min_lr", "num_warmup_steps": 0, "num_training_steps": 10,
           "scheduler_specific_kwargs": {"min_lr": 1e-4}}  # fmt: skip
     assert scale_absolute_lrs(hf, [0.5, 1.0]) == hf  # transformers converts min_lr with the default LR already
+    # The oracle: transformers on the whole optimizer, whose default LR is the base LR --min-lr is written for.
+    optimizer = make_optimizer((peak * 0.5, peak))
+    optimizer.defaults["lr"] = peak
+    oracle = transformers.get_scheduler(
+        "cosine_with_min_lr", optimizer, num_warmup_steps=0, num_training_steps=10,
+        scheduler_specific_kwargs={"min_lr": 1e-4},
+    )  # fmt: skip
+    expected = lrs_over(oracle, optimizer, 10)
     per_group = scale_absolute_lrs({"type": "PerGroup", "schedulers": [hf, hf]}, [0.5, 1.0])
-    optimizer = make_optimizer((1e-3 * 0.5, 1e-3))
-    floors = lrs_over(lrkit.build_scheduler(per_group, optimizer), optimizer, 10)[-1]  # step 10: the floor
-    optimizer = make_optimizer((1e-3 * 0.5, 1e-3))
-    optimizer.defaults["lr"] = 1e-3  # the base LR that --min-lr is written for
-    assert floors == pytest.approx([5e-5, 1e-4], rel=1e-12)
-    assert lrs_over(lrkit.build_scheduler(hf, optimizer), optimizer, 10)[-1] == pytest.approx(floors, rel=1e-12)
+    optimizer = make_optimizer((peak * 0.5, peak))
+    np.testing.assert_allclose(
+        lrs_over(lrkit.build_scheduler(per_group, optimizer), optimizer, 10), expected, rtol=1e-12
+    )
+    optimizer = make_optimizer((peak * 0.5, peak))
+    optimizer.defaults["lr"] = peak
+    np.testing.assert_allclose(lrs_over(lrkit.build_scheduler(hf, optimizer), optimizer, 10), expected, rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- layer-wise LR decay

@@ -248,7 +248,7 @@ def test_fingerprint_is_sensitive() -> None:
 
 
 def test_fingerprint_refuses_non_data() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Object of type function is not JSON serializable"):
         spec_fingerprint(SPECS["LambdaLR"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
         spec_fingerprint({"type": "ExponentialLR", "gamma": float("nan")})

@@ -93,6 +93,17 @@ def test_every_short_name_gives_a_spec_both_backends_build_alike(name):
         theirs_lrs = trace(lrkit.build_scheduler(spec, theirs, backend="torch"), theirs, steps)
     np.testing.assert_allclose(ours_lrs, theirs_lrs, rtol=1e-15, atol=0)
     assert max(ours_lrs) == pytest.approx(1e-3, rel=1e-12)
+    if spec["type"] == "HFSchedule":  # both backends build from lrkit's math: transformers is the oracle
+        transformers = pytest.importorskip("transformers")
+        optimizer = adamw()
+        oracle = transformers.get_scheduler(
+            spec["name"],
+            optimizer,
+            num_warmup_steps=spec.get("num_warmup_steps"),
+            num_training_steps=spec.get("num_training_steps"),
+            scheduler_specific_kwargs=spec.get("scheduler_specific_kwargs"),
+        )
+        assert ours_lrs == trace(oracle, optimizer, steps)
 
 
 def test_short_names_map_to_the_schedules_they_name():

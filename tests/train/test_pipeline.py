@@ -69,19 +69,31 @@ def test_pp2_dp2_matches_one_process(tmp_path: Path, layout: list[str]) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_pp2_resume_is_exact_and_the_checkpoint_is_the_full_model(tmp_path: Path) -> None:
-    """A PP checkpoint holds the full model: resumed under PP it ends identical, and it loads in one process."""
+def test_pp2_resume_equals_pp2_straight_exactly_and_the_checkpoint_is_the_full_model(tmp_path: Path) -> None:
+    """A 2-stage pipeline stopped at its step-2 checkpoint and resumed with ``--resume auto`` logs steps 3 and 4
+    bit for bit like the same pipeline run straight through (model, optimizer, schedule, data and RNG all resume).
+
+    Its checkpoint holds the full model: loaded in one process it continues like the one-process run, to fp32
+    reduction order (the pipeline sums its micro-batches in another order than one process).
+    """
     flags = ["--lr-scheduler", SPEC, "--pipeline-parallel", "2", "--model", "llama3", *TWO_MICRO]
+    torchrun(2, "--run-dir", str(tmp_path / "straight"), "--num-iterations", "4", *flags)
     torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "2", "--save-interval", "2", *flags)
     torchrun(2, "--run-dir", str(tmp_path / "pp"), "--num-iterations", "4", "--resume", "auto", *flags)
-    straight = chained_run(tmp_path / "one", "--num-iterations", "4", "--model", "llama3", *TWO_MICRO)
+    straight = read_metrics(tmp_path / "straight" / "metrics.jsonl")
     resumed = read_metrics(tmp_path / "pp" / "metrics.jsonl")
-    _same_run(resumed, straight)
-    ckpt_path = next((tmp_path / "pp" / "checkpoints").glob("*2.pt"))
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    assert [r["lr"] for r in resumed[2:]] == [r["lr"] for r in straight[2:]]
+    assert [r["loss"] for r in resumed[2:]] == [r["loss"] for r in straight[2:]]
+    assert trace(resumed) == trace(straight)
+
+    one_process = chained_run(tmp_path / "one", "--num-iterations", "4", "--model", "llama3", *TWO_MICRO)
+    _same_run(straight, one_process)
     crossed = chained_run(
-        tmp_path / "cross", "--num-iterations", "4", "--model", "llama3", "--resume", str(ckpt_path), *TWO_MICRO
-    )
-    _same_run(crossed, straight[2:])
+        tmp_path / "cross", "--num-iterations", "4", "--model", "llama3", "--resume",
+        str(checkpoint_path(tmp_path / "pp", 2)), *TWO_MICRO,
+    )  # fmt: skip
+    _same_run(crossed, one_process[2:])
 
 
 def _four_ranks_match_one_process_and_resume(tmp_path: Path, flags: list[str], single_flags: list[str]) -> None:

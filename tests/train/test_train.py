@@ -1,4 +1,5 @@
-"""The trainer: exact resume (also after SIGKILL), LR equal on all ranks, AMP skips, accumulation, bad input."""
+"""The trainer: exact resume (also after SIGKILL, mid-save too), LR equal on all ranks, AMP skips, accumulation,
+bad input."""
 
 from __future__ import annotations
 
@@ -193,8 +194,32 @@ def test_check_lr_sync_catches_a_rank_that_disagrees(tmp_path: Path, monkeypatch
     assert [r["lr_ranks_equal"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [True, True]  # steps 1, 2
 
 
+def _kill_during_a_save(proc: subprocess.Popen[bytes], checkpoints: Path, nth: int) -> None:
+    """SIGKILL ``proc`` while the temporary file of its ``nth`` save exists (unless it ends before that)."""
+    seen: set[str] = set()
+    marker = f".pt.tmp-{proc.pid}"
+    while proc.poll() is None:
+        try:
+            writing = {name for name in os.listdir(checkpoints) if name.endswith(marker)}
+        except FileNotFoundError:
+            writing = set()
+        seen |= writing
+        if writing and len(seen) >= nth:
+            proc.send_signal(signal.SIGKILL)
+            return
+        time.sleep(0.0005)
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_auto_ends_identical(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_and_mid_save_then_resume_auto_ends_identical(tmp_path: Path) -> None:
+    """Killed with SIGKILL again and again, then resumed with ``--resume auto``: the run ends identical.
+
+    The first 4 attempts are killed while a save is in progress, when the process's temporary checkpoint file
+    appears in ``checkpoints/``; the next 4 at a random moment (imports, a step, a metrics write). ``save_checkpoint``
+    renames or removes that file before it returns, so it is still there after the process died only when the
+    kill cut a save short: at least one kill must have done so, and the run resumed after it must still end
+    bit for bit like the uninterrupted one.
+    """
     steps = 14
     base = [
         sys.executable, "-m", "lrkit.train", *TINY, "--num-iterations", str(steps),
@@ -205,20 +230,26 @@ def test_sigkill_at_random_moments_then_resume_auto_ends_identical(tmp_path: Pat
     reference = trace(read_metrics(tmp_path / "ref" / "metrics.jsonl"))
     rng = random.Random(7)
     run_dir = tmp_path / "killed"
-    kills = 0
+    checkpoints = run_dir / ckpt.CHECKPOINT_DIR
+    cut_saves: list[Path] = []  # the temporary files that killed processes left behind
     for attempt in range(40):
         proc = subprocess.Popen([*base, "--run-dir", str(run_dir), "--resume", "auto"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-        if attempt < 6:
-            time.sleep(rng.uniform(2.0, 6.0))  # startup (imports) takes ~2 s, then ~1 step + save per 50 ms
+        if attempt < 4:  # at most 2 saves complete per attempt: steps remain for the next ones
+            _kill_during_a_save(proc, checkpoints, nth=rng.randint(1, 3))
+        elif attempt < 8:
+            time.sleep(rng.uniform(2.0, 4.0))  # startup (imports) takes ~2 s, then ~1 step + save per 50 ms
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
-                kills += 1
         _, err = proc.communicate(timeout=120)
+        cut_short = list(checkpoints.glob(f".step_*.pt.tmp-{proc.pid}"))
+        assert not set(cut_short) & set(ckpt.list_checkpoints(run_dir))  # a save cut short is no checkpoint
+        cut_saves += cut_short
         if proc.returncode == 0:
             break
         assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
-    assert kills >= 1
+    assert proc.returncode == 0  # the last kill was followed by a resume to the end
+    assert cut_saves, "no SIGKILL landed while a checkpoint was being saved"
     assert trace(read_metrics(run_dir / "metrics.jsonl")) == reference
 
 

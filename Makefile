@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-layouts upstream docs clean
+.PHONY: setup test lint demo bench align align-layouts upstream mutate docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,22 @@ align-layouts: setup
 upstream: setup
 	$(BIN)/python scripts/upstream_suites.py $(if $(TORCH_TESTS),--torch $(TORCH_TESTS)) \
 		$(if $(HF_TESTS),--transformers $(HF_TESTS))
+
+# Mutation testing of the pure and state layers ([tool.mutmut] in pyproject.toml), on demand, not in make test.
+# It has its own venv without lrkit installed: mutmut's copy in mutants/ must be the lrkit that is imported.
+# MUTANTS narrows the run, e.g. make mutate MUTANTS='lrkit.schedules.torch_formulas*'.
+MUTATE_VENV := .venv-mutate
+$(MUTATE_VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(MUTATE_VENV)
+	$(MUTATE_VENV)/bin/pip install -q --upgrade pip
+	$(MUTATE_VENV)/bin/pip install -q torch==2.13.0
+	$(MUTATE_VENV)/bin/pip install -q numpy 'transformers>=4.45' 'pytest>=8' 'mutmut==3.8.1'
+	touch $@
+
+mutate: $(MUTATE_VENV)/.installed
+	rm -rf mutants
+	PYTHONPATH=src $(MUTATE_VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
+	$(MUTATE_VENV)/bin/python scripts/mutation_report.py --mutmut $(MUTATE_VENV)/bin/mutmut
 
 # The user guide (docs/*.md) and the API reference from the docstrings, into site/.
 docs: setup

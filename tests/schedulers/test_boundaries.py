@@ -156,3 +156,26 @@ def test_a_bool_last_epoch_in_a_state_is_refused_and_changes_nothing(name: str) 
     assert scheduler.state_dict() == before
     assert scheduler.last_epoch == 3
     assert lrs(opt) == lrs_before
+
+
+@pytest.mark.parametrize("last_epoch", [0, 1, 5, 12, 15])
+def test_cosine_annealing_first_counted_step_takes_torchs_closed_form(last_epoch: int) -> None:
+    """CosineAnnealingLR's recursion has a first-step branch: with ``_step_count`` 0 (a state saved before any
+    step was counted) the next step takes the closed form from ``base_lr``, in torch and in lrkit alike."""
+
+    def optimizer() -> torch.optim.Optimizer:
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+
+    ours_opt, theirs_opt = optimizer(), optimizer()
+    ours = lrkit.CosineAnnealingLR(ours_opt, T_max=12, eta_min=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch_lr.CosineAnnealingLR(theirs_opt, T_max=12, eta_min=0.01)
+        ours.load_state_dict({**ours.state_dict(), "last_epoch": last_epoch, "_step_count": 0})
+        theirs.load_state_dict({**theirs.state_dict(), "last_epoch": last_epoch, "_step_count": 0})
+        for opt in (ours_opt, theirs_opt):  # the groups' LR is not base_lr: the closed form must ignore it
+            opt.param_groups[0]["lr"] = 0.2
+        for _ in range(30):
+            ours.step()
+            theirs.step()
+            assert ours_opt.param_groups[0]["lr"] == theirs_opt.param_groups[0]["lr"]

@@ -1,0 +1,102 @@
+"""The mutation score of the last ``make mutate`` run, and every survivor with its file and line.
+
+mutmut (``[tool.mutmut]`` in pyproject.toml) leaves one ``*.py.meta`` file per mutated module under
+``mutants/``, with the test exit code of every mutant: 1 or 3 killed it, 0 means every selected test
+passed (a survivor). A survivor that cannot change behaviour is an *equivalent* mutant: it is listed
+in ``scripts/mutation_equivalent.toml`` with its reason and the line mutmut put in, and is left out
+of the score. An entry whose mutant no longer makes that change (the function was edited and the
+numbering moved) is reported as stale.
+
+    score = killed / (killed + survivors that are not listed as equivalent)
+
+    python scripts/mutation_report.py [--mutants mutants] [--mutmut .venv-mutate/bin/mutmut]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+
+EQUIVALENT = Path(__file__).with_name("mutation_equivalent.toml")
+KILLED = {1, 3}
+SURVIVED = 0
+
+
+def exit_codes(mutants: Path) -> dict[str, int | None]:
+    """Mutant name -> the exit code of its test run (None: not run), over every module."""
+    codes: dict[str, int | None] = {}
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+    return codes
+
+
+def change_of(mutmut: str, name: str) -> tuple[str, str]:
+    """``(file:line, the line mutmut put in)`` of one mutant, from ``mutmut show``.
+
+    mutmut's hunk numbers count from the function, so the line is found in the source: the first
+    line equal to the removed one after the function's ``def``.
+    """
+    diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True, check=False).stdout
+    path, removed, added = "", "", ""
+    for text in diff.splitlines():
+        if text.startswith("--- "):
+            path = text[4:].strip()
+        elif text.startswith("-") and not removed:
+            removed = text[1:].strip()
+        elif text.startswith("+") and not text.startswith("+++") and not added:
+            added = text[1:].strip()
+    function = re.sub(r"__mutmut_\d+$", "", name.rsplit(".", 1)[-1]).removeprefix("x_").split("\u01c1")[-1]
+    line = 0
+    source = Path(path)
+    if source.is_file():
+        lines = source.read_text().splitlines()
+        start = next((i for i, text in enumerate(lines) if re.match(rf"\s*def {re.escape(function)}\(", text)), 0)
+        line = next((i + 1 for i in range(start, len(lines)) if lines[i].strip() == removed), start + 1)
+    return f"{path}:{line}", added
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's working folder")
+    parser.add_argument("--mutmut", default=".venv-mutate/bin/mutmut", help="the mutmut executable")
+    args = parser.parse_args(argv)
+    if not args.mutants.is_dir():
+        parser.error(f"no {args.mutants}/ folder: run `make mutate` first")
+    codes = exit_codes(args.mutants)
+    equivalent = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
+    killed = sum(code in KILLED for code in codes.values())
+    survivors = sorted(name for name, code in codes.items() if code == SURVIVED)
+    not_run = sorted(name for name, code in codes.items() if code is None)
+    other = sorted(name for name, code in codes.items() if code not in KILLED and code not in (SURVIVED, None))
+
+    live, stale = [], []
+    for name in survivors:
+        where, added = change_of(args.mutmut, name)
+        entry = equivalent.get(name)
+        if entry is None:
+            live.append(f"  {where}  {name}\n      now: {added}")
+        elif entry.get("change", "").strip() != added:
+            stale.append(f"  {name}: listed as `{entry.get('change')}`, but it now makes `{added}` ({where})")
+    counted = killed + len(live)
+    score = killed / counted if counted else 1.0
+    print(f"mutants {len(codes)}: killed {killed}, survived {len(survivors)} "
+          f"({len(survivors) - len(live) - len(stale)} listed as equivalent), "
+          f"not run {len(not_run)}, other (timeout, no tests) {len(other)}")
+    print(f"mutation score {score:.1%} (killed / (killed + survivors not listed as equivalent))")
+    if live:
+        print("survivors:")
+        print("\n".join(live))
+    if stale:
+        print("stale entries in scripts/mutation_equivalent.toml:")
+        print("\n".join(stale))
+    return 1 if live or stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -402,3 +402,14 @@ def test_schedule_functions_match_transformers(function):
             else:
                 ours.step()
                 theirs.step()
+
+
+@pytest.mark.parametrize("module_name", ["torch_compat", "hf_functions"])
+def test_lrkit_exports_every_public_name_of_the_drop_in_modules(module_name):
+    """lrkit/__init__.py lists its lazy exports by hand; this keeps that list equal to the modules' own."""
+    import importlib
+
+    module = importlib.import_module(f"lrkit.schedulers.{module_name}")
+    for name in module.__all__:
+        assert name in lrkit.__all__, name
+        assert getattr(lrkit, name) is getattr(module, name), name

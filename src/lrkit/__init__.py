@@ -82,13 +82,15 @@ _EXPORTS: dict[str, str] = {
     "get_scheduler": "lrkit.schedulers.hf",
     "HFSchedule": "lrkit.schedulers.hf",
     "TrainingSchedule": "lrkit.runtime",
+    "ResumeError": "lrkit.runtime",
+    "ScheduleError": "lrkit.runtime",
     "build_scheduler": "lrkit.spec",
     "register_spec_type": "lrkit.spec",
     "spec_fingerprint": "lrkit.spec",
     "spec_types": "lrkit.spec",
 }
 #: the layers, by folder (lowest first), and the ``lrkit`` command
-_SUBMODULES = ("schedules", "schedulers", "spec", "runtime", "tools", "train", "align", "cli")
+_SUBMODULES = ("schedules", "schedulers", "spec", "runtime", "integrations", "tools", "train", "align", "cli")
 
 __all__ = list(_EXPORTS)
 
@@ -108,7 +110,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # eager imports for type checkers only
-    from lrkit.runtime import TrainingSchedule  # noqa: F401
+    from lrkit.runtime import ResumeError, ScheduleError, TrainingSchedule  # noqa: F401
     from lrkit.schedulers.base import EPOCH_DEPRECATION_WARNING, LRScheduler, StateError  # noqa: F401
     from lrkit.schedulers.greedy import GreedyLR, StreamingAverage  # noqa: F401
     from lrkit.schedulers.hf import HFSchedule, get_scheduler  # noqa: F401

@@ -20,13 +20,16 @@ and saves it with its checkpoints; it keeps the guarantees that make a schedule 
   the one in force at the checkpoint; ``override`` reports the jump.
 
 Protocol (torch's): build the optimizer and this component, ``optimizer.load_state_dict(...)``, then
-``schedule.load_state_dict(...)``::
+``schedule.load_state_dict(...)``. Three ways to step it once per successful update::
 
     schedule = TrainingSchedule(spec, optimizer, tokens_per_step=1024, sequence_length=128)
-    for batch in data:
-        ...
-        scaler.step(optimizer); scaler.update()
-        schedule.step(skipped=scaler.get_scale() < scale_before)
+    schedule.bind()                               # 1. every real optimizer.step() steps it (a post-hook)
+    schedule.step_with_scaler(scaler, optimizer)  # 2. or: scaler.step + scaler.update, then step unless skipped
+    schedule.step(skipped=...)                    # 3. or: say yourself whether the update happened
+
+A framework that owns the scheduler (the HF Trainer, accelerate, Lightning) sees the torch scheduler surface:
+``step()``, ``get_last_lr()``, ``last_epoch``, ``state_dict()`` and ``load_state_dict(state)``, which applies the
+``resume_policy`` given to the constructor (:mod:`lrkit.integrations` holds the adapters).
 
 With ``backend="torch"`` the scheduler is PyTorch's own class built from the same spec (the oracle); its
 state is not plain data, so a resume replays its updates, which is exact because it is deterministic.
@@ -35,6 +38,7 @@ state is not plain data, so a resume replays its updates, which is exact because
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -47,7 +51,10 @@ from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 from lrkit.spec import Backend, build_scheduler, spec_fingerprint
 from lrkit.spec.clocked import advance, move_to, spec_clock_unit
 
-__all__ = ["TrainingSchedule", "ScheduleError", "saved_clock"]
+__all__ = ["TrainingSchedule", "ScheduleError", "ResumeError", "saved_clock", "scaler_step"]
+
+ResumeError = resume_policy.ResumeError
+_log = logging.getLogger("lrkit")
 
 
 class ScheduleError(resume_policy.ResumeError):
@@ -66,6 +73,11 @@ class TrainingSchedule:
         sequence_length: tokens of one sample (for the samples clock).
         hparams: hyperparameter schedulers stepped with the LR.
         hparam_labels: how messages name each hyperparameter schedule (key -> e.g. its flag).
+        resume_policy: what :meth:`load_state_dict` does when the checkpoint's schedule differs from ``spec``:
+            ``"strict"`` (default: refuse, listing the diff), ``"checkpoint"``, ``"override"``, ``"extend"``
+            or ``"cooldown:N[:SHAPE]"`` (:mod:`lrkit.runtime.resume`), a string or a parsed ``Policy``.
+        check_ranks: after every step, check that every rank of ``torch.distributed`` holds the same LRs
+            (:meth:`check_same_lr`; one small all-gather per update).
 
     Attributes:
         spec: the schedule in force (the one :meth:`state_dict` records).
@@ -74,6 +86,8 @@ class TrainingSchedule:
         steps: successful updates so far (the scheduler's step count).
         clock: ``{"tokens": ..., "samples": ...}`` of the successful updates.
         scheduler: the scheduler object (lrkit's or torch's).
+        resume_policy: the policy :meth:`load_state_dict` applies by default.
+        resume_notes: the notes of the last :meth:`load_state_dict` (also logged on the ``lrkit`` logger).
     """
 
     def __init__(
@@ -86,7 +100,12 @@ class TrainingSchedule:
         sequence_length: int | None = None,
         hparams: Sequence[HyperparamScheduler] = (),
         hparam_labels: Mapping[str, str] | None = None,
+        resume_policy: str | resume_policy.Policy = "strict",
+        check_ranks: bool = False,
     ) -> None:
+        self.resume_policy = _as_policy(resume_policy)
+        self.check_ranks = bool(check_ranks)
+        self.resume_notes: list[str] = []
         self.optimizer = optimizer
         self.backend: Backend = backend
         self.spec: dict[str, Any] = dict(spec)
@@ -152,7 +171,66 @@ class TrainingSchedule:
         self.steps += 1
         for h in self.hparams:
             h.step()
+        if self.check_ranks:
+            self.check_same_lr()
         return True
+
+    def step_with_scaler(self, scaler: Any, optimizer: Any = None, **step_args: Any) -> bool:
+        """``scaler.step(optimizer)`` and ``scaler.update()``, then :meth:`step` unless the scaler skipped the
+        update (inf/NaN gradients). Returns whether the schedule advanced. ``step_args`` go to :meth:`step`
+        (``metric``, ``tokens``). Do not combine with :meth:`bind`: the post-hook would step it as well."""
+        skipped = scaler_step(scaler, self.optimizer if optimizer is None else optimizer)
+        return self.step(skipped=skipped, **step_args)
+
+    def bind(self, optimizer: Any = None) -> Any:
+        """Step the schedule after every real ``optimizer.step()``, through torch's step post-hook.
+
+        Gradient-accumulation micro-steps never call ``optimizer.step()``, and neither does a GradScaler that
+        skips an overflowed update, so the schedule advances exactly once per successful update, whoever calls
+        the optimizer (a framework's loop, a wrapper). ``optimizer`` defaults to the one the schedule sets;
+        give the inner torch optimizer when a framework wraps it. Returns the hook's handle
+        (``handle.remove()`` unbinds). A schedule that follows a metric cannot be bound: it needs the metric.
+        """
+        if self.follows_a_metric:
+            raise ScheduleError(
+                f"{self.spec.get('type')} follows a metric, so it cannot step from the optimizer's hook: call "
+                "step(metric=<loss>) after each update instead of bind()"
+            )
+        target = self.optimizer if optimizer is None else optimizer
+        register = getattr(target, "register_step_post_hook", None)
+        if register is None:
+            raise ScheduleError(
+                f"bind(optimizer=...) needs a torch.optim.Optimizer (register_step_post_hook), got "
+                f"{type(target).__name__}: pass the inner optimizer of a wrapper"
+            )
+        return register(lambda *_: self.step())
+
+    def check_same_lr(self) -> None:
+        """Raise :class:`ScheduleError` unless every rank holds the same LR in every param group.
+
+        One ``all_gather_object`` over the default ``torch.distributed`` group; nothing when it is not
+        initialised (one process)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        mine = [float(lr) for lr in self.lrs()]
+        ranks: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, mine)
+        if any(lrs != ranks[0] for lrs in ranks):
+            shown = "; ".join(f"rank {r}: {lrs}" for r, lrs in enumerate(ranks))
+            raise ScheduleError(f"the ranks hold different LRs after update {self.steps}: {shown}")
+
+    # ---------------------------------------------------- torch's scheduler surface
+
+    def get_last_lr(self) -> list[float]:
+        """Each param group's LR now (torch's name for :meth:`lrs`)."""
+        return self.lrs()
+
+    @property
+    def last_epoch(self) -> int:
+        """Successful updates so far (torch's name for :attr:`steps`)."""
+        return self.steps
 
     def to_spec(self) -> dict[str, Any]:
         """The spec of the schedule in force."""
@@ -182,18 +260,31 @@ class TrainingSchedule:
     def load_state_dict(
         self,
         state: Mapping[str, Any],
-        policy: resume_policy.Policy | None = None,
+        policy: str | resume_policy.Policy | None = None,
         where: str = "the checkpoint",
     ) -> list[str]:
         """Restore a :meth:`state_dict` (after ``optimizer.load_state_dict``) and apply ``policy``.
 
         The checkpoint's schedule is restored where it stopped. If this run asks for another one (the spec
-        this component was built with), ``policy`` decides (default ``strict``: an error listing what
-        changed). Returns the notes to show the user (ignored changes, refits, the LR jump of
-        ``override``, a change of batch size); a refused change raises
+        this component was built with), ``policy`` decides (default: the constructor's ``resume_policy``,
+        itself ``strict`` by default: an error listing what changed). Returns the notes to show the user
+        (ignored changes, refits, the LR jump of ``override``, a change of batch size), keeps them in
+        :attr:`resume_notes` and logs each on the ``lrkit`` logger; a refused change raises
         :class:`~lrkit.runtime.resume.ResumeError` and changes nothing.
         """
-        policy = policy or resume_policy.Policy("strict")
+        notes = self._load(state, self.resume_policy if policy is None else _as_policy(policy), where)
+        self.resume_notes = notes
+        for note in notes:
+            _log.warning("lrkit resume: %s", note)
+        return notes
+
+    def _load(self, state: Mapping[str, Any], policy: resume_policy.Policy, where: str) -> list[str]:
+        if not isinstance(state, Mapping) or "scheduler_spec" not in state or "scheduler_steps" not in state:
+            shown = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise ScheduleError(
+                f"{where} holds no TrainingSchedule state (expected the keys of TrainingSchedule.state_dict(), "
+                f"got {shown})"
+            )
         decision = resume_policy.decide(policy, resume_policy.Saved.from_payload(state), self.request, where=where)
         steps = int(state["scheduler_steps"])
         clock = saved_clock(state, self.sequence_length)
@@ -317,6 +408,32 @@ class TrainingSchedule:
                     f"does not give: pass {label} again, or --lr-resume-policy checkpoint to keep it"
                 )
         return out, notes
+
+
+def _as_policy(policy: str | resume_policy.Policy) -> resume_policy.Policy:
+    """A policy given as text (``"extend"``, ``"cooldown:5"``) or already parsed."""
+    if isinstance(policy, resume_policy.Policy):
+        return policy
+    try:
+        return resume_policy.parse_policy(policy)
+    except ValueError as err:
+        raise ScheduleError(f"resume_policy: {err}") from err
+
+
+def scaler_step(scaler: Any, optimizer: Any) -> bool:
+    """``scaler.step(optimizer)`` then ``scaler.update()``; returns whether the scaler skipped the update.
+
+    A ``torch.amp.GradScaler`` skips ``optimizer.step()`` when the gradients hold inf or NaN and then lowers
+    its scale by ``backoff_factor``; any other update keeps the scale or raises it. So the update was skipped
+    exactly when the scale went down. A disabled scaler never skips."""
+    if not scaler.is_enabled():
+        scaler.step(optimizer)
+        scaler.update()
+        return False
+    before = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return bool(scaler.get_scale() < before)
 
 
 def _follows_a_metric(scheduler: Any) -> bool:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrkit.runtime import TrainingSchedule
+from lrkit.runtime import TrainingSchedule, scaler_step
 from lrkit.runtime.resume import parse_policy
 from lrkit.runtime.schedule import saved_clock
 from lrkit.train import checkpoint as ckpt
@@ -256,10 +256,7 @@ def train_step(t: Trainer) -> dict[str, Any]:
         grad_norm = clip_grad_norm([p for p in pm.raw.parameters() if p.requires_grad], max_norm)
     skipped = False
     if t.scaler.is_enabled():
-        scale_before = t.scaler.get_scale()
-        t.scaler.step(optimizer)
-        t.scaler.update()
-        skipped = t.scaler.get_scale() < scale_before
+        skipped = scaler_step(t.scaler, optimizer)
     else:
         t.step_optimizer()
     optimizer.zero_grad(set_to_none=True)

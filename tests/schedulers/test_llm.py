@@ -231,6 +231,10 @@ def test_to_spec_describes_loaded_schedules() -> None:
     same.load_state_dict(state)
     assert same.to_spec() == source.to_spec()  # the same schedule: the constructor's spec still holds
     target.load_state_dict(state, policy="checkpoint")
+    assert target.to_spec() == source.to_spec()  # the saved spec rebuilds what runs: it describes it
+    del state["spec"]  # a state saved before states carried their spec: the schedules, as data
+    target = lrkit.WarmupCosine(opt(), warmup_steps=5, total_steps=50, min_lr=0.0)
+    target.load_state_dict(state)
     spec = target.to_spec()
     assert spec["type"] == "PureSchedule"
     rebuilt_opt = opt()

@@ -60,6 +60,8 @@ __all__ = [
 ]
 
 POLICIES = ("strict", "checkpoint", "override", "extend", "cooldown")
+#: How this module's messages name the policy (the trainer's flag); TrainingSchedule rewords it for its user.
+POLICY_FLAG = "--lr-resume-policy"
 #: Spec arguments that mean the length of the run: what ``extend`` may change.
 LENGTH_KEYS = ("total_steps", "T_max", "total_iters", "num_training_steps")
 

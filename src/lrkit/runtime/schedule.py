@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,9 @@ class TrainingSchedule:
             or ``"cooldown:N[:SHAPE]"`` (:mod:`lrkit.runtime.resume`), a string or a parsed ``Policy``.
         check_ranks: after every step, check that every rank of ``torch.distributed`` holds the same LRs
             (:meth:`check_same_lr`; one small all-gather per update).
+        policy_argument: how messages name the resume policy, so they tell the user what to pass: an argument
+            name (``"resume_policy"``, an integration's ``"lr_resume_policy"``: ``resume_policy='extend'``) or a
+            command-line flag (``"--lr-resume-policy"``: ``--lr-resume-policy extend``).
 
     Attributes:
         spec: the schedule in force (the one :meth:`state_dict` records).
@@ -102,7 +106,9 @@ class TrainingSchedule:
         hparam_labels: Mapping[str, str] | None = None,
         resume_policy: str | resume_policy.Policy = "strict",
         check_ranks: bool = False,
+        policy_argument: str = "resume_policy",
     ) -> None:
+        self.policy_argument = policy_argument
         self.resume_policy = _as_policy(resume_policy)
         self.check_ranks = bool(check_ranks)
         self.resume_notes: list[str] = []
@@ -186,8 +192,9 @@ class TrainingSchedule:
         """Step the schedule after every real ``optimizer.step()``, through torch's step post-hook.
 
         Gradient-accumulation micro-steps never call ``optimizer.step()``, and neither does a GradScaler that
-        skips an overflowed update, so the schedule advances exactly once per successful update, whoever calls
-        the optimizer (a framework's loop, a wrapper). ``optimizer`` defaults to the one the schedule sets;
+        skips an overflowed update (for a fused optimizer, which the scaler does call with its ``found_inf``,
+        the hook reads that verdict), so the schedule advances exactly once per successful update, whoever
+        calls the optimizer (a framework's loop, a wrapper). ``optimizer`` defaults to the one the schedule sets;
         give the inner torch optimizer when a framework wraps it. Returns the hook's handle
         (``handle.remove()`` unbinds). A schedule that follows a metric cannot be bound: it needs the metric.
         """
@@ -203,7 +210,15 @@ class TrainingSchedule:
                 f"bind(optimizer=...) needs a torch.optim.Optimizer (register_step_post_hook), got "
                 f"{type(target).__name__}: pass the inner optimizer of a wrapper"
             )
-        return register(lambda *_: self.step())
+        return register(self._after_optimizer_step)
+
+    def _after_optimizer_step(self, optimizer: Any, *_: Any) -> None:
+        # A fused optimizer (fused AdamW, the HF Trainer's default) takes the GradScaler's verdict itself:
+        # the scaler calls its step() with ``found_inf`` set as an attribute, and the kernel skips the update.
+        found_inf = getattr(optimizer, "found_inf", None)
+        if found_inf is not None and float(found_inf) != 0.0:
+            return
+        self.step()
 
     def check_same_lr(self) -> None:
         """Raise :class:`ScheduleError` unless every rank holds the same LR in every param group.
@@ -272,7 +287,14 @@ class TrainingSchedule:
         :attr:`resume_notes` and logs each on the ``lrkit`` logger; a refused change raises
         :class:`~lrkit.runtime.resume.ResumeError` and changes nothing.
         """
-        notes = self._load(state, self.resume_policy if policy is None else _as_policy(policy), where)
+        try:
+            notes = self._load(state, self.resume_policy if policy is None else _as_policy(policy), where)
+        except resume_policy.ResumeError as err:
+            worded = self._worded(str(err))
+            if worded == str(err):
+                raise
+            raise type(err)(worded) from err
+        notes = [self._worded(note) for note in notes]
         self.resume_notes = notes
         for note in notes:
             _log.warning("lrkit resume: %s", note)
@@ -309,6 +331,16 @@ class TrainingSchedule:
         if saved_per_step and self.tokens_per_step and int(saved_per_step) != self.tokens_per_step:
             notes.append(self._batch_change_note(int(saved_per_step)))
         return notes
+
+    def _worded(self, message: str) -> str:
+        """``message`` naming the policy as this schedule's user passes it (:mod:`lrkit.runtime.resume` words
+        it as the trainer's flag, ``--lr-resume-policy extend``)."""
+        flag = resume_policy.POLICY_FLAG
+        if self.policy_argument == flag:
+            return message
+        if self.policy_argument.startswith("-"):
+            return message.replace(flag, self.policy_argument)
+        return re.sub(rf"{flag} ([a-z]+(?::[0-9N]+(?::[a-z0-9-]+)?)?)", rf"{self.policy_argument}='\1'", message)
 
     def _state_is_saved(self) -> bool:
         return self.backend == "lrkit" or self.follows_a_metric

@@ -22,7 +22,9 @@ lrkit's up to the rounding of that division (about one ulp).
 
 from __future__ import annotations
 
+import copy
 import inspect
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from lrkit import schedules as S
@@ -144,9 +146,27 @@ class ScheduleLR(LRScheduler):
         if [s.to_dict() for s in self.schedules] != before:
             self._loaded_other_schedules = True
 
+    def load_state_dict(self, state_dict: Mapping[str, Any], policy: str | None = None) -> None:
+        """As :meth:`LRScheduler.load_state_dict`; a state of another schedule loaded under ``"checkpoint"``
+        keeps its spec: :meth:`to_spec` gives the saved spec when it rebuilds the loaded schedules."""
+        super().load_state_dict(state_dict, policy)
+        saved = state_dict.get("spec")
+        ours = isinstance(saved, Mapping) and saved.get("type") == type(self).__name__
+        if not (self._loaded_other_schedules and ours):
+            return
+        assert isinstance(saved, Mapping)
+        args = {k: v for k, v in saved.items() if k != "type"}
+        try:
+            rebuilt = type(self).spec_schedules(group_peaks(self.optimizer), **args)
+        except (TypeError, ValueError):  # not this class's arguments: PureSchedule describes what runs
+            return
+        if [s.to_dict() for s in rebuilt] == [s.to_dict() for s in self.schedules]:
+            self._spec_args, self._loaded_other_schedules = copy.deepcopy(args), False
+
     def to_spec(self) -> dict[str, Any]:
-        """The spec of the schedule that runs: the constructor's, or, after ``load_state_dict`` brought
-        other schedules, ``{"type": "PureSchedule", "schedules": [...]}`` holding them as data."""
+        """The spec of the schedule that runs: the constructor's; after ``load_state_dict`` brought other
+        schedules, the saved spec when it rebuilds them, else ``{"type": "PureSchedule", "schedules": [...]}``
+        holding them as data."""
         if self._loaded_other_schedules:
             return {"type": "PureSchedule", "schedules": [s.to_dict() for s in self.schedules]}
         return super().to_spec()

@@ -165,6 +165,7 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         sequence_length=sequence_length,
         hparams=train_optim.build_hparam_schedulers(config, optimizer),  # weight decay, betas, momentum, clip
         hparam_labels=train_optim.HPARAM_FLAGS,
+        policy_argument="--lr-resume-policy",
     )
     use_scaler = config.model.dtype == "float16"
     t = Trainer(

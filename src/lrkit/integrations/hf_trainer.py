@@ -7,9 +7,10 @@ meant to be overridden) and ``log`` (the same), so the scheduler the Trainer hol
 :class:`~lrkit.runtime.TrainingSchedule`, and the Trainer's own calls keep lrkit's guarantees:
 
 * **One step per successful update.** The Trainer calls ``lr_scheduler.step()`` once per optimizer update
-  (after the last gradient-accumulation micro-batch), and not when ``accelerator.optimizer_step_was_skipped``
-  (the fp16 GradScaler found inf/NaN gradients and skipped the update), so the schedule advances exactly once
-  per update that happened.
+  (after the last gradient-accumulation micro-batch), and not when ``accelerator.optimizer_step_was_skipped``.
+  That flag misses a GradScaler skip when the optimizer handles the scaler itself (transformers' default
+  ``adamw_torch_fused``), so the schedule also checks the scaler: an update whose scale went down (inf/NaN
+  gradients) moves nothing (:class:`TrainerSchedule`).
 * **The spec travels in the checkpoint.** ``scheduler.pt`` holds the schedule's plain state: the spec in
   force, the update count and the scheduler's state (the Trainer loads it with ``weights_only=True``).
 * **A changed schedule on resume follows the resume policy** (``lr_resume_policy``): ``strict`` (default)
@@ -34,7 +35,7 @@ from transformers import Trainer, TrainerCallback
 from lrkit.runtime import ScheduleError, TrainingSchedule
 from lrkit.runtime.resume import Policy, parse_policy
 
-__all__ = ["LrkitTrainer", "LrkitTrainerMixin", "hf_schedule_spec", "group_lr_keys"]
+__all__ = ["LrkitTrainer", "LrkitTrainerMixin", "TrainerSchedule", "hf_schedule_spec", "group_lr_keys"]
 
 #: The names whose transformers function ignores ``num_training_steps`` (and, for the first two, the kwargs):
 #: what ``transformers.get_scheduler`` passes on, so the spec records only what the schedule reads.
@@ -91,20 +92,74 @@ def group_lr_keys(optimizer: Any) -> list[str]:
     return keys
 
 
-class _UpdateLRs(TrainerCallback):  # type: ignore[misc]
-    """Records every group's LR right after each ``optimizer.step()``, before the Trainer steps the schedule:
-    the LRs that update used, the moment at which the Trainer reads its own ``learning_rate`` for the log."""
+class TrainerSchedule(TrainingSchedule):
+    """The :class:`~lrkit.runtime.TrainingSchedule` a :class:`LrkitTrainerMixin` Trainer holds.
 
-    def __init__(self) -> None:
+    The Trainer calls ``step()`` after each update unless ``accelerator.optimizer_step_was_skipped``. That flag
+    misses the skips of an optimizer that handles the GradScaler itself (``_step_supports_amp_scaling``:
+    torch's fused Adam/AdamW, transformers' default ``adamw_torch_fused``): ``GradScaler.step`` still calls
+    its ``step()``, whose fused kernel skips the update, so accelerate sees a step and reports none skipped.
+    So a callback of the mixin tells this schedule whether the update it is stepped for was skipped
+    (:attr:`update_skipped`: the scaler's scale went down across ``optimizer.step()``, as ``scaler.update()``
+    backs off only after inf/NaN gradients), and :meth:`step` then moves nothing.
+
+    Attributes:
+        update_skipped: the last update was skipped; :meth:`step` reads and clears it.
+    """
+
+    update_skipped: bool = False
+
+    def step(self, *, skipped: bool = False, metric: float | None = None, tokens: int | None = None) -> bool:
+        """One optimizer update done (the Trainer calls it with no arguments); nothing moves if it was skipped.
+
+        Args:
+            skipped: the update did not happen (besides what :attr:`update_skipped` says).
+            metric: for a schedule that follows a metric (not taken by the Trainer mixin).
+            tokens: tokens of this update, for a schedule in tokens.
+
+        Returns:
+            Whether the schedule advanced.
+        """
+        skipped = skipped or self.update_skipped
+        self.update_skipped = False
+        return super().step(skipped=skipped, metric=metric, tokens=tokens)
+
+
+class _UpdateWatch(TrainerCallback):  # type: ignore[misc]
+    """Watches each ``optimizer.step()`` of the Trainer, before the Trainer steps the schedule.
+
+    * Before it, the GradScaler's scale; after it, whether the scale went down (the scaler skipped the
+      update), passed to the :class:`TrainerSchedule` as ``update_skipped``.
+    * After it, every group's LR: the LRs that update used, read at the moment the Trainer reads its own
+      ``learning_rate`` for the log.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
         self.lrs: list[float] | None = None
+        self.scale: float | None = None
+
+    def _scaler(self) -> Any:
+        accelerator = getattr(self.trainer, "accelerator", None)
+        scaler = getattr(accelerator, "scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.lrs = None
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        scaler = self._scaler()
+        self.scale = None if scaler is None else float(scaler.get_scale())
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         optimizer = kwargs.get("optimizer")
         if optimizer is not None:
             self.lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        scaler, schedule = self._scaler(), self.trainer.lr_scheduler
+        if isinstance(schedule, TrainerSchedule):
+            schedule.update_skipped = bool(
+                scaler is not None and self.scale is not None and float(scaler.get_scale()) < self.scale
+            )
 
 
 class LrkitTrainerMixin:
@@ -148,14 +203,14 @@ class LrkitTrainerMixin:
             raise ScheduleError(f"lr_resume_policy: {err}") from err
         self.lr_schedule = None if lr_schedule is None else dict(lr_schedule)
         self.lr_check_ranks = bool(lr_check_ranks)
-        self._update_lrs = _UpdateLRs()
         super().__init__(*args, **kwargs)
         if self.lr_scheduler is not None:
             raise ScheduleError(
                 f"optimizers=(optimizer, scheduler) gave a {type(self.lr_scheduler).__name__}, but this Trainer "
                 "builds its schedule itself: pass optimizers=(optimizer, None) and the schedule as lr_schedule=<spec>"
             )
-        self.add_callback(self._update_lrs)  # type: ignore[attr-defined]
+        self._update_watch = _UpdateWatch(self)
+        self.add_callback(self._update_watch)  # type: ignore[attr-defined]
 
     def hf_spec(self, num_training_steps: int) -> dict[str, Any]:
         """The ``HFSchedule`` spec of the Trainer's arguments for a run of ``num_training_steps`` updates."""
@@ -166,7 +221,7 @@ class LrkitTrainerMixin:
             self.args.lr_scheduler_kwargs,
         )
 
-    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> TrainingSchedule:
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> TrainerSchedule:
         """Build the run's :class:`~lrkit.runtime.TrainingSchedule` (the Trainer calls this once per ``train()``,
         after the optimizer, before it loads a checkpoint). It is built anew on each call, as transformers
         rebuilds the scheduler it created, since ``max_steps`` may differ.
@@ -180,7 +235,7 @@ class LrkitTrainerMixin:
         """
         if self.lr_scheduler is None or isinstance(self.lr_scheduler, TrainingSchedule):
             spec = self.lr_schedule if self.lr_schedule is not None else self.hf_spec(num_training_steps)
-            schedule = TrainingSchedule(
+            schedule = TrainerSchedule(
                 spec,
                 self.optimizer if optimizer is None else optimizer,
                 resume_policy=self.lr_resume_policy,
@@ -200,7 +255,7 @@ class LrkitTrainerMixin:
         The values are the LRs of the update that ``learning_rate`` reports: the ones in force at its
         ``optimizer.step()``, read before the Trainer stepped the schedule."""
         if "learning_rate" in logs and self.optimizer is not None:
-            lrs = self._update_lrs.lrs
+            lrs = self._update_watch.lrs
             if lrs is None or len(lrs) != len(self.optimizer.param_groups):
                 lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
             logs.update(zip(group_lr_keys(self.optimizer), lrs))

@@ -137,9 +137,7 @@ def test_one_step_per_update_with_gradient_accumulation(tmp_path: Path) -> None:
         ]
     )
     args = tiny_args(tmp_path, gradient_accumulation_steps=4, max_steps=6)
-    trainer = LrkitTrainer(
-        model=model, args=args, train_dataset=tiny_data(), optimizers=(opt, None), lr_schedule=spec
-    )
+    trainer = LrkitTrainer(model=model, args=args, train_dataset=tiny_data(), optimizers=(opt, None), lr_schedule=spec)
     trainer.train()
 
     assert model.calls == 24  # micro-batches
@@ -306,9 +304,19 @@ def test_resume_changed_schedule_strict_refuses_with_the_diff(
     """max_steps 10 -> 16 under the default policy: a ResumeError naming the change; no update runs."""
     checkpoint, _ = checkpoint_4_of_10
     trainer = LrkitTrainer(model=tiny_model(), args=tiny_args(tmp_path, max_steps=16), train_dataset=tiny_data())
-    with pytest.raises(ResumeError, match=r"num_training_steps: 10 -> 16"):
+    with pytest.raises(ResumeError, match=r"num_training_steps: 10 -> 16") as refused:
         trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert 'lr_resume_policy="checkpoint"' in str(refused.value)
     assert logged_lrs(trainer, after=4) == []
+
+
+def test_resume_from_a_plain_trainer_checkpoint_is_refused(tmp_path: Path) -> None:
+    """A checkpoint of the plain Trainer holds a LambdaLR state, no schedule: a ScheduleError that says so."""
+    plain = Trainer(model=tiny_model(), args=tiny_args(tmp_path, max_steps=2, save_steps=2), train_dataset=tiny_data())
+    plain.train()
+    trainer = LrkitTrainer(model=tiny_model(), args=tiny_args(tmp_path, max_steps=4), train_dataset=tiny_data())
+    with pytest.raises(ScheduleError, match=r"holds no TrainingSchedule state .*last_epoch"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
 
 
 def test_resume_changed_schedule_checkpoint_keeps_it(

@@ -123,3 +123,35 @@ def test_the_hf_short_names_are_transformers_names():
     catalog's ``hf:`` short names are exactly those names."""
     hf_names = {cli.name[3:] for record in CATALOG for cli in record.cli if cli.name.startswith("hf:")}
     assert hf_names == set(S.HF_SCHEDULER_NAMES)
+
+
+def _two_groups() -> torch.optim.Optimizer:
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    return torch.optim.SGD([{"params": [a], "lr": 0.01}, {"params": [b], "lr": 0.002}], lr=0.01, momentum=0.9)
+
+
+def _advance(scheduler: Any, metric: bool) -> None:
+    scheduler.optimizer.step()
+    scheduler.step(1.0) if metric else scheduler.step()
+
+
+@pytest.mark.parametrize("record", [r for r in CATALOG if r.align_case is not None], ids=lambda r: r.name)
+def test_the_torch_backend_state_is_plain_data_and_resumes(record: SpecType, tmp_path) -> None:
+    """accelerate's load_state and torch.load default to weights_only=True: the torch backend's state (torch's
+    classes, and LambdaLR over lrkit's schedules) must load that way, and continue as if never interrupted."""
+    spec, metric = record.align_case, record.name == "ReduceLROnPlateau"
+    straight, first = build_scheduler(spec, _two_groups(), backend="torch"), build_scheduler(
+        spec, _two_groups(), backend="torch"
+    )
+    for _ in range(4):
+        _advance(straight, metric)
+        _advance(first, metric)
+    torch.save(first.state_dict(), tmp_path / "scheduler.pt")
+    resumed = build_scheduler(spec, _two_groups(), backend="torch")
+    resumed.load_state_dict(torch.load(tmp_path / "scheduler.pt", weights_only=True))
+    for group, lr in zip(resumed.optimizer.param_groups, first.get_last_lr()):
+        group["lr"] = lr  # what optimizer.load_state_dict restores
+    for _ in range(6):
+        _advance(straight, metric)
+        _advance(resumed, metric)
+        assert resumed.get_last_lr() == straight.get_last_lr()

@@ -49,16 +49,26 @@ def group_peaks(optimizer: Any) -> list[float]:
 
 
 class _Ratio:
-    """``schedule(t) / base_lr``: the factor a ``LambdaLR`` multiplies ``base_lr`` by (0 when ``base_lr`` is 0)."""
+    """``schedule(t) / base_lr``: the factor a ``LambdaLR`` multiplies ``base_lr`` by (0 when ``base_lr`` is 0).
+
+    torch's ``LambdaLR.state_dict()`` saves a callable object's ``__dict__``, so that holds plain data only
+    (the schedule as its dict, and ``base_lr``): the torch backend's state loads with ``weights_only=True``,
+    and a loaded state's schedule is the one that runs (rebuilt when ``load_state_dict`` replaces the dict).
+    """
+
+    __slots__ = ("__dict__", "_compiled", "_source")
 
     def __init__(self, schedule: S.Schedule, base_lr: float) -> None:
-        self.schedule = schedule
+        self.schedule: dict[str, Any] = schedule.to_dict()
         self.base_lr = base_lr
+        self._compiled, self._source = schedule, self.schedule
 
     def __call__(self, step: int) -> float:
+        if self._source is not self.schedule:  # LambdaLR.load_state_dict put another schedule in __dict__
+            self._compiled, self._source = S.schedule_from_dict(self.schedule, "lr_lambda.schedule"), self.schedule
         if self.base_lr == 0.0:
             return 0.0
-        return self.schedule(step) / self.base_lr
+        return self._compiled(step) / self.base_lr
 
 
 class ScheduleLR(LRScheduler):
@@ -71,6 +81,7 @@ class ScheduleLR(LRScheduler):
 
     _state_fields = ("schedules",)
     _per_group: ClassVar[tuple[str, ...]] = ()
+    resume_policy = "strict"  # lrkit's schedules refuse a state of another schedule unless told
     schedules: list[S.Schedule]
 
     def _bind(self, optimizer: Any, last_epoch: int, **args: Any) -> None:

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,7 @@ def launch(script: Path, *args: str, cwd: Path, timeout: float = 180) -> str:
     }
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    proc = subprocess.run(
-        [*cmd, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([*cmd, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
@@ -63,7 +62,9 @@ def oracle(spec: dict[str, Any], successful: list[bool], backend: str = "lrkit")
     out = []
     for ok in successful:
         if ok:
-            scheduler.step()
+            with warnings.catch_warnings():  # torch warns: no optimizer.step() before it, as intended here
+                warnings.simplefilter("ignore")
+                scheduler.step()
         out.append([group["lr"] for group in opt.param_groups])
     return out
 

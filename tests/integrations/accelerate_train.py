@@ -1,8 +1,9 @@
 """The training script that tests/integrations/test_accelerate.py runs under ``accelerate launch``.
 
-``python accelerate_train.py CONFIG.json``: CONFIG holds ``out`` (a folder) and ``runs``, a list of runs done one
-after another in this process, each with a fresh ``Accelerator``. A run trains a tiny model with
-``gradient_accumulation_steps`` micro-batches per update and an lrkit schedule from
+``python accelerate_train.py CONFIG.json``: CONFIG holds ``out`` (a folder), ``runs``, a list of runs done one
+after another in this process, each with a fresh ``Accelerator``, and optionally ``then``: ``{"script", "cwd"}``,
+a script run after them as ``__main__`` in ``cwd`` (the docs example: a launch costs seconds).
+A run trains a tiny model with ``gradient_accumulation_steps`` micro-batches per update and an lrkit schedule from
 ``lrkit.integrations.accelerate.prepare_schedule``; each rank writes ``<out>/<name>.rank<r>.json``: the LR before
 the first update, after every update (with accelerate's ``optimizer_step_was_skipped`` and the schedule's count),
 the inner optimizer's real ``step()`` calls, the resume notes and the final parameters.
@@ -18,6 +19,8 @@ first micro-batch of that update has an inf loss), ``control`` (an lrkit schedul
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,10 @@ def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
     for one in config["runs"]:
         run(one, Path(config["out"]))
+    then = config.get("then")
+    if then:  # one more script in this launch (the docs example), as __main__ in its own folder
+        os.chdir(then["cwd"])
+        runpy.run_path(then["script"], run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -40,8 +40,8 @@ PEAK = 1e-2  # the scripts' AdamW lr
 UPDATES, GA, SAVE_AT = 6, 2, 3
 
 
-def launch(script: Path, *args: str, cwd: Path, timeout: float = 180) -> str:
-    """``accelerate launch`` of ``script`` on 2 CPU processes; it must succeed. Returns its output."""
+def launch(script: Path, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` of ``script`` on 2 CPU processes (gloo)."""
     env = {
         **os.environ,
         "ACCELERATE_USE_CPU": "true",
@@ -50,9 +50,11 @@ def launch(script: Path, *args: str, cwd: Path, timeout: float = 180) -> str:
     }
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-    proc = subprocess.run([*cmd, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return subprocess.run([*cmd, str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def output_of(proc: subprocess.CompletedProcess[str]) -> str:
+    return proc.stdout[-3000:] + proc.stderr[-5000:]
 
 
 def oracle(spec: dict[str, Any], successful: list[bool], backend: str = "lrkit") -> list[list[float]]:
@@ -77,8 +79,10 @@ def base_run(name: str, **over: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two launches on 2 processes: straight runs (split_batches False and True, a skipped update), then a
-    resume from the checkpoint the first one saved after update 3. Each rank's record, by run name."""
+    """Two launches on 2 processes (each launch costs seconds: the runs share them). The first: straight runs
+    (split_batches False and True, a skipped update). The second: a resume from the checkpoint the first one
+    saved after update 3, then the ```python blocks of docs/integrations/accelerate.md as one script (run as
+    __main__, in a folder of its own). Each rank's record by run name, and the second launch."""
     tmp = tmp_path_factory.mktemp("accelerate")
     checkpoint = tmp / "checkpoint"
     straight = [
@@ -86,13 +90,22 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         base_run("split", split_batches=True, control=True),
         base_run("skip", scaler=True, inf_at=3),
     ]
+    (tmp / "launch0.json").write_text(json.dumps({"out": str(tmp), "runs": straight}))
+    first = launch(SCRIPT, str(tmp / "launch0.json"), cwd=tmp)
+    assert first.returncode == 0, output_of(first)
+
+    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
+    (tmp / "docs").mkdir()
+    (tmp / "docs" / "train.py").write_text("\n".join(blocks))
     resumed = [base_run("resumed", resume_from=str(checkpoint), start_at=SAVE_AT)]
-    for i, runs in enumerate([straight, resumed]):
-        (tmp / f"launch{i}.json").write_text(json.dumps({"out": str(tmp), "runs": runs}))
-        launch(SCRIPT, str(tmp / f"launch{i}.json"), cwd=tmp)
+    then = {"script": str(tmp / "docs" / "train.py"), "cwd": str(tmp / "docs")}
+    (tmp / "launch1.json").write_text(json.dumps({"out": str(tmp), "runs": resumed, "then": then}))
+    second = launch(SCRIPT, str(tmp / "launch1.json"), cwd=tmp)
+
     names = [r["name"] for r in straight + resumed]
-    records = {n: [json.loads((tmp / f"{n}.rank{r}.json").read_text()) for r in (0, 1)] for n in names}
-    return {"records": records, "checkpoint": checkpoint}
+    paths = {n: [tmp / f"{n}.rank{r}.json" for r in (0, 1)] for n in names}
+    records = {n: [json.loads(p.read_text()) for p in ps] for n, ps in paths.items() if all(p.exists() for p in ps)}
+    return {"records": records, "checkpoint": checkpoint, "second": second, "blocks": blocks}
 
 
 def lrs(record: dict[str, Any]) -> list[list[float]]:
@@ -153,6 +166,7 @@ def test_resume_in_a_new_launch_is_bit_identical(launched: dict[str, Any]) -> No
     in force at the checkpoint, and its LRs after updates 4-6 and its final parameters equal (==) the straight
     run's, on both ranks."""
     records = launched["records"]
+    assert "resumed" in records, output_of(launched["second"])
     for straight, resumed in zip(records["plain"], records["resumed"]):
         assert resumed["steps_start"] == SAVE_AT
         assert resumed["lr_start"] == straight["updates"][SAVE_AT - 1]["lr"]
@@ -174,14 +188,15 @@ def test_saved_state_loads_with_weights_only(launched: dict[str, Any]) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_the_docs_example_runs_on_two_processes(tmp_path: Path) -> None:
-    """The ```python blocks of docs/integrations/accelerate.md, the same code that runs in one process under
-    the docs test, as one script under accelerate launch on 2 processes (it asserts its own LRs)."""
-    blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.MULTILINE | re.DOTALL)
-    assert blocks
-    (tmp_path / "train.py").write_text("\n".join(blocks))
-    output = launch(tmp_path / "train.py", cwd=tmp_path)
-    assert sorted(re.findall(r"rank (\d) of 2: 4 updates", output)) == ["0", "1"], output[-3000:]
+def test_the_docs_example_runs_on_two_processes(launched: dict[str, Any]) -> None:
+    """The ```python blocks of docs/integrations/accelerate.md (the code the docs test runs in one process) ran
+    as one script on the 2 processes of the second launch: it asserts its own LRs, and both ranks report the 4
+    updates of 2 processes."""
+    assert launched["blocks"]
+    second = launched["second"]
+    assert second.returncode == 0, output_of(second)
+    output = second.stdout + second.stderr
+    assert sorted(re.findall(r"rank (\d) of 2: 4 updates", output)) == ["0", "1"], output_of(second)
 
 
 # --------------------------------------------------------------------------- one process, in this one

@@ -337,7 +337,7 @@ def test_an_lrkit_scheduler_not_yet_stepped_is_taken_by_its_spec() -> None:
 
 
 @pytest.mark.usefixtures("fresh_accelerate")
-def test_a_metric_schedule_steps_on_step_metric_after_real_updates_only() -> None:
+def test_a_metric_schedule_steps_on_step_metric_after_real_updates_only(tmp_path: Path) -> None:
     """ReduceLROnPlateau follows the loss: the hook only marks the update; step(metric=) applies it once, and
     does nothing after a gradient-accumulation micro-step. The LRs equal lrkit's ReduceLROnPlateau stepped by
     hand with the same losses."""
@@ -361,7 +361,7 @@ def test_a_metric_schedule_steps_on_step_metric_after_real_updates_only() -> Non
 
     one_update(accelerator, model, optimizer)  # an update whose metric never came
     with pytest.raises(ScheduleError, match="step\\(metric=<loss>\\)"):
-        accelerator.save_state("unused")
+        accelerator.save_state(str(tmp_path))
 
 
 @pytest.mark.usefixtures("fresh_accelerate")
@@ -386,11 +386,15 @@ def test_refusals_name_the_argument() -> None:
 
 
 @pytest.mark.usefixtures("fresh_accelerate")
-def test_remove_unbinds() -> None:
+def test_prepare_hands_it_back_and_remove_unbinds() -> None:
+    """accelerator.prepare(schedule) returns it unwrapped (no AcceleratedScheduler, no second save); after
+    remove() the optimizer's steps no longer step it."""
     accelerator = Accelerator(cpu=True)
     model, optimizer = tiny(accelerator)
     schedule = prepare_schedule(accelerator, SPEC, optimizer)
     assert isinstance(schedule, AcceleratedSchedule)
+    assert accelerator.prepare(schedule) is schedule and accelerator._schedulers == []
+    assert accelerator._custom_objects == [schedule]
     one_update(accelerator, model, optimizer)
     schedule.remove()
     one_update(accelerator, model, optimizer)

@@ -156,10 +156,12 @@ def prepare_schedule(
 ) -> AcceleratedSchedule:
     """Put an lrkit schedule in an accelerate run: one step per real update, saved and resumed with the run.
 
-    Call it after ``accelerator.prepare(model, optimizer, ...)`` and instead of giving a scheduler to
-    ``prepare``. From then on every real update steps the schedule once (the inner optimizer's step
-    post-hook), and ``accelerator.save_state()`` / ``load_state()`` carry its state. Create the objects of a
-    resumed run in the same order as the saved run's: accelerate matches registered objects by position.
+    Call it after ``accelerator.prepare(model, optimizer, ...)`` (before works too: the hook is on the inner
+    torch optimizer, which ``prepare`` keeps), instead of giving a scheduler to ``prepare`` (given the returned
+    object, ``prepare`` hands it back unchanged). From then on every real update steps the schedule once (the
+    inner optimizer's step post-hook), and ``accelerator.save_state()`` / ``load_state()`` carry its state.
+    Create the objects of a resumed run in the same order as the saved run's: accelerate matches registered
+    objects by position.
 
     Args:
         accelerator: the run's ``Accelerator``.

@@ -306,7 +306,7 @@ def test_resume_changed_schedule_strict_refuses_with_the_diff(
     trainer = LrkitTrainer(model=tiny_model(), args=tiny_args(tmp_path, max_steps=16), train_dataset=tiny_data())
     with pytest.raises(ResumeError, match=r"num_training_steps: 10 -> 16") as refused:
         trainer.train(resume_from_checkpoint=str(checkpoint))
-    assert 'lr_resume_policy="checkpoint"' in str(refused.value)
+    assert "lr_resume_policy='checkpoint'" in str(refused.value)
     assert logged_lrs(trainer, after=4) == []
 
 

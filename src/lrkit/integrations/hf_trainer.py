@@ -32,7 +32,7 @@ from typing import Any
 
 from transformers import Trainer, TrainerCallback
 
-from lrkit.runtime import ResumeError, ScheduleError, TrainingSchedule
+from lrkit.runtime import ScheduleError, TrainingSchedule
 from lrkit.runtime.resume import Policy, parse_policy
 
 __all__ = ["LrkitTrainer", "LrkitTrainerMixin", "TrainerSchedule", "hf_schedule_spec", "group_lr_keys"]
@@ -123,19 +123,6 @@ class TrainerSchedule(TrainingSchedule):
         skipped = skipped or self.update_skipped
         self.update_skipped = False
         return super().step(skipped=skipped, metric=metric, tokens=tokens)
-
-    def load_state_dict(
-        self, state: Mapping[str, Any], policy: str | Policy | None = None, where: str = "the checkpoint"
-    ) -> list[str]:
-        """:meth:`TrainingSchedule.load_state_dict` (the Trainer calls it with ``scheduler.pt``); a refusal that
-        asks for a policy also says how to give one to the Trainer (``lr_resume_policy=``)."""
-        try:
-            return super().load_state_dict(state, policy, where)
-        except ResumeError as err:
-            if "--lr-resume-policy" not in str(err):
-                raise
-            hint = 'LrkitTrainer takes the policy as lr_resume_policy="checkpoint" (or override, extend, cooldown:N)'
-            raise type(err)(f"{err}\n{hint}") from err
 
 
 class _UpdateWatch(TrainerCallback):  # type: ignore[misc]
@@ -253,6 +240,7 @@ class LrkitTrainerMixin:
                 self.optimizer if optimizer is None else optimizer,
                 resume_policy=self.lr_resume_policy,
                 check_ranks=self.lr_check_ranks,
+                policy_argument="lr_resume_policy",  # messages say lr_resume_policy='extend', what to pass here
             )
             if schedule.follows_a_metric:
                 raise ScheduleError(

@@ -18,18 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.precision import MixedPrecision
 
-pl = pytest.importorskip("lightning.pytorch")
-
-from lightning.pytorch.callbacks import LearningRateMonitor  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from lightning.pytorch.plugins.precision import MixedPrecision  # noqa: E402
-
-import lrkit  # noqa: E402
-from lrkit.integrations.lightning import LrkitSchedule  # noqa: E402
-from lrkit.runtime import ResumeError, ScheduleError, TrainingSchedule  # noqa: E402
+import lrkit
+from lrkit.integrations.lightning import LrkitSchedule
+from lrkit.runtime import ResumeError, ScheduleError, TrainingSchedule
 
 ROOT = Path(__file__).resolve().parents[2]
 PEAK, MIN_LR = 1e-2, 1e-4
@@ -54,7 +52,9 @@ class Tiny(pl.LightningModule):
     (two groups without names), the head's peak a tenth of the body's. ``inf_at``: the backward calls
     (1-based micro-batches) whose head gradient becomes inf, before the GradScaler unscales it."""
 
-    def __init__(self, groups: str = "one", inf_at: tuple[int, ...] = (), seed: int = 0, lightning_scheduler: Any = None):
+    def __init__(
+        self, groups: str = "one", inf_at: tuple[int, ...] = (), seed: int = 0, lightning_scheduler: Any = None
+    ):
         super().__init__()
         torch.manual_seed(seed)
         self.body = torch.nn.Linear(4, 8)
@@ -94,12 +94,13 @@ def param_groups(model: torch.nn.Module, groups: str) -> list[dict[str, Any]]:
 class Recorder(pl.Callback):
     """The LRs of every real ``optimizer.step()``, from torch's step pre-hook (lrkit's own hook is a post-hook)."""
 
-    def __init__(self) -> None:
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
         self.lrs: list[list[float]] = []
         self._handle: Any = None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        optimizer = trainer.optimizers[0]
+        optimizer = trainer.optimizers[self.index]
         self._handle = optimizer.register_step_pre_hook(
             lambda opt, *_: self.lrs.append([float(g["lr"]) for g in opt.param_groups])
         )
@@ -183,6 +184,41 @@ def test_one_schedule_step_per_optimizer_update(tmp_path: Path, samples: int, ac
     assert cb.schedule.steps == cb.schedule.last_epoch == updates
     assert record.lrs == pure(spec, updates)
     assert cb.schedule.get_last_lr() == [MIN_LR]
+
+
+class TwoOptimizers(pl.LightningModule):
+    """Manual optimization: the body's optimizer steps every batch, the head's every 2nd batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Linear(4, 8)
+        self.head = torch.nn.Linear(8, 1)
+        self.automatic_optimization = False
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        body, head = self.optimizers()
+        x, y = batch
+        self.manual_backward(torch.nn.functional.mse_loss(self.head(torch.tanh(self.body(x))), y))
+        body.step()
+        body.zero_grad()
+        if batch_idx % 2 == 1:
+            head.step()
+            head.zero_grad()
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.body.parameters(), lr=0.5), torch.optim.AdamW(self.head.parameters(), lr=PEAK)]
+
+
+def test_manual_optimization_schedules_the_chosen_optimizer(tmp_path: Path) -> None:
+    """``optimizer_index=1`` under manual optimization: the head's optimizer, stepped by the module itself every
+    2nd batch, gets the schedule, once per its own step; the body's optimizer keeps its LR."""
+    cb, body, head = LrkitSchedule(COSINE, optimizer_index=1), Recorder(0), Recorder(1)
+    fit = trainer(tmp_path, [cb, body, head], max_epochs=2, accumulate_grad_batches=1)
+    fit.fit(TwoOptimizers(), data())
+    assert body.lrs == [[0.5]] * 16
+    assert cb.schedule is not None and cb.schedule.optimizer is fit.optimizers[1] and cb.schedule.steps == 8
+    assert head.lrs == pure(COSINE, 8)
 
 
 # ---------------------------------------------------------------------- 3. a skipped fp16 update
@@ -329,7 +365,11 @@ def test_resume_policy_with_a_longer_schedule(
 
 @pytest.mark.parametrize(
     ("groups", "names"),
-    [("named", ["lr-AdamW/body", "lr-AdamW/head"]), ("unnamed", ["lr-AdamW/pg1", "lr-AdamW/pg2"]), ("one", ["lr-AdamW"])],
+    [
+        ("named", ["lr-AdamW/body", "lr-AdamW/head"]),
+        ("unnamed", ["lr-AdamW/pg1", "lr-AdamW/pg2"]),
+        ("one", ["lr-AdamW"]),
+    ],
 )
 def test_learning_rate_monitor_logs_each_group(tmp_path: Path, groups: str, names: list[str]) -> None:
     """With no Lightning scheduler, ``LearningRateMonitor`` logs every group of the optimizer by its "name" (or

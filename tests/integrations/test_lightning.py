@@ -221,6 +221,19 @@ def test_manual_optimization_schedules_the_chosen_optimizer(tmp_path: Path) -> N
     assert head.lrs == pure(COSINE, 8)
 
 
+def test_a_second_fit_of_the_same_trainer_continues_the_schedule(tmp_path: Path) -> None:
+    """Lightning keeps ``global_step`` across two ``fit`` calls of one Trainer (and builds a new optimizer):
+    the schedule goes on where the first fit left it."""
+    cb, record = LrkitSchedule(COSINE), Recorder()
+    fit = trainer(tmp_path, [cb, record], max_epochs=1)
+    module = Tiny()
+    fit.fit(module, data())
+    fit.fit_loop.max_epochs = 2
+    fit.fit(module, data())
+    assert cb.schedule is not None and cb.schedule.steps == fit.global_step == 8
+    assert record.lrs == pure(COSINE, 8)
+
+
 # ---------------------------------------------------------------------- 3. a skipped fp16 update
 
 
@@ -330,6 +343,21 @@ def test_strict_refuses_a_changed_schedule_with_the_diff(tmp_path: Path, halfway
     key = LENGTH[spec["type"]]
     with pytest.raises(ResumeError, match=f"{key}: 8 -> 16"):
         resume(tmp_path, ckpt, {**spec, key: 16}, "strict")
+
+
+def test_lightning_own_scheduler_drops_a_changed_schedule_on_resume(tmp_path: Path) -> None:
+    """The negative control: with the schedule returned from ``configure_optimizers``, ``fit(ckpt_path=...)``
+    loads the checkpoint's scheduler state over the 16-update schedule asked for; the old 8-update schedule
+    runs on, without an error or a note."""
+    run = trainer(tmp_path, [], max_epochs=1)
+    run.fit(Tiny(lightning_scheduler=COSINE), data())
+    run.save_checkpoint(tmp_path / "half.ckpt")
+    record = Recorder()
+    longer = {**COSINE, "total_steps": 16}
+    trainer(tmp_path, [record], max_epochs=2).fit(
+        Tiny(lightning_scheduler=longer), data(), ckpt_path=tmp_path / "half.ckpt"
+    )
+    assert record.lrs == pure(COSINE, 8)[4:] != pure(longer, 8)[4:]
 
 
 @pytest.mark.parametrize("policy", ["checkpoint", "override", "extend", "cooldown:2"])

@@ -118,8 +118,11 @@ class LrkitSchedule(pl.Callback):
 
         Lightning restores the optimizer's state only after this hook, so the checkpoint's schedule is
         restored (and the resume policy applied) in :meth:`on_train_start`, torch's order: optimizer first.
+        Another ``fit`` of the same Trainer (its ``global_step`` goes on) continues the schedule of the last.
         """
         self._unbind()
+        if self._pending is None and self.schedule is not None and trainer.global_step > 0:
+            self._pending = self.schedule.state_dict()
         optimizer = self._optimizer(trainer)
         for config in trainer.lr_scheduler_configs:
             if config.scheduler.optimizer is optimizer:

@@ -21,7 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.precision import MixedPrecision
 
@@ -298,6 +298,22 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path: Path) -> None:
     assert same(second, straight) == [True] * 4
 
 
+def test_a_mid_epoch_model_checkpoint_resumes_the_lr_exactly(tmp_path: Path) -> None:
+    """``ModelCheckpoint(every_n_train_steps=3)`` saves inside the fit, after update 3 (batch 6 of 8). Resumed
+    from it, the LRs of updates 4..8 equal the uninterrupted run's. (The parameters do not: a plain DataLoader
+    is not resumable, so Lightning restarts its epoch's data; it warns so.)"""
+    straight = Recorder()
+    trainer(tmp_path / "a", [LrkitSchedule(COSINE), straight], max_epochs=2).fit(Tiny(), data())
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    run1 = trainer(tmp_path / "b", [LrkitSchedule(COSINE), saver], max_epochs=2, enable_checkpointing=True)
+    run1.fit(Tiny(), data())
+    record, cb = Recorder(), LrkitSchedule(COSINE)
+    run2 = trainer(tmp_path / "c", [cb, record], max_epochs=2)
+    run2.fit(Tiny(), data(), ckpt_path=tmp_path / "ckpt" / "epoch=0-step=3.ckpt")
+    assert record.lrs == straight.lrs[3:] and len(record.lrs) == 5
+    assert cb.schedule is not None and cb.schedule.steps == run2.global_step == 8
+
+
 def test_resume_after_a_skipped_update_is_bit_identical(tmp_path: Path) -> None:
     """The skip in the first half: the resumed run continues from 7 schedule steps (not Lightning's 8 steps),
     and equals the uninterrupted run with the same skip, LRs and parameters."""
@@ -339,10 +355,17 @@ def resume(tmp_path: Path, ckpt: Path, spec: Mapping[str, Any], policy: str) -> 
 
 
 def test_strict_refuses_a_changed_schedule_with_the_diff(tmp_path: Path, halfway: tuple) -> None:
+    """The default policy: ``fit`` stops before any update with the diff, the checkpoint's path and how to pass
+    another policy; the callback still holds the checkpoint's state, unchanged."""
     spec, ckpt, _ = halfway
     key = LENGTH[spec["type"]]
-    with pytest.raises(ResumeError, match=f"{key}: 8 -> 16"):
-        resume(tmp_path, ckpt, {**spec, key: 16}, "strict")
+    cb, record = LrkitSchedule({**spec, key: 16}), Recorder()
+    with pytest.raises(ResumeError) as refused:
+        trainer(tmp_path, [cb, record], max_epochs=2).fit(Tiny(), data(), ckpt_path=ckpt)
+    message = str(refused.value)
+    assert f"  {key}: 8 -> 16\n" in message and str(ckpt) in message and "resume_policy=" in message
+    assert record.lrs == []
+    assert cb.state_dict() == torch.load(ckpt, weights_only=True)["callbacks"][cb.state_key]
 
 
 def test_lightning_own_scheduler_drops_a_changed_schedule_on_resume(tmp_path: Path) -> None:

@@ -467,6 +467,8 @@ def test_bad_arguments_are_named() -> None:
         LrkitSchedule(COSINE, resume_policy="sometimes")
     with pytest.raises(ScheduleError, match="spec=.*'type' key"):
         LrkitSchedule({"warmup_steps": 2})
+    with pytest.raises(ScheduleError, match="must hold 'schedule'.*got \\['scheduler_steps'\\]"):
+        LrkitSchedule(COSINE).load_state_dict({"scheduler_steps": 3})
 
 
 def test_a_metric_schedule_is_refused_at_fit_start(tmp_path: Path) -> None:

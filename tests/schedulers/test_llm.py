@@ -11,6 +11,7 @@ import torch
 import lrkit
 from lrkit import schedules as S
 from lrkit.schedulers.base import StateError
+from lrkit.spec.clocked import advance
 from tests.conftest import run_schedule
 
 LRS = (3e-4, 1e-3)  # two param groups, two peaks
@@ -109,11 +110,45 @@ def test_loaded_state_carries_its_schedules():
     for _ in range(20):
         saved.step()
     other = lrkit.WarmupCosine(make_optimizer(), warmup_steps=1, total_steps=50)
-    other.load_state_dict(saved.state_dict())
+    other.load_state_dict(saved.state_dict(), policy="checkpoint")
     assert other.schedules == saved.schedules
     other.step()
     saved.step()
     assert other.get_last_lr() == saved.get_last_lr()
+
+
+@pytest.mark.parametrize("name", ["WarmupCosine", "HFSchedule", "Clocked"])
+def test_a_state_of_another_schedule_is_refused_with_the_diff_and_changes_nothing(name: str) -> None:
+    """An LLM schedule never runs another schedule silently: the default policy is strict, and the error
+    lists each changed argument; the state of the same schedule loads."""
+    specs = {
+        "WarmupCosine": {"type": "WarmupCosine", "warmup_steps": 10, "total_steps": 100, "min_lr": 1e-5},
+        "HFSchedule": lrkit.get_scheduler("cosine", make_optimizer(), 10, 100).to_spec(),
+        "Clocked": {"type": "Clocked", "unit": "tokens", "schedule": {"type": "WarmupCosine", "warmup_steps": 10,
+                                                                      "total_steps": 100}},
+    }
+    spec = specs[name]
+    length = "num_training_steps" if name == "HFSchedule" else "total_steps"
+    longer = json.loads(json.dumps(spec))
+    (longer.get("schedule") or longer)[length] = 200
+    saved = lrkit.build_scheduler(spec, make_optimizer())
+    for _ in range(20):
+        advance(saved, 1)  # a step, or one token on the Clocked schedule
+    state = json.loads(json.dumps(saved.state_dict()))
+    assert state["spec"] == saved.to_spec()
+    mine = lrkit.build_scheduler(longer, make_optimizer())
+    before = json.dumps(mine.state_dict())
+    with pytest.raises(StateError, match=rf"{length}: 100 -> 200") as refused:
+        mine.load_state_dict(state)
+    assert "policy='checkpoint'" in str(refused.value)
+    assert json.dumps(mine.state_dict()) == before
+    with pytest.raises(StateError, match="TrainingSchedule"):
+        mine.load_state_dict(state, policy="extend")
+    same = lrkit.build_scheduler(spec, make_optimizer())
+    same.load_state_dict(state)
+    assert same.last_epoch == 20 and same.get_last_lr() == saved.get_last_lr()
+    mine.load_state_dict(state, policy="checkpoint")
+    assert mine.to_spec() != longer and mine.get_last_lr() == saved.get_last_lr()
 
 
 def test_a_bad_state_changes_nothing():
@@ -195,7 +230,7 @@ def test_to_spec_describes_loaded_schedules() -> None:
     state = json.loads(json.dumps(source.state_dict()))
     same.load_state_dict(state)
     assert same.to_spec() == source.to_spec()  # the same schedule: the constructor's spec still holds
-    target.load_state_dict(state)
+    target.load_state_dict(state, policy="checkpoint")
     spec = target.to_spec()
     assert spec["type"] == "PureSchedule"
     rebuilt_opt = opt()

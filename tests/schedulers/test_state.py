@@ -256,7 +256,7 @@ def _broken_states(name: str, good: dict[str, Any]) -> list[tuple[str, dict[str,
     other = "LinearLR" if good["type"] != "LinearLR" else "StepLR"
     cases.append(("another class", {**good, "type": other}))
     for key in good:
-        if key not in ("type", "lr_lambdas"):  # lr_lambdas may be missing: states saved before lrkit kept it
+        if key not in ("type", "lr_lambdas", "spec"):  # optional: states saved before lrkit kept them
             cases.append((f"missing {key}", {k: v for k, v in good.items() if k != key}))
     cases.append(("last_epoch not an int", {**good, "last_epoch": "3"}))
     cases.append(("one LR too few", {**good, "_last_lr": good["_last_lr"][:1]}))

@@ -34,13 +34,13 @@ spec, ``SequentialLR([<schedule in force>, PureSchedule(<Refit|Decay per group>)
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lrkit import schedules as S
 from lrkit.schedules._checks import check_per_group
+from lrkit.schedules.codec import spec_diff
 from lrkit.spec import spec_class, spec_fingerprint
 from lrkit.spec.clocked import spec_clock_unit
 
@@ -109,34 +109,6 @@ def policy_argument(text: str) -> Policy:
         return parse_policy(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-def spec_diff(old: Any, new: Any, path: str = "") -> list[str]:
-    """Every difference between two specs, one line each: ``schedulers[1].gamma: 0.5 -> 0.3``.
-
-    Dicts are compared key by key, lists of equal length item by item; a key present on one
-    side only shows ``(absent)`` on the other. ``1`` and ``1.0`` differ (they hash differently).
-    """
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out: list[str] = []
-        for key in [*old, *(k for k in new if k not in old)]:
-            where = f"{path}.{key}" if path else str(key)
-            if key not in new:
-                out.append(f"{where}: {_show(old[key])} -> (absent)")
-            elif key not in old:
-                out.append(f"{where}: (absent) -> {_show(new[key])}")
-            else:
-                out += spec_diff(old[key], new[key], where)
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [line for i, (a, b) in enumerate(zip(old, new)) for line in spec_diff(a, b, f"{path}[{i}]")]
-    if old != new or type(old) is not type(new):
-        return [f"{path or '(spec)'}: {_show(old)} -> {_show(new)}"]
-    return []
 
 
 def _last_key(line: str) -> str:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from lrkit.schedules._checks import check_int
+from lrkit.schedules.codec import spec_diff
 
 try:  # torch is optional for the math layer, required for binding to a real optimizer.
     from torch import Tensor as _Tensor
@@ -291,10 +292,16 @@ class LRScheduler(_TorchLRScheduler):
     # ------------------------------------------------------------------- state
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain-data state: JSON-serialisable, loadable with ``torch.load(weights_only=True)``."""
+        """Plain-data state: JSON-serialisable, loadable with ``torch.load(weights_only=True)``.
+
+        Besides the fields, ``"spec"`` holds :meth:`to_spec` (when it is data: a ``LambdaLR``'s functions are
+        not), so :meth:`load_state_dict` can tell a state of another schedule."""
         state: dict[str, Any] = {"type": type(self).__name__}
         for name in self._base_fields + self._state_fields:
             state[name] = self._encode_field(name, getattr(self, name))
+        spec = self.to_spec()
+        if _is_data(spec):
+            state["spec"] = spec
         return state
 
     def _encode_field(self, name: str, value: Any) -> Any:
@@ -344,15 +351,50 @@ class LRScheduler(_TorchLRScheduler):
         if hasattr(self, "_spec_args"):  # the spec now describes the loaded schedule
             self._spec_args = self._live_spec_args()
 
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:  # type: ignore[override]
+    #: What :meth:`load_state_dict` does with a state saved by another schedule (its ``"spec"`` differs from
+    #: this scheduler's :meth:`to_spec`): ``"checkpoint"`` loads it, the stored arguments winning, as torch's
+    #: classes do (the drop-in classes keep that); ``"strict"`` refuses, listing the differences (lrkit's own
+    #: schedules: a changed schedule is never ignored silently).
+    resume_policy: ClassVar[str] = "checkpoint"
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], policy: str | None = None) -> None:  # type: ignore[override]
         """Restore a state from :meth:`state_dict` (also after a JSON round trip).
 
-        As in torch, the stored arguments win over the constructor's. Protocol:
-        build optimizer and scheduler, ``optimizer.load_state_dict(...)``, then
-        ``scheduler.load_state_dict(...)``; the next ``step()`` continues exactly.
-        On any error nothing is changed.
+        Protocol: build optimizer and scheduler, ``optimizer.load_state_dict(...)``, then
+        ``scheduler.load_state_dict(...)``; the next ``step()`` continues exactly. On any error nothing
+        is changed.
+
+        Args:
+            state_dict: a :meth:`state_dict`.
+            policy: for a state of another schedule (its ``"spec"`` differs from :meth:`to_spec`):
+                ``"strict"`` raises :class:`StateError` listing what changed; ``"checkpoint"`` loads it, the
+                stored arguments winning over the constructor's (torch's behaviour), and :meth:`to_spec` then
+                describes the loaded schedule. Default: the class's :attr:`resume_policy`. The policies that put
+                a new schedule in force at the resume step (``override``, ``extend``, ``cooldown:N``) need a
+                schedule built there: resume through :class:`lrkit.TrainingSchedule` for those.
         """
+        self._check_same_schedule(state_dict, self.resume_policy if policy is None else policy)
         self._apply_state(self._parse_state(state_dict))
+
+    def _check_same_schedule(self, state: Any, policy: str) -> None:
+        if policy not in ("strict", "checkpoint"):
+            raise StateError(
+                f"{type(self).__name__}.load_state_dict(policy={policy!r}): a scheduler loads its state under "
+                "'strict' or 'checkpoint'; override, extend and cooldown:N put a new schedule in force at the resume "
+                "step, which lrkit.TrainingSchedule(spec, optimizer, resume_policy=...) does"
+            )
+        saved = state.get("spec") if isinstance(state, Mapping) else None
+        if policy == "checkpoint" or saved is None:  # a state from before specs were saved: nothing to compare
+            return
+        diff = spec_diff(saved, self.to_spec())
+        if diff:
+            listing = "\n".join(f"  {line}" for line in diff)
+            raise StateError(
+                f"the state was saved by another schedule than this {type(self).__name__}'s; it differs in:\n"
+                f"{listing}\nload_state_dict(state, policy='checkpoint') keeps the saved schedule; "
+                "lrkit.TrainingSchedule(spec, optimizer, resume_policy='extend' | 'override' | 'cooldown:N') "
+                "puts this one in force from the saved step"
+            )
 
     # -------------------------------------------------------------------- spec
 
@@ -378,6 +420,15 @@ class LRScheduler(_TorchLRScheduler):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_spec().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+def _is_data(value: Any) -> bool:
+    """JSON data only: dicts with str keys, lists, str, numbers, bools and None (no functions, no Tensors)."""
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_data(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_data(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _same_data(live: Any, recorded: Any) -> bool:

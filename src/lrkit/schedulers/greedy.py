@@ -387,6 +387,7 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
     def state_dict(self) -> dict[str, Any]:
         """Plain data: ``"type"``, transformers' keys, and ``_streaming_avg`` when smoothing."""
         state = super().state_dict()
+        del state["spec"]  # transformers' keys exactly; its arguments are in them, and they win on load
         if self.smooth and self._streaming_avg is not None:
             state["_streaming_avg"] = self._streaming_avg.state_dict()
         return state
@@ -439,7 +440,7 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
         kind = state.get("type", "GreedyLR")
         if kind != "GreedyLR":
             raise StateError(f"cannot load a {kind} state into a GreedyLR")
-        allowed = {"type", "_streaming_avg", *self._STATE_KEYS}
+        allowed = {"type", "spec", "_streaming_avg", *self._STATE_KEYS}  # the arguments win, as in transformers
         unknown = sorted(set(state) - allowed)
         if unknown:
             raise StateError(f"GreedyLR state has unknown keys {unknown}; expected keys among {sorted(allowed)}")

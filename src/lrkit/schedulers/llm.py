@@ -81,6 +81,7 @@ class ScheduleLR(LRScheduler):
 
     _state_fields = ("schedules",)
     _per_group: ClassVar[tuple[str, ...]] = ()
+    resume_policy = "strict"  # lrkit's schedules refuse a state of another schedule unless told
     schedules: list[S.Schedule]
 
     def _bind(self, optimizer: Any, last_epoch: int, **args: Any) -> None:

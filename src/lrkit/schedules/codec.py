@@ -7,6 +7,7 @@ The types it rebuilds are one table, :data:`SCHEDULE_TYPES`: the public schedule
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import fields
 from types import ModuleType
@@ -15,7 +16,7 @@ from typing import Any
 from lrkit.schedules import clock, shapes
 from lrkit.schedules.shapes import Schedule
 
-__all__ = ["SCHEDULE_TYPES", "schedule_from_dict", "schedule_types"]
+__all__ = ["SCHEDULE_TYPES", "schedule_from_dict", "schedule_types", "spec_diff"]
 
 
 def _public_schedules(*modules: ModuleType) -> dict[str, type[Schedule]]:
@@ -66,3 +67,31 @@ def _from_plain(value: Any, where: str) -> Any:
     if isinstance(value, list):
         return tuple(value)
     return value
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def spec_diff(old: Any, new: Any, path: str = "") -> list[str]:
+    """Every difference between two specs, one line each: ``schedulers[1].gamma: 0.5 -> 0.3``.
+
+    Dicts are compared key by key, lists of equal length item by item; a key present on one
+    side only shows ``(absent)`` on the other. ``1`` and ``1.0`` differ (they hash differently).
+    """
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out: list[str] = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in new:
+                out.append(f"{where}: {_show(old[key])} -> (absent)")
+            elif key not in old:
+                out.append(f"{where}: (absent) -> {_show(new[key])}")
+            else:
+                out += spec_diff(old[key], new[key], where)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new)) for line in spec_diff(a, b, f"{path}[{i}]")]
+    if old != new or type(old) is not type(new):
+        return [f"{path or '(spec)'}: {_show(old)} -> {_show(new)}"]
+    return []

@@ -92,6 +92,7 @@ class Clocked(LRScheduler):
     """
 
     _state_fields = ("unit", "clock", "clock_schedules")
+    resume_policy = "strict"  # as lrkit's schedules: a state of another schedule is refused unless told
     unit: str
     clock: int
     clock_schedules: list[S.Schedule]
@@ -147,6 +148,23 @@ class Clocked(LRScheduler):
         if name == "clock_schedules":
             return [s.to_dict() for s in value]
         return super()._encode_field(name, value)
+
+    #: set when ``load_state_dict`` brought clock schedules other than the constructor's
+    _loaded_other_schedules: bool = False
+
+    def _apply_state(self, updates: dict[str, Any]) -> None:
+        before = (self.unit, [s.to_dict() for s in self.clock_schedules])
+        super()._apply_state(updates)
+        if (self.unit, [s.to_dict() for s in self.clock_schedules]) != before:
+            self._loaded_other_schedules = True
+
+    def to_spec(self) -> dict[str, Any]:
+        """The spec of the schedule that runs: the constructor's, or, after ``load_state_dict`` brought other
+        schedules, ``{"type": "Clocked", "unit": ..., "schedule": {"type": "PureSchedule", ...}}`` holding them."""
+        if self._loaded_other_schedules:
+            pure = {"type": "PureSchedule", "schedules": [s.to_dict() for s in self.clock_schedules]}
+            return {"type": "Clocked", "unit": self.unit, "schedule": pure}
+        return super().to_spec()
 
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "unit":

@@ -78,7 +78,10 @@ class Tiny(pl.LightningModule):
         optimizer = torch.optim.AdamW(param_groups(self, self.groups), weight_decay=0.0)
         if self.lightning_scheduler is None:
             return optimizer
-        scheduler = lrkit.build_scheduler(self.lightning_scheduler, optimizer)
+        spec, backend = self.lightning_scheduler, "lrkit"
+        if isinstance(spec, tuple):
+            spec, backend = spec
+        scheduler = lrkit.build_scheduler(spec, optimizer, backend=backend)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -130,10 +133,11 @@ def trainer(tmp_path: Path, callbacks: list[pl.Callback], **kwargs: Any) -> pl.T
     return pl.Trainer(callbacks=callbacks, **{**options, **kwargs})
 
 
-def pure(spec: Mapping[str, Any], updates: int, groups: str = "one") -> list[list[float]]:
-    """The LR of each of ``updates`` updates under the pure schedule: ``lrkit.build_scheduler`` stepped by hand."""
+def pure(spec: Mapping[str, Any], updates: int, groups: str = "one", backend: str = "lrkit") -> list[list[float]]:
+    """The LR of each of ``updates`` updates under the pure schedule: ``lrkit.build_scheduler`` stepped by hand
+    (``backend="torch"``: PyTorch's own class)."""
     optimizer = torch.optim.AdamW(param_groups(Tiny(groups), groups))
-    scheduler = lrkit.build_scheduler(dict(spec), optimizer)
+    scheduler = lrkit.build_scheduler(dict(spec), optimizer, backend=backend)  # type: ignore[arg-type]
     out = []
     for _ in range(updates):
         out.append([float(g["lr"]) for g in optimizer.param_groups])
@@ -368,19 +372,31 @@ def test_strict_refuses_a_changed_schedule_with_the_diff(tmp_path: Path, halfway
     assert cb.state_dict() == torch.load(ckpt, weights_only=True)["callbacks"][cb.state_key]
 
 
-def test_lightning_own_scheduler_drops_a_changed_schedule_on_resume(tmp_path: Path) -> None:
-    """The negative control: with the schedule returned from ``configure_optimizers``, ``fit(ckpt_path=...)``
-    loads the checkpoint's scheduler state over the 16-update schedule asked for; the old 8-update schedule
-    runs on, without an error or a note."""
+def test_lightning_own_torch_scheduler_drops_a_changed_schedule_on_resume(tmp_path: Path) -> None:
+    """The negative control: with torch's ``CosineAnnealingLR`` returned from ``configure_optimizers``,
+    ``fit(ckpt_path=...)`` loads the checkpoint's scheduler state over the ``T_max=16`` schedule asked for; the
+    old ``T_max=8`` runs on, without an error or a note."""
+    old = {"type": "CosineAnnealingLR", "T_max": 8, "eta_min": MIN_LR}
+    new = {**old, "T_max": 16}
+    run = trainer(tmp_path, [], max_epochs=1)
+    run.fit(Tiny(lightning_scheduler=(old, "torch")), data())
+    run.save_checkpoint(tmp_path / "half.ckpt")
+    record = Recorder()
+    resumed = trainer(tmp_path, [record], max_epochs=2)
+    resumed.fit(Tiny(lightning_scheduler=(new, "torch")), data(), ckpt_path=tmp_path / "half.ckpt")
+    assert type(resumed.lr_scheduler_configs[0].scheduler) is torch.optim.lr_scheduler.CosineAnnealingLR
+    assert record.lrs == pure(old, 8, backend="torch")[4:] != pure(new, 8, backend="torch")[4:]
+
+
+def test_lightning_own_lrkit_scheduler_refuses_a_changed_schedule_on_resume(tmp_path: Path) -> None:
+    """The same with lrkit's ``WarmupCosine`` in ``configure_optimizers``: its ``load_state_dict`` refuses the
+    checkpoint's state of another schedule (no silent drop), but offers no resume policy on this path."""
     run = trainer(tmp_path, [], max_epochs=1)
     run.fit(Tiny(lightning_scheduler=COSINE), data())
     run.save_checkpoint(tmp_path / "half.ckpt")
-    record = Recorder()
-    longer = {**COSINE, "total_steps": 16}
-    trainer(tmp_path, [record], max_epochs=2).fit(
-        Tiny(lightning_scheduler=longer), data(), ckpt_path=tmp_path / "half.ckpt"
-    )
-    assert record.lrs == pure(COSINE, 8)[4:] != pure(longer, 8)[4:]
+    resumed = trainer(tmp_path, [], max_epochs=2)
+    with pytest.raises(lrkit.StateError, match="total_steps: 8 -> 16"):
+        resumed.fit(Tiny(lightning_scheduler={**COSINE, "total_steps": 16}), data(), ckpt_path=tmp_path / "half.ckpt")
 
 
 @pytest.mark.parametrize("policy", ["checkpoint", "override", "extend", "cooldown:2"])

@@ -4,7 +4,8 @@ Lightning's own scheduler path (``configure_optimizers`` returning an ``lr_sched
 from the training loop at every gradient-accumulation boundary, whether or not the optimizer stepped: an
 update that the fp16 ``GradScaler`` skipped (inf/NaN gradients; ``MixedPrecision.optimizer_step`` then never
 calls ``optimizer.step``) still advances the schedule. On ``fit(ckpt_path=...)`` it loads the checkpoint's
-scheduler state over the one ``configure_optimizers`` built, so a changed schedule is ignored silently.
+scheduler state over the one ``configure_optimizers`` built: a changed torch scheduler is ignored silently,
+and an lrkit scheduler refuses the state of another schedule, with no resume policy to apply on that path.
 
 :class:`LrkitSchedule` owns the schedule instead, as a :class:`lrkit.runtime.TrainingSchedule`:
 

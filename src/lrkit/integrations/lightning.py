@@ -29,7 +29,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
-from lrkit.runtime import ResumeError, ScheduleError, TrainingSchedule
+from lrkit.runtime import ScheduleError, TrainingSchedule
 from lrkit.runtime.resume import Policy, parse_policy
 from lrkit.spec import Backend
 
@@ -155,13 +155,7 @@ class LrkitSchedule(pl.Callback):
         schedule = self._built()
         if self._pending is not None:
             where = f"the checkpoint {trainer.ckpt_path}" if trainer.ckpt_path else "the previous fit"
-            try:
-                schedule.load_state_dict(self._pending, where=where)
-            except ResumeError as err:  # the runtime names the CLI flag; say how to pass the policy here
-                raise type(err)(
-                    f"{err}\nLrkitSchedule takes the policy as resume_policy=, e.g. "
-                    f'LrkitSchedule(spec, resume_policy="extend") (now {str(self.resume_policy)!r})'
-                ) from err
+            schedule.load_state_dict(self._pending, where=where)  # a refusal says resume_policy='...' to pass
             self._pending = None
         elif trainer.global_step > 0 and schedule.steps == 0:
             raise ScheduleError(

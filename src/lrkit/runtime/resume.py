@@ -43,6 +43,7 @@ from lrkit.schedules._checks import check_per_group
 from lrkit.schedules.codec import spec_diff
 from lrkit.spec import spec_class, spec_fingerprint
 from lrkit.spec.clocked import spec_clock_unit
+from lrkit.spec.registry import complete_spec
 
 __all__ = [
     "POLICIES",
@@ -155,9 +156,10 @@ class Decision:
 
 def decide(policy: Policy, saved: Saved, new_spec: dict[str, Any], where: str = "the checkpoint") -> Decision:
     """Check ``new_spec`` against the checkpoint's under ``policy``; raise :class:`ResumeError` if refused."""
-    fingerprint = spec_fingerprint(new_spec)
-    same = fingerprint in (spec_fingerprint(saved.spec), spec_fingerprint(saved.request))
-    diff = spec_diff(saved.request, new_spec)
+    # Compared with their defaults filled in: a spec that spells out a default is the same schedule.
+    fingerprint = spec_fingerprint(complete_spec(new_spec))
+    same = fingerprint in (spec_fingerprint(complete_spec(saved.spec)), spec_fingerprint(complete_spec(saved.request)))
+    diff = spec_diff(complete_spec(saved.request), complete_spec(new_spec))
     listing = "\n".join(f"  {line}" for line in diff)
     if policy.kind == "checkpoint":
         notes = [] if same else [

@@ -301,6 +301,7 @@ class TrainingSchedule:
         return notes
 
     def _load(self, state: Mapping[str, Any], policy: resume_policy.Policy, where: str) -> list[str]:
+        state = _as_schedule_state(state, self.backend)
         if not isinstance(state, Mapping) or "scheduler_spec" not in state or "scheduler_steps" not in state:
             shown = sorted(state) if isinstance(state, Mapping) else type(state).__name__
             raise ScheduleError(
@@ -450,6 +451,20 @@ def _as_policy(policy: str | resume_policy.Policy) -> resume_policy.Policy:
         return resume_policy.parse_policy(policy)
     except ValueError as err:
         raise ScheduleError(f"resume_policy: {err}") from err
+
+
+def _as_schedule_state(state: Any, backend: str) -> Any:
+    """A plain lrkit scheduler's ``state_dict()`` (it carries its ``"spec"``) as the state of a
+    :class:`TrainingSchedule` on the optimizer-step clock, so a checkpoint of a plain scheduler resumes under
+    any policy; any other state as it is."""
+    if not isinstance(state, Mapping) or "scheduler_spec" in state:
+        return state
+    spec, steps = state.get("spec"), state.get("last_epoch")
+    if not isinstance(spec, Mapping) or isinstance(steps, bool) or not isinstance(steps, int):
+        return state
+    if spec_clock_unit(spec) is not None:  # a Clocked scheduler's state says its clock, not the tokens per step
+        return state
+    return {"scheduler_steps": steps, "scheduler": dict(state), "scheduler_backend": "lrkit", "scheduler_spec": spec}
 
 
 def scaler_step(scaler: Any, optimizer: Any) -> bool:

@@ -392,8 +392,8 @@ class LRScheduler(_TorchLRScheduler):
             raise StateError(
                 f"the state was saved by another schedule than this {type(self).__name__}'s; it differs in:\n"
                 f"{listing}\nload_state_dict(state, policy='checkpoint') keeps the saved schedule; "
-                "lrkit.TrainingSchedule(spec, optimizer, resume_policy='extend' | 'override' | 'cooldown:N') "
-                "puts this one in force from the saved step"
+                "lrkit.TrainingSchedule(spec, optimizer, resume_policy='extend' | 'override' | 'cooldown:N')"
+                ".load_state_dict(state) puts this one in force from the saved step"
             )
 
     # -------------------------------------------------------------------- spec

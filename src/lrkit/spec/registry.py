@@ -168,6 +168,28 @@ def build_scheduler(spec: Mapping[str, Any], optimizer: Any, backend: Backend = 
     return getattr(torch_lr, kind)(optimizer, **args)
 
 
+def complete_spec(spec: Any) -> Any:
+    """``spec`` with every argument its class defaults filled in, in nested specs too (``schedulers``,
+    ``schedule``), so two specs of the same schedule compare equal whether or not they spell a default out
+    (``{"type": "WarmupCosine", ...}`` and the same with ``"warmup_start_lr": 0.0``). Anything that is not a
+    known spec is returned as it is."""
+    if isinstance(spec, list):
+        return [complete_spec(item) for item in spec]
+    if not isinstance(spec, Mapping) or spec.get("type") not in _REGISTRY:
+        return spec
+    params = inspect.signature(_REGISTRY[spec["type"]].cls.__init__).parameters  # type: ignore[misc]
+    out = {key: complete_spec(value) for key, value in spec.items()}
+    for name in _argument_names(_REGISTRY[spec["type"]].cls):
+        default = params[name].default
+        if name not in out and default is not inspect.Parameter.empty and _is_plain(default):
+            out[name] = default
+    return out
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def spec_fingerprint(spec: Mapping[str, Any]) -> str:
     """A short stable hash of a JSON spec (sorted keys), to tell two schedules apart."""
     canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -440,3 +440,20 @@ def test_stale_temporary_files_of_dead_savers_are_removed(tmp_path: Path, capsys
     train_run(tmp_path, "--num-iterations", "3", "--resume", "auto")
     assert not dead.exists() and live.exists()
     assert f"removed {dead}" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_under_torchrun_rank_0_takes_the_lock_and_every_rank_stops(tmp_path: Path) -> None:
+    """Rank 0 holds the lock; when it is refused, the other ranks learn it (no hang) and the job fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "lrkit.train"]
+    cmd += [*TINY, "--run-dir", str(tmp_path), "--num-iterations", "2"]
+    with _lock_holder(tmp_path) as holder:
+        refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and f"pid {holder.pid}" in refused.stderr
+    assert "rank 0 could not open the run directory" in refused.stderr  # rank 1's line: it did not hang
+    assert not (tmp_path / "metrics.jsonl").exists()
+    ran = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert json.loads((tmp_path / rundir.LOCK_NAME).read_text())["pid"] != holder.pid

@@ -31,7 +31,7 @@ from lrkit.train import checkpoint as ckpt
 from lrkit.train import rundir
 from lrkit.train.command import run_train
 from lrkit.train.metrics import MetricsError, MetricsLog, read_metrics
-from tests.conftest import TINY, parse, trace, train_error_of, train_run
+from tests.conftest import TINY, parse, trace, train_run
 
 STEPS = ["--num-iterations", "4", "--save-interval", "2"]
 

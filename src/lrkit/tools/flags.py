@@ -261,6 +261,8 @@ class _Flags:
         value = self.get(dest)
         if value is None:
             return None
+        if isinstance(value, int):  # exact at any size (float(10**30) is not)
+            return value
         if float(value) != int(value):
             self.fail(f"{_FLAG_OF.get(dest, dest)} must be a whole number for {self.name}, got {value!r}")
         return int(value)

@@ -21,6 +21,7 @@ import tracemalloc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's lrkit, in process as in the subprocesses
 #: The issue's schedule: cosine, peak 3e-3 after 5 warmup steps, floor 3e-4.
 COSINE = ["--lr", "3e-3", "--lr-scheduler", "cosine", "--warmup-steps", "5", "--min-lr", "3e-4"]
 GOAL_SECONDS, GOAL_MB = 5.0, 500.0

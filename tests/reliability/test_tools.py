@@ -237,8 +237,11 @@ def test_json_depth_counts_brackets_outside_strings_like_a_recursive_walk():
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ('{"type": "WarmupCosine", "total_steps": NaN}', "NaN is not a JSON number"),
-        ('{"type": "WarmupCosine", "total_steps": -Infinity}', "-Infinity is not a JSON number"),
+        ('{"type": "WarmupCosine", "warmup_steps": 5, "total_steps": 100, "min_lr": NaN}', "NaN is not a JSON number"),
+        (
+            '{"type": "WarmupCosine", "warmup_steps": 5, "total_steps": 100, "min_lr": -Infinity}',
+            "-Infinity is not a JSON number",
+        ),
         ('{"type": "WarmupCosine", "total_steps": ' + "9" * 5000 + "}", "Exceeds the limit (4300 digits)"),
     ],
     ids=["nan", "infinity", "5000-digit-int"],

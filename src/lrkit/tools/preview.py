@@ -288,7 +288,7 @@ def curve_from_spec(
         lrs = pure(steps)
         evaluate: Callable[[np.ndarray], np.ndarray] = pure
     else:
-        if horizon > MAX_STEPPED:
+        if horizon - 1 > MAX_STEPPED:  # the run (or the schedule) ends by step MAX_STEPPED
             raise ValueError(
                 f"{what} is too long to preview {_label(spec)}: a torch-style scheduler is stepped one step "
                 f"at a time, at most {MAX_STEPPED} steps; give a shorter run, or use an lrkit schedule "

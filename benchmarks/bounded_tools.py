@@ -94,9 +94,11 @@ def main() -> None:
     last = [r for r in rows if r[0].endswith(f"{max(lengths):.0e} steps") and "StepLR" not in r[0]]
     worst = max(r[1] for r in last), max(r[2] for r in last)
     met = worst[0] < GOAL_SECONDS and worst[1] < GOAL_MB
+    beyond = worst[0] - base[0]  # on a loaded machine the start-up (importing torch) dominates the wall time
     print(
         f"  goal at {max(lengths):.0e} steps: every command under {GOAL_SECONDS:.0f} s and {GOAL_MB:.0f} MB "
-        f"(worst {worst[0]:.2f} s, {worst[1]:.0f} MB): {'met' if met else 'NOT met'}"
+        f"(worst {worst[0]:.2f} s, {worst[1]:.0f} MB): {'met' if met else 'NOT met'}; "
+        f"beyond the {base[0]:.2f} s start-up: {beyond:.2f} s ({'met' if beyond < GOAL_SECONDS else 'NOT met'})"
     )
 
 

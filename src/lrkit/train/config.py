@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -515,7 +517,75 @@ def _checked(cls: type, key: str, value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where} = {value!r} must be one of: {', '.join(map(str, choices))}")
     if cls is ScheduleConfig:
         typed = _schedule_value(key, typed, where)
+    check = _RANGES.get((cls, key))
+    if typed is not None and check is not None and not check.holds(typed):
+        raise ConfigError(f"{where} = {value!r} must be {check.expected}")
     return typed
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What a field's value must be beyond its type: within bounds (NaN never is), or matching a pattern.
+
+    ``low``/``high`` bound the value (``low_open``/``high_open``: the bound itself is excluded); ``pattern``
+    is a regular expression the whole value must match; ``expected`` says it in words for the message.
+    """
+
+    expected: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    pattern: str | None = None
+
+    def holds(self, value: Any) -> bool:
+        if self.pattern is not None:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        if isinstance(value, float) and not math.isfinite(value):  # NaN fails every comparison; an infinite size or rate is never meant
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+
+def _at_least(low: int, why: str = "") -> _Range:
+    return _Range(f"an integer >= {low}{why}", low=low)
+
+
+_FRACTION = _Range("a number in [0, 1)", low=0.0, high=1.0, high_open=True)
+_NON_NEGATIVE = _Range("a finite number >= 0", low=0.0)
+
+#: (section, field) -> what its value must be, checked for the flags and a --config file alike,
+#: so a value the run cannot use is refused before any work, with the flag (or key), the value and the range.
+#: A value outside these would otherwise be taken silently as something else (``--threads 0`` as torch's
+#: default, ``--grad-clip -1`` as no clipping, ``--eval-interval -1`` as every step) or fail late.
+_RANGES: dict[tuple[type, str], _Range] = {
+    (ModelConfig, "dropout"): _FRACTION,
+    (ModelConfig, "n_layer"): _at_least(1),
+    (ModelConfig, "n_head"): _at_least(1),
+    (ModelConfig, "n_kv_head"): _at_least(1),
+    (ModelConfig, "seed"): _Range("an integer in [0, 2**32 - 1] (numpy's seed range)", low=0, high=2**32 - 1),
+    (DataConfig, "val_fraction"): _FRACTION,
+    (BatchConfig, "batch_size"): _at_least(1),
+    (BatchConfig, "sequence_length"): _at_least(1),
+    (BatchConfig, "total_batch_size"): _at_least(1, " (tokens per optimizer update)"),
+    (BatchConfig, "num_iterations"): _at_least(1),
+    (OptimizerConfig, "weight_decay"): _NON_NEGATIVE,
+    (OptimizerConfig, "beta1"): _FRACTION,
+    (OptimizerConfig, "beta2"): _FRACTION,
+    (OptimizerConfig, "momentum"): _FRACTION,
+    (OptimizerConfig, "grad_clip"): _Range("a finite number >= 0 (0 disables clipping)", low=0.0),
+    (ScheduleConfig, "lr"): _NON_NEGATIVE,
+    (ParallelConfig, "tensor_parallel"): _at_least(1),
+    (ParallelConfig, "pipeline_parallel"): _at_least(1),
+    (ParallelConfig, "virtual_pipeline_parallel"): _at_least(1),
+    (ParallelConfig, "device"): _Range("auto, cpu, cuda or cuda:N", pattern=r"auto|cpu|cuda(:[0-9]+)?"),
+    (ParallelConfig, "threads"): _at_least(1, " (torch's intra-op threads; leave it out for torch's default)"),
+    (CheckpointConfig, "save_interval"): _at_least(0, " (0: never)"),
+    (CheckpointConfig, "keep_last"): _at_least(1),
+    (LoggingConfig, "eval_interval"): _at_least(0, " (0: never)"),
+    (LoggingConfig, "eval_iters"): _at_least(1, " (validation micro-batches per evaluation)"),
+}
 
 
 def _schedule_value(key: str, value: Any, where: str) -> Any:

@@ -44,7 +44,7 @@ from lrkit.runtime.resume import parse_policy
 from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
 from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train.errors import ConfigError, TrainError
-from lrkit.train.models import MODEL_NAMES
+from lrkit.train.models import GPT2_PRESETS, LLAMA3_PRESETS, MODEL_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -53,6 +53,8 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "COMPATIBLE_KEYS",
+    "MODEL_CONFIG_KEYS",
+    "compatible_values",
     "PARAM_GROUPS",
     "DEFAULT_NUM_ITERATIONS",
     "ModelConfig",
@@ -81,13 +83,21 @@ def _field(default: Any, flag: str | None = None, choices: tuple[Any, ...] | Non
 
 
 
-#: Run-config keys a checkpoint must agree on to be resumed (argparse names: :meth:`TrainConfig.flag_values`).
+#: The model presets by ``--model``: what :func:`compatible_values` resolves ``--preset`` and its overrides with.
+_PRESETS: dict[str, dict[str, Any]] = {"gpt2": GPT2_PRESETS, "llama3": LLAMA3_PRESETS}
+#: The fields of the resolved model config (either architecture's) that a resume compares: the shape and the
+#: numerics of the weights; not ``dropout``, which a resume may change.
+MODEL_CONFIG_KEYS: list[str] = list(
+    dict.fromkeys(f.name for tiny in (GPT2_PRESETS["tiny"], LLAMA3_PRESETS["tiny"]) for f in fields(tiny))
+)
+MODEL_CONFIG_KEYS.remove("dropout")
+
+#: Keys a checkpoint must agree on to be resumed: the keys of :func:`compatible_values` (the flags'
+#: argparse names of :meth:`TrainConfig.flag_values`, with the model's resolved config in place of its flags).
 COMPATIBLE_KEYS = [
     "model",
-    "preset",
-    "n_layer",
-    "n_head",
-    "n_kv_head",
+    "preset",  # compared only when a preset cannot be resolved (an unknown one in an old checkpoint)
+    *MODEL_CONFIG_KEYS,
     "sequence_length",
     "optimizer",
     "dtype",
@@ -101,6 +111,37 @@ COMPATIBLE_KEYS = [
     "layer_decay",
     "group_lr",
 ]
+
+
+def compatible_values(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``flat`` (a run's :meth:`TrainConfig.flag_values`, or the ``"config"`` a checkpoint stores) with what its
+    flags resolve to in place of the flags, for the resume check (:data:`COMPATIBLE_KEYS`).
+
+    * ``preset``, ``n_layer``, ``n_head``, ``n_kv_head`` become the resolved model config
+      (:data:`MODEL_CONFIG_KEYS`: ``n_layer``, ``n_embd``, ``vocab_size``, ...), so ``--n-layer 4`` on the tiny
+      preset (whose ``n_layer`` is 4) is no change, and a preset with the same model is none either. A preset
+      or override that does not resolve (an unknown preset in an old checkpoint) stays as given.
+    * ``param_groups`` None becomes what the trainer builds: ``layers`` with a ``layer_decay``, else ``decay``.
+    """
+    out = dict(flat)
+    presets = _PRESETS.get(str(out.get("model")), {})
+    base = presets.get(str(out.get("preset")))
+    if base is not None:
+        names = {f.name for f in fields(base)}
+        overrides = {k: out[k] for k in ("n_layer", "n_head", "n_kv_head") if out.get(k) is not None}
+        if set(overrides) <= names:
+            try:
+                resolved = replace(base, **overrides)
+            except ValueError:  # the model's own checks refuse the overrides: compare them as given
+                resolved = None
+            if resolved is not None:
+                for key in ("preset", "n_layer", "n_head", "n_kv_head"):
+                    out.pop(key, None)
+                out.update({k: getattr(resolved, k) for k in MODEL_CONFIG_KEYS if k in names})
+    if out.get("param_groups") is None:
+        out["param_groups"] = "layers" if out.get("layer_decay") is not None else "decay"
+    return out
+
 
 # ----------------------------------------------------------------------------- sections
 
@@ -541,7 +582,7 @@ class _Range:
     def holds(self, value: Any) -> bool:
         if self.pattern is not None:
             return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
-        if isinstance(value, float) and not math.isfinite(value):  # NaN fails every comparison; an infinite size or rate is never meant
+        if isinstance(value, float) and not math.isfinite(value):  # NaN fails every comparison; inf is never meant
             return False
         if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False

@@ -45,13 +45,6 @@ def _bad_argument(args: argparse.Namespace, groups: list[str]) -> str | None:
         return f"--random {args.random}: expected K >= 0 (random black-box cases to add)"
     if args.source_nproc < 1:
         return f"--source-nproc {args.source_nproc}: expected ranks >= 1 for the source cases"
-    if args.group is not None:
-        if args.layouts:
-            return f"--group {args.group}: --layouts runs its own matrix, which has no groups; expected no --group"
-        if args.group not in groups:
-            return f"--group {args.group!r}: expected one of {', '.join(groups)}"
-        if args.group == "random" and args.random == 0:
-            return "--group random: selects the --random cases, and --random is 0; expected --random K with K >= 1"
     if args.json is not None:
         path = Path(args.json)
         if path.is_dir():
@@ -60,6 +53,13 @@ def _bad_argument(args: argparse.Namespace, groups: list[str]) -> str | None:
             return f"--json {args.json}: its directory {str(path.parent)!r} does not exist; expected an existing one"
     if args.workdir is not None and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
         return f"--workdir {args.workdir}: is not a directory; expected a directory (created if missing)"
+    if args.group is not None:
+        if args.layouts:
+            return f"--group {args.group}: --layouts runs its own matrix, which has no groups; expected no --group"
+        if args.group not in groups:
+            return f"--group {args.group!r}: expected one of {', '.join(groups)}"
+        if args.group == "random" and args.random == 0:
+            return "--group random: selects the --random cases, and --random is 0; expected --random K with K >= 1"
     return None
 
 

@@ -128,6 +128,7 @@ def one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend this machine has one CUDA device (setup_distributed then only builds ``torch.device`` objects)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
 
 

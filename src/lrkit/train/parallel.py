@@ -95,6 +95,8 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
         )
     if world_size == 1:
         dev = torch.device((device if device.startswith("cuda:") else "cuda") if use_cuda else "cpu")
+        if dev.index is not None:
+            torch.cuda.set_device(dev)  # --device cuda:N: synchronize() and new tensors go there too
         return DistContext(device=dev)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

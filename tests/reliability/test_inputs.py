@@ -20,7 +20,7 @@ from lrkit.train import parallel
 from lrkit.train.config import SECTIONS, TrainConfig
 from lrkit.train.data import DataError, load_corpus, write_llmc_shard
 from lrkit.train.errors import ConfigError, TrainError
-from tests.conftest import train_error_of, train_run, trace
+from tests.conftest import trace, train_error_of, train_run
 
 # ----------------------------------------------------------------------------- out-of-range flags
 
@@ -58,7 +58,11 @@ OUT_OF_RANGE = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "shown", "expected"), OUT_OF_RANGE, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def _ids(value: Any) -> str:
+    return " ".join(value) if isinstance(value, list) else ""
+
+
+@pytest.mark.parametrize(("argv", "shown", "expected"), OUT_OF_RANGE, ids=_ids)
 def test_an_out_of_range_flag_is_refused_naming_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], shown: str, expected: str
 ) -> None:
@@ -182,7 +186,9 @@ def test_a_validation_split_too_small_to_evaluate_is_refused_before_any_step(
     assert "or --eval-interval 0" in err
 
 
-def test_a_training_split_too_small_for_a_batch_names_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_training_split_too_small_for_a_batch_names_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = tmp_path / "small.txt"
     text.write_text("x" * 100)
     err = train_error_of(tmp_path / "run", "--data", str(text), "--val-fraction", "0.9", capsys=capsys)
@@ -282,7 +288,7 @@ def test_compatible_values_resolve_the_preset_and_keep_what_cannot_be_resolved()
         (["--json", "{tmp}", "--list"], "--json {tmp}: is a directory"),
         (["--workdir", "{tmp}/file", "--list"], "--workdir {tmp}/file: is not a directory"),
     ],
-    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+    ids=_ids,
 )
 def test_a_bad_align_argument_is_refused_before_any_case_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str

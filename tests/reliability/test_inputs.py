@@ -176,6 +176,15 @@ def test_a_directory_of_zero_token_shards_is_refused_and_one_with_tokens_loads(t
     assert load_corpus(tmp_path).tolist() == list(range(10))
 
 
+def test_a_glob_mixing_shards_and_text_is_refused(tmp_path: Path) -> None:
+    """Was read as text: the shard's header and token ids became 1,424 bytes of the corpus, silently."""
+    write_llmc_shard(tmp_path / "a.bin", np.arange(200, dtype=np.uint16))
+    (tmp_path / "b.txt").write_text("hello " * 100)
+    with pytest.raises(DataError, match=r"matches both llm.c shards \(a.bin\) and other files \(b.txt\)"):
+        load_corpus(str(tmp_path / "*"))
+    assert load_corpus(str(tmp_path / "*.bin")).tolist() == list(range(200))  # one kind: loads
+
+
 def test_a_validation_split_too_small_to_evaluate_is_refused_before_any_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -179,7 +179,8 @@ def load_corpus(spec: str | os.PathLike[str] | None = None, max_bytes: int | Non
       version 7 / LLaMA-3);
     - any other file, directory (recursively) or glob: the files' bytes (uint8), concatenated in sorted order.
 
-    A path or glob that matches nothing raises ``FileNotFoundError`` naming it.
+    A path or glob that matches nothing raises ``FileNotFoundError`` naming it; a glob that matches both
+    ``.bin`` shards and other files, or shards that hold no tokens, raise :class:`DataError`.
     """
     if spec is None or str(spec) == "stdlib":
         return stdlib_corpus(max_bytes)
@@ -196,6 +197,14 @@ def load_corpus(spec: str | os.PathLike[str] | None = None, max_bytes: int | Non
         raise FileNotFoundError(f"data path does not exist: {text!r}")
     if not paths:
         raise FileNotFoundError(f"data path {text!r} matches no files")
+    shard_names = [p.name for p in paths if p.suffix == ".bin"]
+    if glob.has_magic(text) and not path.exists() and 0 < len(shard_names) < len(paths):
+        # Read as text, the shards' headers and token ids would become bytes of the corpus, silently.
+        others = [p.name for p in paths if p.suffix != ".bin"]
+        raise DataError(
+            f"data path {text!r} matches both llm.c shards ({', '.join(shard_names[:3])}) and other files "
+            f"({', '.join(others[:3])}); expected a glob of one kind: only .bin shards, or only text"
+        )
     if all(p.suffix == ".bin" for p in paths):
         tokens = _read_shards(paths, text)
         if tokens.size == 0:  # every header says num_tokens=0: nothing to train on

@@ -268,6 +268,17 @@ def test_resume_with_a_real_change_is_still_refused_with_the_resolved_values(
     assert "is incompatible with this run" in err and difference in err, err
 
 
+def test_resume_with_a_run_length_below_the_checkpoint_step_is_refused(
+    tmp_path: Path, saved_runs: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was "resumed from ... at step 2" and exit 0, having run none of the steps asked for."""
+    half, _ = saved_runs["gpt2"]
+    run = tmp_path / "run"
+    shutil.copytree(half, run)
+    err = train_error_of(run, *RESUME[2:], "--num-iterations", "1", "--resume", "auto", capsys=capsys)
+    assert "--num-iterations 1 is below step 2 of the checkpoint" in err and "expected at least 2" in err, err
+
+
 def test_compatible_values_resolve_the_preset_and_keep_what_cannot_be_resolved() -> None:
     from lrkit.train.config import COMPATIBLE_KEYS, compatible_values
 

@@ -63,6 +63,7 @@ from lrkit.train.components import (
 )
 from lrkit.train.config import COMPATIBLE_KEYS, TrainConfig, compatible_values
 from lrkit.train.data import TokenLoader, check_split_fits, load_corpus, train_val_split
+from lrkit.train.errors import TrainError
 from lrkit.train.metrics import MetricsLog, Printer, plot_run, step_line
 from lrkit.train.parallel import (
     DistContext,
@@ -140,6 +141,11 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     config = config.resolve(ctx.dp_size, start_step=step0, start_clock=clock)  # nothing changes it from here
     batch = config.batch
     flags = config.flag_values()
+    if payload is not None and batch.num_iterations is not None and batch.num_iterations < step0:
+        raise TrainError(  # else the run would end at once, "resumed", having done none of what was asked
+            f"--num-iterations {batch.num_iterations} is below step {step0} of the checkpoint {resume_path}; "
+            f"expected at least {step0} (the run length counts from step 0, not from the resume)"
+        )
     if payload is not None:
         saved, current = compatible_values(payload["config"]), compatible_values(flags)  # the resolved values
         ckpt.check_compatible(saved, current, COMPATIBLE_KEYS, source=resume_path)

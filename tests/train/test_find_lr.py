@@ -113,7 +113,7 @@ def test_a_huge_end_lr_stops_early_at_the_first_divergence() -> None:
         (["--num-steps", "1"], "--num-steps=1"),
         (["--smoothing", "1"], "--smoothing=1.0"),
         (["--divergence-factor", "0.5"], "--divergence-factor=0.5"),
-        (["--batch-size", "0"], "--batch-size=0"),
+        (["--batch-size", "0"], "--batch-size = 0 must be an integer >= 1"),  # the config checks it first
         (["--sequence-length", "100000"], "--sequence-length=100000"),
         (["--num-steps", "many"], "--num-steps"),
         (["--optimizer", "lion"], "--optimizer"),

@@ -293,7 +293,7 @@ def test_checkpoint_from_another_model(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize(
     ("flag", "value", "saved"),
-    [("--lr", "2e-3", "0.001"), ("--layer-decay", "0.5", "None"), ("--n-layer", "2", "None")],
+    [("--lr", "2e-3", "0.001"), ("--layer-decay", "0.5", "None"), ("--n-layer", "2", "4")],  # n_layer resolved
 )
 def test_resume_with_another_peak_or_shape_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, saved: str

@@ -35,10 +35,46 @@ def add_align_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _bad_argument(args: argparse.Namespace, groups: list[str]) -> str | None:
+    """What is wrong with ``args``, naming the flag, its value and what was expected; None when nothing is.
+
+    Checked before any case runs: a group or count that selects nothing would otherwise run nothing and report
+    "0 passed" with exit 0, and a ``--json`` path that cannot be written would fail after the whole matrix ran.
+    """
+    if args.random < 0:
+        return f"--random {args.random}: expected K >= 0 (random black-box cases to add)"
+    if args.source_nproc < 1:
+        return f"--source-nproc {args.source_nproc}: expected ranks >= 1 for the source cases"
+    if args.json is not None:
+        path = Path(args.json)
+        if path.is_dir():
+            return f"--json {args.json}: is a directory; expected a file path"
+        if not path.parent.is_dir():
+            return f"--json {args.json}: its directory {str(path.parent)!r} does not exist; expected an existing one"
+    if args.workdir is not None and Path(args.workdir).exists() and not Path(args.workdir).is_dir():
+        return f"--workdir {args.workdir}: is not a directory; expected a directory (created if missing)"
+    if args.group is not None:
+        if args.layouts:
+            return f"--group {args.group}: --layouts runs its own matrix, which has no groups; expected no --group"
+        if args.group not in groups:
+            return f"--group {args.group!r}: expected one of {', '.join(groups)}"
+        if args.group == "random" and args.random == 0:
+            return "--group random: selects the --random cases, and --random is 0; expected --random K with K >= 1"
+    return None
+
+
 def run_align(args: argparse.Namespace) -> int:
+    """``lrkit align``: run the case matrix (or ``--layouts``'), print the table; the exit code: 0 when every
+    case passes, 1 when one fails, 2 for a bad argument (nothing runs)."""
+    matrix = [c for c in all_cases() if c.group != "source"]
+    groups = sorted({"source", "random", *(c.group for c in matrix)})
+    problem = _bad_argument(args, groups)
+    if problem is not None:
+        print(f"lrkit align: error: {problem}", file=sys.stderr)
+        return 2
     if args.layouts:
         return _run_layouts(args)
-    cases = source_cases(args.source_nproc) + [c for c in all_cases() if c.group != "source"]
+    cases = source_cases(args.source_nproc) + matrix
     cases += random_cases(args.random, args.seed)
     if args.list:
         for c in cases:

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 import sys
 import types
 import typing
@@ -42,7 +44,7 @@ from lrkit.runtime.resume import parse_policy
 from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
 from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train.errors import ConfigError, TrainError
-from lrkit.train.models import MODEL_NAMES
+from lrkit.train.models import GPT2_PRESETS, LLAMA3_PRESETS, MODEL_NAMES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,6 +53,8 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "COMPATIBLE_KEYS",
+    "MODEL_CONFIG_KEYS",
+    "compatible_values",
     "PARAM_GROUPS",
     "DEFAULT_NUM_ITERATIONS",
     "ModelConfig",
@@ -79,13 +83,21 @@ def _field(default: Any, flag: str | None = None, choices: tuple[Any, ...] | Non
 
 
 
-#: Run-config keys a checkpoint must agree on to be resumed (argparse names: :meth:`TrainConfig.flag_values`).
+#: The model presets by ``--model``: what :func:`compatible_values` resolves ``--preset`` and its overrides with.
+_PRESETS: dict[str, dict[str, Any]] = {"gpt2": GPT2_PRESETS, "llama3": LLAMA3_PRESETS}
+#: The fields of the resolved model config (either architecture's) that a resume compares: the shape and the
+#: numerics of the weights; not ``dropout``, which a resume may change.
+MODEL_CONFIG_KEYS: list[str] = list(
+    dict.fromkeys(f.name for tiny in (GPT2_PRESETS["tiny"], LLAMA3_PRESETS["tiny"]) for f in fields(tiny))
+)
+MODEL_CONFIG_KEYS.remove("dropout")
+
+#: Keys a checkpoint must agree on to be resumed: the keys of :func:`compatible_values` (the flags'
+#: argparse names of :meth:`TrainConfig.flag_values`, with the model's resolved config in place of its flags).
 COMPATIBLE_KEYS = [
     "model",
-    "preset",
-    "n_layer",
-    "n_head",
-    "n_kv_head",
+    "preset",  # compared only when a preset cannot be resolved (an unknown one in an old checkpoint)
+    *MODEL_CONFIG_KEYS,
     "sequence_length",
     "optimizer",
     "dtype",
@@ -99,6 +111,37 @@ COMPATIBLE_KEYS = [
     "layer_decay",
     "group_lr",
 ]
+
+
+def compatible_values(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``flat`` (a run's :meth:`TrainConfig.flag_values`, or the ``"config"`` a checkpoint stores) with what its
+    flags resolve to in place of the flags, for the resume check (:data:`COMPATIBLE_KEYS`).
+
+    * ``preset``, ``n_layer``, ``n_head``, ``n_kv_head`` become the resolved model config
+      (:data:`MODEL_CONFIG_KEYS`: ``n_layer``, ``n_embd``, ``vocab_size``, ...), so ``--n-layer 4`` on the tiny
+      preset (whose ``n_layer`` is 4) is no change, and a preset with the same model is none either. A preset
+      or override that does not resolve (an unknown preset in an old checkpoint) stays as given.
+    * ``param_groups`` None becomes what the trainer builds: ``layers`` with a ``layer_decay``, else ``decay``.
+    """
+    out = dict(flat)
+    presets = _PRESETS.get(str(out.get("model")), {})
+    base = presets.get(str(out.get("preset")))
+    if base is not None:
+        names = {f.name for f in fields(base)}
+        overrides = {k: out[k] for k in ("n_layer", "n_head", "n_kv_head") if out.get(k) is not None}
+        if set(overrides) <= names:
+            try:
+                resolved = replace(base, **overrides)
+            except ValueError:  # the model's own checks refuse the overrides: compare them as given
+                resolved = None
+            if resolved is not None:
+                for key in ("preset", "n_layer", "n_head", "n_kv_head"):
+                    out.pop(key, None)
+                out.update({k: getattr(resolved, k) for k in MODEL_CONFIG_KEYS if k in names})
+    if out.get("param_groups") is None:
+        out["param_groups"] = "layers" if out.get("layer_decay") is not None else "decay"
+    return out
+
 
 # ----------------------------------------------------------------------------- sections
 
@@ -519,7 +562,75 @@ def _checked(cls: type, key: str, value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where} = {value!r} must be one of: {', '.join(map(str, choices))}")
     if cls is ScheduleConfig:
         typed = _schedule_value(key, typed, where)
+    check = _RANGES.get((cls, key))
+    if typed is not None and check is not None and not check.holds(typed):
+        raise ConfigError(f"{where} = {value!r} must be {check.expected}")
     return typed
+
+
+@dataclass(frozen=True)
+class _Range:
+    """What a field's value must be beyond its type: within bounds (NaN never is), or matching a pattern.
+
+    ``low``/``high`` bound the value (``low_open``/``high_open``: the bound itself is excluded); ``pattern``
+    is a regular expression the whole value must match; ``expected`` says it in words for the message.
+    """
+
+    expected: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    pattern: str | None = None
+
+    def holds(self, value: Any) -> bool:
+        if self.pattern is not None:
+            return isinstance(value, str) and re.fullmatch(self.pattern, value) is not None
+        if isinstance(value, float) and not math.isfinite(value):  # NaN fails every comparison; inf is never meant
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+
+def _at_least(low: int, why: str = "") -> _Range:
+    return _Range(f"an integer >= {low}{why}", low=low)
+
+
+_FRACTION = _Range("a number in [0, 1)", low=0.0, high=1.0, high_open=True)
+_NON_NEGATIVE = _Range("a finite number >= 0", low=0.0)
+
+#: (section, field) -> what its value must be, checked for the flags and a --config file alike,
+#: so a value the run cannot use is refused before any work, with the flag (or key), the value and the range.
+#: A value outside these would otherwise be taken silently as something else (``--threads 0`` as torch's
+#: default, ``--grad-clip -1`` as no clipping, ``--eval-interval -1`` as every step) or fail late.
+_RANGES: dict[tuple[type, str], _Range] = {
+    (ModelConfig, "dropout"): _FRACTION,
+    (ModelConfig, "n_layer"): _at_least(1),
+    (ModelConfig, "n_head"): _at_least(1),
+    (ModelConfig, "n_kv_head"): _at_least(1),
+    (ModelConfig, "seed"): _Range("an integer in [0, 2**32 - 1] (numpy's seed range)", low=0, high=2**32 - 1),
+    (DataConfig, "val_fraction"): _FRACTION,
+    (BatchConfig, "batch_size"): _at_least(1),
+    (BatchConfig, "sequence_length"): _at_least(1),
+    (BatchConfig, "total_batch_size"): _at_least(1, " (tokens per optimizer update)"),
+    (BatchConfig, "num_iterations"): _at_least(1),
+    (OptimizerConfig, "weight_decay"): _NON_NEGATIVE,
+    (OptimizerConfig, "beta1"): _FRACTION,
+    (OptimizerConfig, "beta2"): _FRACTION,
+    (OptimizerConfig, "momentum"): _FRACTION,
+    (OptimizerConfig, "grad_clip"): _Range("a finite number >= 0 (0 disables clipping)", low=0.0),
+    (ScheduleConfig, "lr"): _NON_NEGATIVE,
+    (ParallelConfig, "tensor_parallel"): _at_least(1),
+    (ParallelConfig, "pipeline_parallel"): _at_least(1),
+    (ParallelConfig, "virtual_pipeline_parallel"): _at_least(1),
+    (ParallelConfig, "device"): _Range("auto, cpu, cuda or cuda:N", pattern=r"auto|cpu|cuda(:[0-9]+)?"),
+    (ParallelConfig, "threads"): _at_least(1, " (torch's intra-op threads; leave it out for torch's default)"),
+    (CheckpointConfig, "save_interval"): _at_least(0, " (0: never)"),
+    (CheckpointConfig, "keep_last"): _at_least(1),
+    (LoggingConfig, "eval_interval"): _at_least(0, " (0: never)"),
+    (LoggingConfig, "eval_iters"): _at_least(1, " (validation micro-batches per evaluation)"),
+}
 
 
 def _schedule_value(key: str, value: Any, where: str) -> Any:

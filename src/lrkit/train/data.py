@@ -179,7 +179,8 @@ def load_corpus(spec: str | os.PathLike[str] | None = None, max_bytes: int | Non
       version 7 / LLaMA-3);
     - any other file, directory (recursively) or glob: the files' bytes (uint8), concatenated in sorted order.
 
-    A path or glob that matches nothing raises ``FileNotFoundError`` naming it.
+    A path or glob that matches nothing raises ``FileNotFoundError`` naming it; a glob that matches both
+    ``.bin`` shards and other files, or shards that hold no tokens, raise :class:`DataError`.
     """
     if spec is None or str(spec) == "stdlib":
         return stdlib_corpus(max_bytes)
@@ -196,8 +197,23 @@ def load_corpus(spec: str | os.PathLike[str] | None = None, max_bytes: int | Non
         raise FileNotFoundError(f"data path does not exist: {text!r}")
     if not paths:
         raise FileNotFoundError(f"data path {text!r} matches no files")
+    shard_names = [p.name for p in paths if p.suffix == ".bin"]
+    if glob.has_magic(text) and not path.exists() and 0 < len(shard_names) < len(paths):
+        # Read as text, the shards' headers and token ids would become bytes of the corpus, silently.
+        others = [p.name for p in paths if p.suffix != ".bin"]
+        raise DataError(
+            f"data path {text!r} matches both llm.c shards ({', '.join(shard_names[:3])}) and other files "
+            f"({', '.join(others[:3])}); expected a glob of one kind: only .bin shards, or only text"
+        )
     if all(p.suffix == ".bin" for p in paths):
-        return _read_shards(paths, text)
+        tokens = _read_shards(paths, text)
+        if tokens.size == 0:  # every header says num_tokens=0: nothing to train on
+            names = ", ".join(p.name for p in paths)
+            raise DataError(
+                f"data path {text!r} holds no tokens: its llm.c shard(s) ({names}) have num_tokens=0; "
+                "expected at least one token"
+            )
+        return tokens
     tokens = _read_bytes(paths, None)
     if tokens.size == 0:
         raise DataError(f"data path {text!r} holds no bytes")
@@ -212,6 +228,39 @@ def train_val_split(tokens: np.ndarray, val_fraction: float = 0.05) -> tuple[np.
         raise DataError(f"val_fraction must be in [0, 1), got val_fraction={val_fraction!r}")
     n_val = round(len(tokens) * val_fraction)
     return tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val :]
+
+
+def check_split_fits(
+    train: np.ndarray,
+    val: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    world_size: int,
+    evaluate: bool,
+    path: str,
+    val_fraction: float,
+) -> None:
+    """Both splits hold the tokens of one micro-batch (``batch_size * seq_len * world_size + 1``), before any step.
+
+    The training split always must; the validation split only when the run evaluates (``evaluate``), which
+    would otherwise fail at the first evaluation, after the steps before it. ``path`` (``--data``) and
+    ``val_fraction`` (``--val-fraction``) are named in the :class:`DataError`.
+    """
+    needed = batch_size * seq_len * world_size + 1
+    sizes = f"--batch-size x --sequence-length x data-parallel size + 1 = {batch_size} x {seq_len} x {world_size} + 1"
+    total = train.size + val.size
+    if train.size < needed:
+        raise DataError(
+            f"--data {path!r}: the training split holds {train.size} of its {total} tokens (--val-fraction "
+            f"{val_fraction}), fewer than one micro-batch needs: {sizes} = {needed}; expected more data or a "
+            "smaller batch"
+        )
+    if evaluate and val.size < needed:
+        raise DataError(
+            f"--val-fraction {val_fraction}: the validation split holds {val.size} of the {total} tokens of "
+            f"--data {path!r}, fewer than one evaluation micro-batch needs: {sizes} = {needed}; expected a larger "
+            "--val-fraction, more data, a smaller batch, or --eval-interval 0"
+        )
 
 
 # ----------------------------------------------------------------------------- loader

@@ -61,8 +61,9 @@ from lrkit.train.components import (
     optimizer_step,
     parallelize,
 )
-from lrkit.train.config import COMPATIBLE_KEYS, TrainConfig
-from lrkit.train.data import TokenLoader, load_corpus, train_val_split
+from lrkit.train.config import COMPATIBLE_KEYS, TrainConfig, compatible_values
+from lrkit.train.data import TokenLoader, check_split_fits, load_corpus, train_val_split
+from lrkit.train.errors import TrainError
 from lrkit.train.metrics import MetricsLog, Printer, plot_run, step_line
 from lrkit.train.parallel import (
     DistContext,
@@ -140,11 +141,20 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     config = config.resolve(ctx.dp_size, start_step=step0, start_clock=clock)  # nothing changes it from here
     batch = config.batch
     flags = config.flag_values()
+    if payload is not None and batch.num_iterations is not None and batch.num_iterations < step0:
+        raise TrainError(  # else the run would end at once, "resumed", having done none of what was asked
+            f"--num-iterations {batch.num_iterations} is below step {step0} of the checkpoint {resume_path}; "
+            f"expected at least {step0} (the run length counts from step 0, not from the resume)"
+        )
     if payload is not None:
-        ckpt.check_compatible(payload["config"], flags, COMPATIBLE_KEYS, source=resume_path)
+        saved, current = compatible_values(payload["config"]), compatible_values(flags)  # the resolved values
+        ckpt.check_compatible(saved, current, COMPATIBLE_KEYS, source=resume_path)
 
     tokens = load_corpus(config.data.path)
     train_tokens, val_tokens = train_val_split(tokens, config.data.val_fraction)
+    evaluates = config.logging.eval_interval > 0
+    check_split_fits(train_tokens, val_tokens, batch.batch_size, sequence_length, ctx.dp_size, evaluates,
+                     config.data.path, config.data.val_fraction)  # fmt: skip
     for seed in (torch.manual_seed, random.seed, np.random.seed):
         seed(config.model.seed)
     model = build_train_model(config.model)

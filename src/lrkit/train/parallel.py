@@ -81,6 +81,8 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda:
+        _check_cuda(device, world_size, int(os.environ.get("LOCAL_RANK", "0")))
     if tensor_parallel < 1 or world_size % tensor_parallel != 0:
         raise TrainError(
             f"--tensor-parallel must divide the number of ranks, got tensor_parallel={tensor_parallel}, "
@@ -92,7 +94,9 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
             f"pipeline_parallel={pipeline_parallel}, tensor_parallel={tensor_parallel}, world_size={world_size}"
         )
     if world_size == 1:
-        dev = torch.device("cuda" if use_cuda else "cpu")
+        dev = torch.device((device if device.startswith("cuda:") else "cuda") if use_cuda else "cpu")
+        if dev.index is not None:
+            torch.cuda.set_device(dev)  # --device cuda:N: synchronize() and new tensors go there too
         return DistContext(device=dev)
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -134,6 +138,25 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
         device=dev,
         mesh=mesh,
     )
+
+
+def _check_cuda(device: str, world_size: int, local_rank: int) -> None:
+    """``--device`` (``cuda``, ``cuda:N`` or ``auto`` that found CUDA) names a GPU this process can use.
+
+    Raises :class:`TrainError` naming ``--device``, its value and what this machine offers, instead of torch's
+    AssertionError ("Torch not compiled with CUDA enabled") or an invalid-device error deep in the setup.
+    """
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise TrainError(f"--device {device}: {why} (torch {torch.__version__}); expected cpu or auto on this machine")
+    count = torch.cuda.device_count()
+    _, _, index = device.partition(":")
+    if index and world_size > 1:
+        raise TrainError(f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; expected --device cuda")
+    wanted = int(index) if index else local_rank
+    if wanted >= count:
+        which = f"--device {device}" if index else f"--device {device} on LOCAL_RANK={local_rank}"
+        raise TrainError(f"{which}: expected a CUDA device index below {count} (the visible devices)")
 
 
 def teardown_distributed() -> None:

@@ -41,7 +41,18 @@ SIGNALS = [signal.SIGINT, signal.SIGTERM]
 SAVED = re.compile(r"^lrkit train: (SIG\w+) at step (\d+): saved (\S+step_(\d{8})\.pt); exit (\d+)$")
 #: A short cosine run on the tiny model (the issue's schedule), on a small corpus that loads at once (this
 #: package's loop.py as bytes) rather than the standard library's.
-RUN = ["--lr-scheduler", "cosine", "--lr", "3e-3", "--warmup-steps", "3", "--min-lr", "3e-4", "--data", train_loop.__file__]
+RUN = [
+    "--lr-scheduler",
+    "cosine",
+    "--lr",
+    "3e-3",
+    "--warmup-steps",
+    "3",
+    "--min-lr",
+    "3e-4",
+    "--data",
+    train_loop.__file__,
+]
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +212,9 @@ def test_a_signal_right_after_a_resume_keeps_the_checkpoint_as_it_was(
     before = checkpoint.read_bytes()
     saved = _count_saves(monkeypatch)
     _signal_in_setup(monkeypatch, signal.SIGINT)
-    assert _run(tmp_path, "--num-iterations", "8", "--total-steps", "8", "--save-interval", "4", "--resume", "auto") == 130
+    assert (
+        _run(tmp_path, "--num-iterations", "8", "--total-steps", "8", "--save-interval", "4", "--resume", "auto") == 130
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert "lrkit train: SIGINT at step 4: no step ran since it resumed at step 4, nothing new to save; exit 130" in err
@@ -344,7 +357,9 @@ def test_collective_timeout_reaches_the_process_group_and_the_mesh(
     assert calls["init"]["backend"] == "gloo" and calls["init"]["timeout"] == timedelta(seconds=seconds)
     overrides = calls["mesh"]["backend_override"]
     assert sorted(overrides) == ["dp", "tp"]
-    assert all(backend == "gloo" and opts._timeout == timedelta(seconds=seconds) for backend, opts in overrides.values())
+    assert all(
+        backend == "gloo" and opts._timeout == timedelta(seconds=seconds) for backend, opts in overrides.values()
+    )
 
 
 def test_collective_timeout_is_in_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """Issue 18, item 4, under torchrun (2 ranks, gloo): a signal stops every rank after the same step, and a
 stopped rank ends the job with an error naming it instead of a hang (``--collective-timeout``).
 
-Each test kills torchrun and its workers in a ``finally``, and every wait has a limit, so no test can hang. The one-process cases are in ``test_shutdown.py``.
+Each test kills torchrun and its workers in a ``finally``, and every wait has a limit, so no test can hang.
+The one-process cases are in ``test_shutdown.py``.
 """
 
 from __future__ import annotations

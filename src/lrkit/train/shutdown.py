@@ -100,9 +100,7 @@ class Shutdown:
             self.active = True
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         for sig, previous in self._previous.items():
             # None: a handler installed outside Python, which cannot be put back; the default is the nearest.
             signal.signal(sig, previous if previous is not None else signal.SIG_DFL)

@@ -265,6 +265,18 @@ def test_handlers_are_restored_after_a_run_and_a_stop(tmp_path: Path, monkeypatc
         signal.signal(signal.SIGTERM, previous)
 
 
+def test_an_ignored_sigint_stays_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shell starts ``cmd &`` with SIGINT ignored so that Ctrl-C spares it: the run keeps ignoring it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _signal_at(monkeypatch, {2: [signal.SIGINT]})
+        assert _run(tmp_path, "--num-iterations", "4", "--save-interval", "4") == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 4
+
+
 def test_shutdown_is_inert_outside_the_main_thread() -> None:
     """Python installs handlers only in the main thread: elsewhere the run keeps the process's handlers."""
     import threading

@@ -83,8 +83,10 @@ class ShutdownAbandoned(BaseException):
 class Shutdown:
     """Records SIGINT and SIGTERM while in its ``with`` block, and restores the previous handlers after it.
 
-    ``requested`` is the first signal's number (0: none yet). Outside the main thread Python cannot install
-    handlers: the object is then inert (``active`` is False) and the signals keep their handlers.
+    ``requested`` is the first signal's number (0: none yet). A signal the process ignores (``SIG_IGN``: a shell
+    starts a background job with SIGINT ignored, so a terminal's Ctrl-C does not reach it) stays ignored.
+    Outside the main thread Python cannot install handlers: the object is then inert (``active`` is False)
+    and the signals keep their handlers.
     """
 
     def __init__(self) -> None:
@@ -96,7 +98,8 @@ class Shutdown:
     def __enter__(self) -> Shutdown:
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # an ignored signal stays ignored (`cmd &`)
+                    self._previous[sig] = signal.signal(sig, self._handle)
             self.active = True
         return self
 

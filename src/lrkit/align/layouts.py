@@ -125,7 +125,7 @@ def _train(lc: LayoutCase, backend: str, run_dir: Path) -> tuple[list[dict[str, 
     run_command(straight_cmd)
     straight = read_metrics(run_dir / "metrics.jsonl")
     shutil.copy(run_dir / "metrics.jsonl", run_dir / "metrics.straight.jsonl")
-    resume_cmd = train_command(case, backend, run_dir, case.steps, resume=False)
+    resume_cmd = train_command(case, backend, run_dir, case.steps, resume=False, fresh=False)
     resume_cmd += ["--resume", str(checkpoint_path(run_dir, lc.resume_from))]
     run_command(resume_cmd)
     resumed = read_metrics(run_dir / "metrics.jsonl")

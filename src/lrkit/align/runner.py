@@ -23,7 +23,11 @@ from typing import Any
 from lrkit.align.cases import TOLERANCE, Case
 
 
-def train_command(case: Case, backend: str, run_dir: Path, steps: int, resume: bool) -> list[str]:
+def train_command(
+    case: Case, backend: str, run_dir: Path, steps: int, resume: bool, fresh: bool | None = None
+) -> list[str]:
+    """The ``lrkit train`` command of one case's run. ``fresh`` (default: ``not resume``) adds ``--overwrite``, so
+    a rerun of ``lrkit align`` in the same work dir starts over; the trainer moves the old run aside."""
     changed = resume and case.resume_spec is not None
     train = [
         "-m", "lrkit.train",
@@ -47,6 +51,8 @@ def train_command(case: Case, backend: str, run_dir: Path, steps: int, resume: b
         train += ["--save-interval", str(case.resume_at)]
     if resume:
         train += ["--resume", "auto", *case.resume_flags]
+    if (not resume) if fresh is None else fresh:
+        train += ["--overwrite"]
     if case.nproc > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={case.nproc}", *train]
     return [sys.executable, *train]

@@ -38,14 +38,13 @@ State (``state_dict()``) is plain JSON data: the key, the clock and each group's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from lrkit import schedules as S
 from lrkit.schedulers.base import StateError, _Tensor, check_optimizer, set_group_value
 from lrkit.schedules._checks import check_int, check_real
+from lrkit.schedules.source import SourceError, loads_json, read_text_file
 
 __all__ = ["HyperparamScheduler", "GRAD_CLIP", "KEY_RANGES", "check_value", "schedule_from_text"]
 
@@ -269,14 +268,16 @@ def schedule_from_text(text: str, total_steps: int | None = None, name: str = "s
     source = str(text).strip()
     if source.startswith("@"):
         try:
-            source = Path(source[1:]).read_text()
-        except OSError as err:
-            raise ValueError(f"{name}: cannot read {source[1:]!r}: {err.strerror}") from err
+            source = read_text_file(source[1:], "schedule file").strip()
+        except SourceError as err:
+            raise ValueError(f"{name}: {err}") from err
     if source.startswith("{"):
         try:
-            data = json.loads(source)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{name}: invalid JSON schedule {text!r}: {err}") from err
+            data = loads_json(source, "the JSON schedule")
+        except SourceError as err:
+            raise ValueError(f"{name}: {err}") from err
+        except ValueError as err:  # json.JSONDecodeError, NaN/Infinity
+            raise ValueError(f"{name}: invalid JSON schedule {text[:200]!r}: {err}") from err
         try:
             return S.schedule_from_dict(data, name)
         except (TypeError, ValueError) as err:

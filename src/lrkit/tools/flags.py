@@ -29,12 +29,11 @@ with the :class:`lrkit.schedules.clock.Rates` given to :func:`spec_from_args`; `
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 from lrkit import schedules as S
 from lrkit.schedules.clock import Quantity, QuantityError, RateError, Rates, clock_unit, parse_quantity
+from lrkit.schedules.source import SourceError, loads_json, read_text_file
 from lrkit.spec import CliName, spec_records
 
 __all__ = [
@@ -88,26 +87,41 @@ def _canonical(name: str) -> str | None:
 
 
 def read_spec_source(text: str) -> str:
-    """The text of a spec flag: ``@file.json`` is replaced by the file's contents (argparse errors)."""
+    """The text of a spec flag: ``@file.json`` is replaced by the file's contents (argparse errors).
+
+    The file must be a regular file of at most :data:`lrkit.schedules.source.MAX_SOURCE_BYTES` bytes:
+    ``@/dev/zero``, a FIFO, a directory or a bigger file is refused, naming the path, what it is and the cap.
+    """
     source = text.strip()
     if source.startswith("@"):
-        path = Path(source[1:])
         try:
-            return path.read_text().strip()
-        except OSError as err:
-            raise argparse.ArgumentTypeError(f"cannot read spec file {str(path)!r}: {err.strerror}") from err
+            return read_text_file(source[1:], "spec file").strip()
+        except SourceError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
     return source
 
 
+def _shown(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse_json_spec(source: str, label: str = "") -> dict[str, Any]:
-    """A JSON spec object with a ``"type"`` key; ``label`` prefixes the argparse error."""
+    """A JSON spec object with a ``"type"`` key; ``label`` prefixes the argparse error.
+
+    Bounded (:func:`lrkit.schedules.source.loads_json`): at most 1 MiB and 64 levels of nesting, so a
+    hostile spec is an error, never a ``RecursionError``; ``NaN``/``Infinity`` are refused.
+    """
     prefix = f"{label}: " if label else ""
     try:
-        spec = json.loads(source)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"{prefix}invalid JSON spec {source!r}: {err}") from err
+        spec = loads_json(source, "the JSON spec")
+    except SourceError as err:
+        raise argparse.ArgumentTypeError(f"{prefix}{err}") from err
+    except ValueError as err:  # json.JSONDecodeError, NaN/Infinity, an integer too long to convert
+        raise argparse.ArgumentTypeError(f"{prefix}invalid JSON spec {_shown(source)}: {err}") from err
     if not isinstance(spec, dict) or "type" not in spec:
-        raise argparse.ArgumentTypeError(f"{prefix}a JSON spec must be an object with a 'type' key, got {spec!r}")
+        raise argparse.ArgumentTypeError(f"{prefix}a JSON spec must be an object with a 'type' key, got {_shown(spec)}")
     return spec
 
 
@@ -247,6 +261,8 @@ class _Flags:
         value = self.get(dest)
         if value is None:
             return None
+        if isinstance(value, int):  # exact at any size (float(10**30) is not)
+            return value
         if float(value) != int(value):
             self.fail(f"{_FLAG_OF.get(dest, dest)} must be a whole number for {self.name}, got {value!r}")
         return int(value)

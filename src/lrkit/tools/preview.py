@@ -6,6 +6,15 @@ phase boundary, the last step and the first step past the end), a sparkline, and
 phase joins are continuous); it exits 1 when a check fails. ``lrkit plot ... -o lr.png``
 draws the curve with its phases; ``--csv FILE`` (both) writes ``step,lr``.
 
+Bounded at any length: a curve of up to :data:`GRID_POINTS` steps is evaluated at every step; a longer
+one on :data:`GRID_POINTS` evenly spaced steps *plus* every key point and its neighbours (step 0, warmup
+end, peak, phase starts, jumps, floor, last step, first step past the end), so the checks at the key points
+stay exact and 10^9 steps take a fraction of a second. Schedules with a closed form (every lrkit schedule)
+are evaluated there directly, up to ``2**53`` steps (where float64 stops counting steps exactly);
+torch-style classes (StepLR, OneCycleLR, ...) are stepped one step at a time, up to :data:`MAX_STEPPED`
+steps. ``--csv`` streams the steps it writes: the evaluated grid, or every ``--every N``-th step.
+Output paths are checked before anything is evaluated.
+
 Schedules come from the shared flags of :mod:`lrkit.tools.flags`. The ``lrkit`` command itself
 (:mod:`lrkit.cli`) adds these two subcommands beside ``train``, ``demo``, ``align`` and ``find-lr``.
 """
@@ -15,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +38,10 @@ from lrkit.spec.clocked import spec_clock_unit
 from lrkit.tools.flags import add_clock_arguments, add_schedule_arguments, spec_from_args, total_length
 
 __all__ = [
+    "GRID_POINTS",
+    "MAX_STEPPED",
+    "MAX_STEPS",
+    "MAX_PHASES",
     "Curve",
     "add_plot_arguments",
     "add_preview_arguments",
@@ -37,6 +52,20 @@ __all__ = [
 ]
 
 _REL_TOL = 1e-12
+#: A curve of more steps than this is evaluated on this many evenly spaced steps plus its key points.
+GRID_POINTS = 100_001
+#: Torch-style schedulers (no closed form) are stepped one step at a time, up to this many steps (a few seconds).
+MAX_STEPPED = 1_000_000
+#: The longest curve: float64 (the schedules' step type) counts every step exactly up to 2**53.
+MAX_STEPS = 2**53
+#: Steps evaluated and written per chunk by ``--csv`` (bounded memory at any length).
+_CSV_CHUNK = 1 << 16
+#: Phase starts and jumps looked at (key points, join checks): the first this many (a schedule may have millions).
+MAX_PHASES = 1000
+#: Phase boundaries drawn by ``lrkit plot``.
+_MAX_PHASE_MARKS = 50
+#: Rows of ``lrkit preview``'s table: beyond it, the first and last rows and a count of the rest.
+_MAX_ROWS = 60
 _SPARK = "▁▂▃▄▅▆▇█"
 _SPARK_ASCII = "_.-~=*#@"
 
@@ -61,30 +90,62 @@ class _Declared:
     phases: list[Phase]
     jumps: list[int]
     holds: bool = True  # False: the schedule is not defined past its end (OneCycleLR raises)
+    dropped: int = 0  # phase starts and jumps left out (beyond MAX_PHASES each)
 
 
 @dataclass
 class Curve:
-    """A schedule evaluated at steps ``0..horizon`` with what it declares about itself.
+    """A schedule evaluated at ``steps`` (all of ``0..horizon``, or a sampled grid) with what it declares.
 
     Attributes:
-        lrs: LR at every step ``0..horizon`` (NaN where the scheduler refused to step).
+        steps: the steps evaluated, sorted, unique, int64: every step ``0..horizon`` up to
+            :data:`GRID_POINTS` steps, else an even grid plus every key point and its neighbours.
+        lrs: the LR at each of ``steps`` (NaN where the scheduler refused to step).
         run_end: the last step of the run (``--total-steps``, else the schedule's end).
         expected_peak: the LR the schedule should peak at (declared, else the optimizer's LR).
+        horizon: the last step looked at (one past the run's end or the schedule's, whichever is later).
+        evaluate: the LR at any int64 array of steps ``<= horizon`` (for ``--csv --every``).
     """
 
     label: str
     spec: dict[str, Any]
+    steps: np.ndarray
     lrs: np.ndarray
     run_end: int
     expected_peak: float
     declared: _Declared
+    horizon: int
+    evaluate: Callable[[np.ndarray], np.ndarray]
     stopped_at: int | None = None  # the step at which stepping raised, if it did
     note: str = ""
 
     @property
-    def horizon(self) -> int:
-        return len(self.lrs) - 1
+    def sampled(self) -> bool:
+        """True when ``steps`` is a grid, not every step of ``0..horizon``."""
+        return len(self.steps) < self.horizon + 1
+
+    def lr(self, step: int) -> float:
+        """The LR at ``step``, which must be one of :attr:`steps` (every key point is).
+
+        Raises:
+            KeyError: ``step`` was not evaluated.
+        """
+        i = int(np.searchsorted(self.steps, step))
+        if i == len(self.steps) or int(self.steps[i]) != step:
+            raise KeyError(f"step {step} is not on the evaluated grid of {len(self.steps)} steps")
+        return float(self.lrs[i])
+
+    def within(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """The evaluated steps in ``first..last`` and their LRs."""
+        lo = int(np.searchsorted(self.steps, first, side="left"))
+        hi = int(np.searchsorted(self.steps, last, side="right"))
+        return self.steps[lo:hi], self.lrs[lo:hi]
+
+    def described(self) -> str:
+        """``steps 0..H``, or ``N sampled steps of 0..H``: what the checks looked at."""
+        if self.sampled:
+            return f"{len(self.steps)} sampled steps of 0..{self.horizon}, key points exact"
+        return f"steps 0..{self.horizon}"
 
 
 def _build(spec: dict[str, Any], lr: float) -> Any:
@@ -160,11 +221,41 @@ def _step_curve(scheduler: Any, horizon: int) -> tuple[np.ndarray, int | None, s
     return lrs, None, ""
 
 
-def curve_from_spec(spec: dict[str, Any], lr: float, total_steps: int | None = None) -> Curve:
+def _key_steps(declared: _Declared, run_end: int, horizon: int) -> list[int]:
+    """The steps a check or the table reads: step 0, each phase start and jump with the two steps before
+    and the one after (the join check), the peak (both neighbours of one between steps), the floor, the
+    last step, the first step past it, and the horizon."""
+    keys = {0, 1, 2, run_end, run_end + 1, horizon}
+    for b in [*(p.start for p in declared.phases), *declared.jumps]:
+        keys.update((b - 2, b - 1, b, b + 1))
+    for point in (declared.peak, declared.end):
+        if point is not None and math.isfinite(point[0]):
+            keys.update((math.floor(point[0]), math.ceil(point[0])))
+    return [k for k in keys if 0 <= k <= horizon]
+
+
+def _grid(horizon: int, keys: Iterable[int]) -> np.ndarray:
+    """Every step ``0..horizon`` up to :data:`GRID_POINTS` steps; else that many even steps and ``keys``."""
+    if horizon + 1 <= GRID_POINTS:
+        return np.arange(horizon + 1, dtype=np.int64)
+    even = np.linspace(0, horizon, GRID_POINTS).round().astype(np.int64)
+    return np.unique(np.concatenate([even, np.fromiter(keys, dtype=np.int64)]))
+
+
+def curve_from_spec(
+    spec: dict[str, Any], lr: float, total_steps: int | None = None, flag: str = "--total-steps"
+) -> Curve:
     """Evaluate ``spec`` on a one-group optimizer with LR ``lr`` over the run and one step past it.
 
-    Schedules backed by :mod:`lrkit.schedules` are evaluated in one vectorised call; the
-    torch-style classes are stepped. Raises ValueError/TypeError for a spec that does not build.
+    Schedules backed by :mod:`lrkit.schedules` are evaluated in one vectorised call on
+    :func:`_grid` (every step, or a sampled grid plus the key points): any length up to
+    :data:`MAX_STEPS` takes about the same time and memory. The torch-style classes are stepped,
+    up to :data:`MAX_STEPPED` steps. ``flag`` names the run length in messages.
+
+    Raises:
+        ValueError/TypeError: a spec that does not build, a curve without an end and no
+            ``total_steps``, or a curve longer than the bounds above (naming ``flag``, the
+            value and the bound).
     """
     from lrkit.schedulers.greedy import GreedyLR
     from lrkit.schedulers.llm import schedule_of
@@ -178,17 +269,40 @@ def curve_from_spec(spec: dict[str, Any], lr: float, total_steps: int | None = N
     if run_end is None or (total_steps is None and run_end < 1):
         raise ValueError(f"{spec.get('type')} does not end: pass --total-steps to say how far to look")
     if run_end < 1:
-        raise ValueError(f"--total-steps must be >= 1, got {run_end}")
+        raise ValueError(f"{flag} must be >= 1, got {run_end}")
     horizon = max(run_end, int(declared.end[0]) if declared.end else 0) + 1
+    what = f"{flag} {run_end}" if horizon - 1 == run_end else f"the schedule's end at step {horizon - 1}"
+    if horizon > MAX_STEPS:
+        raise ValueError(
+            f"{what} is too long to preview: steps are float64, exact only up to 2**53 = {MAX_STEPS}; "
+            f"give at most {MAX_STEPS - 1} steps"
+        )
     pure = schedule_of(scheduler)
     stopped_at, note = None, ""
+    phases = [p for p in declared.phases if p.start <= horizon]
+    jumps = [j for j in declared.jumps if j <= horizon]
+    declared.dropped = max(len(phases) - MAX_PHASES, 0) + max(len(jumps) - MAX_PHASES, 0)
+    declared.phases, declared.jumps = phases[:MAX_PHASES], jumps[:MAX_PHASES]
     if pure is not None:
-        lrs = pure(np.arange(horizon + 1))
+        steps = _grid(horizon, _key_steps(declared, run_end, horizon))
+        lrs = pure(steps)
+        evaluate: Callable[[np.ndarray], np.ndarray] = pure
     else:
-        lrs, stopped_at, note = _step_curve(scheduler, horizon)
+        if horizon - 1 > MAX_STEPPED:  # the run (or the schedule) ends by step MAX_STEPPED
+            raise ValueError(
+                f"{what} is too long to preview {_label(spec)}: a torch-style scheduler is stepped one step "
+                f"at a time, at most {MAX_STEPPED} steps; give a shorter run, or use an lrkit schedule "
+                "(cosine, wsd, linear, ...), which is evaluated in closed form at any length"
+            )
+        every, stopped_at, note = _step_curve(scheduler, horizon)
+        steps = _grid(horizon, _key_steps(declared, run_end, horizon))
+        lrs = every[steps]
+
+        def evaluate(at: np.ndarray) -> np.ndarray:
+            return every[at]
+
     expected = declared.peak[1] if declared.peak is not None else lr
-    declared.phases = [p for p in declared.phases if p.start <= horizon]
-    return Curve(_label(spec), spec, lrs, run_end, expected, declared, stopped_at, note)
+    return Curve(_label(spec), spec, steps, lrs, run_end, expected, declared, horizon, evaluate, stopped_at, note)
 
 
 def _label(spec: dict[str, Any]) -> str:
@@ -215,21 +329,25 @@ def _close(a: float, b: float, scale: float) -> bool:
 
 
 def run_checks(curve: Curve) -> list[Check]:
-    """Peak reached, final LR equals the floor and stays there, no negative LR, continuous joins."""
-    lrs, end, peak = curve.lrs, curve.run_end, curve.expected_peak
-    valid = lrs[~np.isnan(lrs)]
+    """Peak reached, final LR equals the floor and stays there, no negative LR, continuous joins.
+
+    On a sampled curve (:attr:`Curve.sampled`) the checks at the key points (peak, final LR, joins)
+    stay exact; "held after the end" and "no negative LR" look at the sampled steps, and say so.
+    """
+    end, peak = curve.run_end, curve.expected_peak
     checks = []
-    run = lrs[: end + 1]
+    run_steps, run = curve.within(0, end)
     top = float(np.nanmax(run))
-    at = int(np.nanargmax(run))
+    at = int(run_steps[int(np.nanargmax(run))])
     declared = curve.declared.peak
     if not _close(top, peak, peak):
         checks.append(Check("FAIL", f"peak {peak:.6e} not reached: the highest LR is {top:.6e} (step {at})"))
     elif declared is not None and float(declared[0]).is_integer() and 0 <= declared[0] <= end:
         step = int(declared[0])
-        ok = _close(float(lrs[step]), peak, peak)
+        value = curve.lr(step)
+        ok = _close(value, peak, peak)
         status = "ok" if ok else "FAIL"
-        what = "reached" if ok else f"declared but not reached (LR {lrs[step]:.6e})"
+        what = "reached" if ok else f"declared but not reached (LR {value:.6e})"
         checks.append(Check(status, f"peak {peak:.6e} {what} at step {step}"))
     else:
         checks.append(Check("ok", f"peak {peak:.6e} reached at step {at}"))
@@ -239,27 +357,29 @@ def run_checks(curve: Curve) -> list[Check]:
         checks.append(Check("skip", "held after the end: the schedule declares no end"))
     else:
         floor_step, floor_lr = int(floor[0]), float(floor[1])
-        final = float(lrs[end])
+        final = curve.lr(end)
         if _close(final, floor_lr, peak):
             checks.append(Check("ok", f"final LR at step {end} equals the floor {floor_lr:.6e}"))
         else:
             where = f" (the floor is only reached at step {floor_step})" if floor_step > end else ""
             checks.append(Check("FAIL", f"final LR at step {end} is {final:.6e}, not the floor {floor_lr:.6e}{where}"))
-        after = lrs[floor_step:]
-        bad = [i for i, v in enumerate(after) if not np.isnan(v) and not _close(float(v), floor_lr, peak)]
+        after_steps, after = curve.within(floor_step, curve.horizon)
+        bad = [i for i, v in enumerate(after.tolist()) if not math.isnan(v) and not _close(v, floor_lr, peak)]
         if not curve.declared.holds:
             checks.append(Check("skip", f"held after the end: {curve.label} is not defined past step {floor_step}"))
         elif bad:
-            step = floor_step + bad[0]
-            rise = "rises above" if lrs[step] > floor_lr else "leaves"
-            checks.append(Check("FAIL", f"LR {rise} the floor after its end: step {step} has {lrs[step]:.6e}"))
+            step, value = int(after_steps[bad[0]]), float(after[bad[0]])
+            rise = "rises above" if value > floor_lr else "leaves"
+            checks.append(Check("FAIL", f"LR {rise} the floor after its end: step {step} has {value:.6e}"))
         else:
-            checks.append(Check("ok", f"floor held from step {floor_step} through step {curve.horizon}"))
-    negative = np.flatnonzero(valid < 0)
+            sampled = f" ({len(after_steps)} sampled steps)" if curve.sampled else ""
+            checks.append(Check("ok", f"floor held from step {floor_step} through step {curve.horizon}{sampled}"))
+    negative = np.flatnonzero(curve.lrs < 0)  # NaN < 0 is False
     if negative.size:
-        checks.append(Check("FAIL", f"negative LR at step {int(negative[0])}: {valid[negative[0]]:.6e}"))
+        i = int(negative[0])
+        checks.append(Check("FAIL", f"negative LR at step {int(curve.steps[i])}: {curve.lrs[i]:.6e}"))
     else:
-        checks.append(Check("ok", f"no negative LR (steps 0..{curve.horizon})"))
+        checks.append(Check("ok", f"no negative LR ({curve.described()})"))
     checks.append(_check_joins(curve))
     if curve.stopped_at is not None and curve.stopped_at <= end:
         checks.append(
@@ -272,17 +392,19 @@ def _check_joins(curve: Curve) -> Check:
     """Each phase join ``b`` continues the left phase's trend: ``lr(b)`` is within one step's change
     of the straight-line extrapolation ``2 lr(b-1) - lr(b-2)`` (joins declared as jumps are skipped).
     """
-    lrs, jumps = curve.lrs, set(curve.declared.jumps)
+    jumps = set(curve.declared.jumps)
     joins = sorted({p.start for p in curve.declared.phases if 2 <= p.start < curve.horizon} - jumps)
     tol = 1e-9 * curve.expected_peak
     for b in joins:
-        left, before, here, after = lrs[b - 1], lrs[b - 2], lrs[b], lrs[b + 1]
+        before, left, here, after = (curve.lr(s) for s in (b - 2, b - 1, b, b + 1))
         if np.isnan([left, before, here, after]).any():
             continue
         step_change = max(abs(left - before), abs(after - here))
         if abs(here - (2 * left - before)) > step_change + tol:
             return Check("FAIL", f"discontinuous join at step {b}: LR {left:.6e} at {b - 1}, then {here:.6e}")
     extra = f"; intended jumps at {sorted(jumps)[:6]}" if jumps else ""
+    if curve.declared.dropped:
+        extra += f"; the first {MAX_PHASES} phase starts and jumps only ({curve.declared.dropped} more not checked)"
     return Check("ok", f"phase joins continuous ({len(joins)} joins){extra}")
 
 
@@ -304,7 +426,8 @@ def _key_points(curve: Curve) -> list[tuple[int, list[str]]]:
         add(phase.start, phase.name)
     if curve.declared.peak is not None and float(curve.declared.peak[0]).is_integer():
         add(int(curve.declared.peak[0]), "peak")
-    top = int(np.nanargmax(curve.lrs[: curve.run_end + 1]))
+    run_steps, run = curve.within(0, curve.run_end)
+    top = int(run_steps[int(np.nanargmax(run))])
     if "peak" not in notes.get(top, []):
         add(top, "highest LR")
     if curve.declared.end is not None:
@@ -314,15 +437,17 @@ def _key_points(curve: Curve) -> list[tuple[int, list[str]]]:
     return sorted((step, list(dict.fromkeys(n))) for step, n in notes.items())
 
 
-def _sparkline(lrs: np.ndarray, width: int = 64) -> str:
+def _sparkline(curve: Curve, width: int = 64) -> str:
+    """``width`` characters, one per evenly spaced step of ``0..horizon`` (the nearest evaluated step)."""
     chars = _SPARK
     encoding = getattr(sys.stdout, "encoding", None) or "ascii"
     try:
         chars.encode(encoding)
     except (UnicodeEncodeError, LookupError):
         chars = _SPARK_ASCII
-    steps = np.unique(np.linspace(0, len(lrs) - 1, min(width, len(lrs))).round().astype(int))
-    values = lrs[steps]
+    wanted = np.unique(np.linspace(0, curve.horizon, min(width, curve.horizon + 1)).round().astype(np.int64))
+    index = np.minimum(np.searchsorted(curve.steps, wanted), len(curve.steps) - 1)
+    values = curve.lrs[index]
     top = np.nanmax(values)
     levels = np.zeros(len(values), dtype=int) if not top > 0 else np.round(values / top * (len(chars) - 1))
     return "".join(" " if np.isnan(v) else chars[int(level)] for v, level in zip(values, levels))
@@ -331,12 +456,21 @@ def _sparkline(lrs: np.ndarray, width: int = 64) -> str:
 def _print_preview(curve: Curve, checks: list[Check]) -> None:
     print(f"lrkit preview: {curve.label}")
     print(f"  spec: {json.dumps(curve.spec, separators=(', ', ': '))}")
+    if curve.sampled:
+        print(f"  evaluated: {curve.described()} (GRID_POINTS={GRID_POINTS})")
     print()
     print(f"  {'step':>8}  {'lr':>13}  point")
-    for step, notes in _key_points(curve):
-        print(f"  {step:>8}  {curve.lrs[step]:>13.6e}  {', '.join(notes)}")
+    rows = _key_points(curve)
+    if len(rows) > _MAX_ROWS:
+        head, tail = _MAX_ROWS - 10, 10
+        rows = [*rows[:head], (-1, [f"... {len(rows) - head - tail} more key points"]), *rows[-tail:]]
+    for step, notes in rows:
+        if step < 0:
+            print(f"  {'':>8}  {'':>13}  {notes[0]}")
+        else:
+            print(f"  {step:>8}  {curve.lr(step):>13.6e}  {', '.join(notes)}")
     print()
-    line = _sparkline(curve.lrs)
+    line = _sparkline(curve)
     print(f"  {line}")
     print(f"  0{str(curve.horizon).rjust(len(line) - 1)}   (max {np.nanmax(curve.lrs):.2e})")
     print()
@@ -345,11 +479,40 @@ def _print_preview(curve: Curve, checks: list[Check]) -> None:
         print(f"    {check.status:<4}  {check.message}")
 
 
-def _write_csv(curve: Curve, path: str) -> None:
-    with open(path, "w") as f:
-        f.write("step,lr\n")
-        for step, lr in enumerate(curve.lrs.tolist()):
-            f.write(f"{step},{lr!r}\n")
+def _csv_chunks(curve: Curve, every: int | None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """(steps, lrs) to write, :data:`_CSV_CHUNK` at a time: the evaluated steps, or ``0, N, 2N, ...``."""
+    if every is None:
+        for i in range(0, len(curve.steps), _CSV_CHUNK):
+            yield curve.steps[i : i + _CSV_CHUNK], curve.lrs[i : i + _CSV_CHUNK]
+        return
+    for first in range(0, curve.horizon + 1, every * _CSV_CHUNK):
+        steps = np.arange(first, min(first + every * _CSV_CHUNK, curve.horizon + 1), every, dtype=np.int64)
+        yield steps, np.asarray(curve.evaluate(steps), dtype=np.float64)
+
+
+def _write_csv(curve: Curve, path: str, every: int | None = None) -> int:
+    """Stream ``step,lr`` rows to ``path``; the number of rows.
+
+    The rows go to a temporary file beside ``path`` that replaces it once complete, so an interrupted
+    or failed write never leaves a truncated CSV under the name. Memory is bounded at any length.
+
+    Raises:
+        OSError: the file cannot be written (the caller names the path).
+    """
+    temp = f"{path}.tmp-{os.getpid()}"
+    rows = 0
+    try:
+        with open(temp, "w") as f:
+            f.write("step,lr\n")
+            for steps, lrs in _csv_chunks(curve, every):
+                f.write("".join(f"{step},{lr!r}\n" for step, lr in zip(steps.tolist(), lrs.tolist())))
+                rows += len(steps)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return rows
 
 
 def _plot(curve: Curve, path: str, log_y: bool) -> None:
@@ -358,11 +521,10 @@ def _plot(curve: Curve, path: str, log_y: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = np.arange(curve.horizon + 1)
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
-    ax.plot(steps, curve.lrs, color="C0", linewidth=1.6, label="learning rate")
+    ax.plot(curve.steps, curve.lrs, color="C0", linewidth=1.6, label="learning rate")
     top = float(np.nanmax(curve.lrs))
-    for phase in curve.declared.phases:
+    for phase in curve.declared.phases[:_MAX_PHASE_MARKS]:
         if phase.start > 0:
             ax.axvline(phase.start, color="0.6", linestyle=":", linewidth=1)
         # vertical label just right of the phase start, at the bottom of the axes
@@ -387,14 +549,17 @@ def _plot(curve: Curve, path: str, log_y: bool) -> None:
     else:
         ax.set_ylim(top=top * 1.08)
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    ax.set_xlabel("step (optimizer updates)")
+    sampled = f", {len(curve.steps)} sampled steps" if curve.sampled else ""
+    ax.set_xlabel(f"step (optimizer updates{sampled})")
     ax.set_ylabel("learning rate")
     ax.set_title(curve.label, fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        fig.savefig(path, format=_image_format(path))
+    finally:
+        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -408,16 +573,19 @@ def _curve_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     spec = spec_from_args(args, parser, rates)
     try:
         length = total_length(args)
+        flag = "--total" if getattr(args, "total", None) is not None else "--total-steps"
         if spec_clock_unit(spec) is not None:
-            return _clocked_curve(spec, float(args.lr), rates, length)
+            return _clocked_curve(spec, float(args.lr), rates, length, flag)
         run_end = None if length is None else steps_to_reach(int(length.amount), 0, rates.per_step(length.unit))
-        return curve_from_spec(spec, float(args.lr), run_end)
+        return curve_from_spec(spec, float(args.lr), run_end, flag)
     except (ValueError, TypeError, KeyError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return None
 
 
-def _clocked_curve(spec: dict[str, Any], lr: float, rates: Rates, length: Quantity | None) -> Curve:
+def _clocked_curve(
+    spec: dict[str, Any], lr: float, rates: Rates, length: Quantity | None, flag: str = "--total-steps"
+) -> Curve:
     """A schedule on the token (sample) clock seen per optimizer step: step ``s`` is at ``s * per_step`` ticks."""
     unit = str(spec["unit"])
     try:
@@ -431,43 +599,126 @@ def _clocked_curve(spec: dict[str, Any], lr: float, rates: Rates, length: Quanti
         ) from err
     clocked = _build(spec, lr)
     view = StepView(clocked.clock_schedules[0], per_step)
-    curve = curve_from_spec({"type": "PureSchedule", "schedules": view.to_dict()}, lr, run_end)
+    curve = curve_from_spec({"type": "PureSchedule", "schedules": view.to_dict()}, lr, run_end, flag)
     label = f"Clocked {spec['schedule'].get('type')} ({unit}: {per_step} per optimizer step)"
     peak = view.peak()
     expected = curve.expected_peak
     if peak is not None and not float(peak[0]).is_integer():  # the peak falls between two steps
-        expected = float(max(curve.lrs[math.floor(peak[0])], curve.lrs[math.ceil(peak[0])]))
+        expected = max(curve.lr(math.floor(peak[0])), curve.lr(math.ceil(peak[0])))
     return replace(curve, label=label, spec=spec, expected_peak=expected)
 
 
+def _image_format(path: str) -> str:
+    """The image format of ``-o PATH``: its suffix (``lr.svg``), or png without one."""
+    suffix = os.path.splitext(path)[1]
+    return suffix[1:].lower() if suffix else "png"
+
+
+def _output_error(flag: str, path: str) -> str | None:
+    """Why ``path`` (given to ``flag``) cannot be written, or None: checked before anything is evaluated."""
+    if not path:
+        return f"{flag}: expected a file name, got {path!r}"
+    if os.path.isdir(path):
+        return f"{flag} {path!r} is a directory; expected a file name"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+        return f"{flag} {path!r}: the directory {parent!r} does not exist (create it first)"
+    if not os.path.isdir(parent):
+        return f"{flag} {path!r}: {parent!r} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path!r}: the directory {parent!r} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"{flag} {path!r}: the file is not writable"
+    return None
+
+
+def _outputs_error(args: argparse.Namespace, parser: argparse.ArgumentParser, plot: bool) -> bool:
+    """Print the error of the first output path that cannot be written (and of ``--every``); True if any."""
+    errors = []
+    if plot:
+        errors.append(_output_error("-o/--output", args.output))
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if errors[-1] is None and _image_format(args.output) not in formats:
+            errors.append(
+                f"-o/--output {args.output!r}: matplotlib cannot write {_image_format(args.output)!r} images; "
+                f"use one of: {', '.join(sorted(formats))}"
+            )
+    if args.csv is not None:
+        errors.append(_output_error("--csv", args.csv))
+    if args.every is not None and args.csv is None:
+        errors.append(f"--every {args.every} applies to --csv; add --csv FILE")
+    if args.every is not None and args.every < 1:
+        errors.append(f"--every must be >= 1, got {args.every}")
+    found = [e for e in errors if e is not None]
+    if found:
+        print(f"{parser.prog}: error: {found[0]}", file=sys.stderr)
+    return bool(found)
+
+
+def _csv_out(curve: Curve, args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """Write ``--csv``; the line to print, or None after printing the write error."""
+    try:
+        rows = _write_csv(curve, args.csv, args.every)
+    except OSError as err:
+        print(f"{parser.prog}: error: cannot write --csv {args.csv!r}: {err.strerror or err}", file=sys.stderr)
+        return None
+    which = f"every {args.every} steps" if args.every else ("sampled steps" if curve.sampled else "every step")
+    return f"wrote {args.csv} ({rows} rows, {which})"
+
+
 def _cmd_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if _outputs_error(args, parser, plot=False):
+        return 2
     curve = _curve_from_args(args, parser)
     if curve is None:
         return 2
     checks = run_checks(curve)
     _print_preview(curve, checks)
     if args.csv:
-        _write_csv(curve, args.csv)
-        print(f"\n  wrote {args.csv}")
+        wrote = _csv_out(curve, args, parser)
+        if wrote is None:
+            return 2
+        print(f"\n  {wrote}")
     return 1 if any(c.status == "FAIL" for c in checks) else 0
 
 
 def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if _outputs_error(args, parser, plot=True):
+        return 2
     curve = _curve_from_args(args, parser)
     if curve is None:
         return 2
-    _plot(curve, args.output, args.log_y)
+    try:
+        _plot(curve, args.output, args.log_y)
+    except OSError as err:
+        print(f"{parser.prog}: error: cannot write -o/--output {args.output!r}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.output}")
     if args.csv:
-        _write_csv(curve, args.csv)
-        print(f"wrote {args.csv}")
+        wrote = _csv_out(curve, args, parser)
+        if wrote is None:
+            return 2
+        print(wrote)
     return 0
 
 
 def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
     add_schedule_arguments(parser.add_argument_group("schedule"))
     add_clock_arguments(parser.add_argument_group("time in tokens or samples"))
-    parser.add_argument("--csv", metavar="FILE", help="also write step,lr for every step")
+    parser.add_argument(
+        "--csv",
+        metavar="FILE",
+        help=f"also write step,lr: every step up to {GRID_POINTS} steps, else the sampled steps "
+        "(key points included); streamed",
+    )
+    parser.add_argument(
+        "--every",
+        type=int,
+        metavar="N",
+        help="with --csv: write steps 0, N, 2N, ... instead (every step: --every 1; streamed, any length)",
+    )
 
 
 def add_preview_arguments(parser: argparse.ArgumentParser) -> None:

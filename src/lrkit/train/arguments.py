@@ -225,7 +225,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="checkpoint every N steps (and at the end); 0: never",
     )
     g.add_argument("--keep-last", type=int, default=d.checkpoint.keep_last, help="checkpoints to keep")
-    g.add_argument("--resume", default=None, help="'auto' (newest valid checkpoint in --run-dir, or fresh) or a path")
+    g.add_argument(
+        "--resume",
+        default=None,
+        help="'auto' (the newest usable checkpoint in --run-dir; fresh only if it holds none, an error if none "
+        "is usable), a checkpoint file, or a run directory (its newest usable checkpoint)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a --run-dir that holds a run: its old contents move to RUN/previous-<time>/ "
+        "(nothing is deleted). Without it (or --resume) such a run dir is refused",
+    )
     g.add_argument("--check-lr-sync", action="store_true", help="all-gather the LR each step and assert equality")
     g.add_argument("--no-plot", action="store_true", help="skip lr_loss.png")
     g.add_argument("--quiet", action="store_true", help="no per-step lines")

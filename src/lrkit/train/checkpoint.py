@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,10 @@ from lrkit.train.errors import TrainError
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIR = "checkpoints"
+#: The temporary file of a save in progress is ``.step_XXXXXXXX.pt.tmp-<pid of the writer>``.
+TMP_MARK = ".tmp-"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
+_TMP_NAME = re.compile(r"^\.step_(\d{8,})\.pt\.tmp-(\d+)$")
 
 
 class CheckpointError(TrainError):
@@ -83,18 +87,35 @@ def save_checkpoint(
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     path = checkpoint_path(run_dir, step)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "format": CHECKPOINT_FORMAT,
         "meta": {"step": step, "payload_keys": sorted(payload), "torch_version": str(torch.__version__)},
         "payload": payload,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    needed = payload_bytes(record)
     try:
-        with open(tmp, "wb") as f:
-            torch.save(record, f)
-            f.flush()
-            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _disk_error(path, needed, e) from e
+    free = free_bytes(path.parent)
+    if free is not None and free < needed:
+        raise CheckpointError(
+            f"cannot save checkpoint {path}: it needs about {needed} bytes and its file system has {free} bytes "
+            f"free; nothing was written (the earlier checkpoints are untouched). Free space, or lower --keep-last"
+        )
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(record, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise _disk_error(path, needed, e) from e
+        except RuntimeError as e:  # torch's zip writer reports a failed write as RuntimeError (inline_container)
+            if _os_error_of(e) is None and "inline_container" not in str(e):
+                raise
+            raise _disk_error(path, needed, e) from e
         # Read back before publishing: catches a bad write and a payload that weights_only cannot load.
         _verify_archive(tmp)
         try:
@@ -104,9 +125,15 @@ def save_checkpoint(
                 f"checkpoint payload for {path} must hold only tensors and plain Python data "
                 f"(loadable with torch.load(weights_only=True)): {type(e).__name__}: {str(e).splitlines()[-1]}"
             ) from e
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _disk_error(path, needed, e) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only file system: the temporary file may not even exist
+            pass
         raise
     _fsync_dir(path.parent)
     if keep_last is not None:
@@ -116,6 +143,62 @@ def save_checkpoint(
             if old not in keep:
                 old.unlink(missing_ok=True)
     return path
+
+
+def payload_bytes(obj: Any) -> int:
+    """About the bytes ``torch.save`` writes for ``obj``: its tensors' storages (each counted once) plus 64 KiB
+    for the archive's records and the pickled plain data."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            key = (storage.data_ptr(), storage.nbytes())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+    return total + 64 * 1024
+
+
+def free_bytes(directory: str | os.PathLike[str]) -> int | None:
+    """Bytes free to this user on the file system of ``directory`` (or of its nearest existing parent);
+    None when the platform cannot tell."""
+    path = Path(directory)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _os_error_of(error: BaseException) -> OSError | None:
+    """The OSError in ``error``'s chain (itself, its cause or context), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _disk_error(path: Path, needed: int, error: BaseException) -> CheckpointError:
+    """A failed write as a ``CheckpointError`` naming the path, the bytes needed and the bytes free."""
+    os_error = _os_error_of(error)
+    reason = os.strerror(os_error.errno) if os_error is not None and os_error.errno else str(error).splitlines()[0]
+    free = free_bytes(path.parent)
+    return CheckpointError(
+        f"cannot save checkpoint {path}: {reason}; it needs about {needed} bytes and its file system has "
+        f"{'an unknown number of' if free is None else free} bytes free (the earlier checkpoints are untouched)"
+    )
 
 
 def _verify_archive(path: Path) -> None:
@@ -163,6 +246,119 @@ def load_checkpoint(
     if missing:
         raise CheckpointError(f"checkpoint {path} is missing key(s) {missing}; it has {sorted(payload)}")
     return payload
+
+
+def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The ``step_*.pt`` files directly in ``directory`` (a ``checkpoints/`` folder), oldest step first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
+    """The step in a checkpoint's file name (``step_00000040.pt`` -> 40), or None for another name."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+def select_checkpoint(
+    candidates: Sequence[Path], required_keys: Iterable[str] = ()
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest of ``candidates`` (oldest first) that loads and holds ``required_keys``, and the newer ones
+    rejected on the way, each with why. ``(None, every rejection)`` when none is usable."""
+    required = tuple(required_keys)
+    rejected: list[tuple[Path, str]] = []
+    for path in reversed(list(candidates)):
+        try:
+            load_checkpoint(path, required_keys=required, mmap=True)
+        except CheckpointError as e:
+            rejected.append((path, str(e)))
+            continue
+        return path, rejected
+    return None, rejected
+
+
+def newest_usable(
+    directory: str | os.PathLike[str], required_keys: Iterable[str] = (), argument: str = "--resume auto"
+) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest usable checkpoint of a run directory (or of a ``checkpoints/`` folder), and the newer ones
+    skipped with why. ``(None, [])`` when it holds no checkpoint at all.
+
+    Raises ``CheckpointError`` listing every checkpoint and why it was rejected when there are checkpoints and
+    none is usable: resuming must never fall back to a fresh start over a run that exists.
+    """
+    directory = Path(directory)
+    folder = directory / CHECKPOINT_DIR if (directory / CHECKPOINT_DIR).is_dir() else directory
+    candidates = checkpoint_files(folder)
+    if not candidates:
+        return None, []
+    path, rejected = select_checkpoint(candidates, required_keys)
+    if path is None:
+        reasons = "\n".join(f"  {p.name}: {why}" for p, why in rejected)
+        raise CheckpointError(
+            f"{argument}: none of the {len(rejected)} checkpoint(s) in {folder} is usable, so nothing was resumed "
+            f"and nothing was changed (a fresh start would replace this run: use --overwrite for that, or "
+            f"--resume PATH for a checkpoint elsewhere):\n{reasons}"
+        )
+    return path, rejected
+
+
+def stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files of saves (``.step_*.pt.tmp-PID``) in ``run_dir/checkpoints`` whose writer process is gone
+    (a save cut short by a kill): nothing reads them, they only hold disk space."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    stale = []
+    for p in directory.iterdir():
+        m = _TMP_NAME.match(p.name)
+        if m and not _process_alive(int(m.group(2))):
+            stale.append(p)
+    return sorted(stale)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (another user's counts as running)."""
+    if pid == os.getpid():
+        return True
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def check_model_shapes(
+    saved: Any, expected: dict[str, tuple[int, ...]], source: str | os.PathLike[str] | None = None
+) -> None:
+    """Raise ``CheckpointError`` naming every tensor of the saved model state whose shape differs from the
+    model's (``expected``: key -> shape), instead of ``load_state_dict``'s traceback. Keys on one side only are
+    left to the layout's loader (some layouts name or tie tensors differently)."""
+    where = f" {source}" if source is not None else ""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint{where}: its model state must be a dict, got {type(saved).__name__}")
+    problems = []
+    for key, shape in expected.items():
+        if key not in saved:
+            continue
+        value = saved[key]
+        got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        if got != tuple(shape):
+            got_text = list(got) if got is not None else type(value).__name__
+            problems.append(f"{key}: checkpoint {got_text}, model {list(shape)}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint{where} does not fit this model (tensor: shape in the checkpoint vs in the model): "
+            + "; ".join(problems)
+        )
 
 
 def find_latest_valid(run_dir: str | os.PathLike[str]) -> Path | None:

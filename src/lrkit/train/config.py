@@ -330,13 +330,17 @@ class CheckpointConfig:
     Attributes:
         save_interval: save every this many steps, and at the end; 0 never saves.
         keep_last: the checkpoints kept (the newest).
-        resume: ``auto`` (the newest valid checkpoint of the run directory, or a fresh start) or a path;
-            None starts fresh.
+        resume: ``auto`` (the newest usable checkpoint of the run directory; a fresh start only when it holds
+            no checkpoint, an error when it holds some and none is usable), a checkpoint file, or a run
+            directory (its newest usable checkpoint); None starts fresh, in a run directory that holds no run.
+        overwrite: start over in a run directory that holds a run: its old contents move to
+            ``<run_dir>/previous-<UTC time>/`` (nothing is deleted). Not with ``resume``.
     """
 
     save_interval: int = _field(0)
     keep_last: int = _field(3)
     resume: str | None = _field(None)
+    overwrite: bool = _field(False)
 
 
 @dataclass(frozen=True)

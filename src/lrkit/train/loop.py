@@ -75,6 +75,7 @@ from lrkit.train.parallel import (
     leave_distributed,
 )
 from lrkit.train.pipeline import PipelineModel
+from lrkit.train.rundir import open_run_dir, supersede_after
 from lrkit.train.shutdown import Shutdown, ShutdownAbandoned, TrainingStopped
 
 __all__ = ["Trainer", "save", "setup", "train", "train_step"]
@@ -133,9 +134,8 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     run_dir = Path(config.logging.run_dir)
     resume_path, payload = None, None
     if config.checkpoint.resume:
-        resume = config.checkpoint.resume
-        resume_path = ckpt.find_latest_valid(run_dir) if resume == "auto" else Path(resume)
-        payload = ckpt.load_checkpoint(resume_path) if resume_path is not None else None
+        resume_path = find_resume_checkpoint(config.checkpoint.resume, run_dir, ctx)
+        payload = ckpt.load_checkpoint(resume_path, RESUME_KEYS) if resume_path is not None else None
     saved_schedule = None if payload is None else payload.get("schedule", payload)  # flat before 0.2
     sequence_length = config.batch.sequence_length
     step0 = int(payload["step"]) if payload is not None else 0
@@ -153,6 +153,9 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         seed(config.model.seed)
     model = build_train_model(config.model)
     check_fits(model, config.model, sequence_length, tokens)
+    if payload is not None:  # a tensor of another shape: named here, not by load_state_dict's traceback
+        shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        ckpt.check_model_shapes(payload["model"], shapes, resume_path)
     named = train_optim.named_groups(config, model)  # --param-groups: names and LR factors bind the schedule
     assert config.schedule.spec is not None
     spec = train_optim.group_spec(config, config.schedule.spec, named)
@@ -197,6 +200,44 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
             f"({schedule.ticks()[length.unit]} {length.unit} per step; the last step reaches or passes the total)",
         )
     return t
+
+
+#: What a checkpoint must hold to be resumed from (``"schedule"`` may sit flat at the top level, before 0.2);
+#: ``--resume auto`` falls back past one that lacks any of them.
+RESUME_KEYS = ("step", "tokens", "config", "model", "optimizer", "data", "rng")
+
+
+def find_resume_checkpoint(resume: str, run_dir: Path, ctx: DistContext) -> Path | None:
+    """The checkpoint ``--resume`` names: ``auto``, the newest usable one of ``run_dir`` (None if it holds none);
+    a run directory (or its ``checkpoints/``), its newest usable one; else a checkpoint file.
+
+    A newer checkpoint that is unusable (truncated, corrupted, lacking :data:`RESUME_KEYS`) is skipped with a
+    note naming it and why. Raises ``CheckpointError`` listing each checkpoint and why it was rejected when there
+    are checkpoints and none is usable, and when the path does not exist.
+    """
+    if resume == "auto":
+        path, rejected = ckpt.newest_usable(run_dir, RESUME_KEYS, argument="--resume auto")
+        if path is None:
+            _note(ctx, f"--resume auto: {run_dir} holds no checkpoint yet; starting at step 0")
+    else:
+        given = Path(resume)
+        if given.is_dir():
+            path, rejected = ckpt.newest_usable(given, RESUME_KEYS, argument=f"--resume {resume}")
+            if path is None:
+                raise ckpt.CheckpointError(
+                    f"--resume {resume} is a directory without checkpoints (no step_*.pt in it or in its "
+                    f"{ckpt.CHECKPOINT_DIR}/); expected 'auto', a checkpoint file or a run directory"
+                )
+            _note(ctx, f"--resume {resume} is a directory: resuming from its newest usable checkpoint, {path}")
+        elif given.exists():
+            return given
+        else:
+            raise ckpt.CheckpointError(
+                f"--resume {resume} does not exist; expected 'auto', a checkpoint file or a run directory"
+            )
+    for skipped, why in rejected:
+        _note(ctx, f"skipping unusable checkpoint {skipped}: {why}")
+    return path
 
 
 def _resume(t: Trainer, payload: dict[str, Any], path: Path | None) -> None:
@@ -315,7 +356,8 @@ def train(
     """Train as ``config`` says; returns a summary (run dir, final step, last loss).
 
     ``config`` is resolved here (:meth:`TrainConfig.resolve`, at the resume point); a namespace of
-    :func:`add_train_arguments` is turned into its config first.
+    :func:`add_train_arguments` is turned into its config first. The run directory is locked for the run
+    (:mod:`lrkit.train.rundir`): a second trainer on it, and a fresh start over a run it holds, are refused.
 
     SIGINT and SIGTERM stop the run cleanly (:mod:`lrkit.train.shutdown`): the step in progress finishes, every
     rank agrees to stop after it, a checkpoint is saved (with ``--save-interval`` > 0) and
@@ -327,9 +369,15 @@ def train(
         CollectiveTimeoutError: a collective found no answer within ``--collective-timeout`` (a rank stopped).
     """
     config = config_from_args(config) if isinstance(config, argparse.Namespace) else config
+    resume, overwrite = config.checkpoint.resume, config.checkpoint.overwrite
     with nullcontext(shutdown) if shutdown is not None else Shutdown() as stop:
         try:
-            with collective_timeouts(ctx, config.parallel.collective_timeout) as where:
+            with (
+                collective_timeouts(ctx, config.parallel.collective_timeout) as where,
+                open_run_dir(config.logging.run_dir, resume, overwrite, ctx) as opened,
+            ):
+                for note in opened.notes:
+                    _note(ctx, note)
                 return _train(config, ctx, stop, where)
         except ShutdownAbandoned:
             leave_distributed()  # peers may be anywhere: no barrier
@@ -337,18 +385,18 @@ def train(
 
 
 def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[str]) -> dict[str, Any]:
-    """The run: set up, then the steps to the end or to a clean stop (:func:`_stop_if_asked`)."""
+    """:func:`train` in its locked run directory: set up, then the steps to the end or to a clean stop
+    (:func:`_stop_if_asked`)."""
     t = setup(config, ctx)
     config, logging = t.config, t.config.logging
     num_iterations = config.batch.num_iterations
     assert num_iterations is not None
     run_dir = Path(logging.run_dir)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=ctx.is_main)
-    if t.step == 0 and ctx.is_main and metrics.path.exists():
-        metrics.path.unlink()
-    metrics.truncate_after(t.step)
+    if ctx.is_main:  # what a killed or earlier run wrote past the resume point moves aside, never lost
+        superseded = supersede_after(run_dir, t.step, config.checkpoint.resume)
+        if superseded is not None:
+            _note(ctx, superseded)
     start_step = t.step
     saved_step: int | None = None  # the step of this run's newest checkpoint
     _stop_if_asked(t, stop, start_step, saved_step)  # a signal during setup: no step is started

@@ -4,46 +4,102 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "Printer", "plot_run", "read_metrics", "step_line"]
+from lrkit.train.errors import TrainError
+
+__all__ = ["MetricsError", "MetricsLog", "Printer", "plot_run", "read_metrics", "step_line"]
+
+
+class MetricsError(TrainError):
+    """``metrics.jsonl`` cannot be written (a full or read-only disk); the message names the path and the bytes free."""
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per optimizer step, at full float precision."""
+    """``metrics.jsonl``: one JSON object per optimizer step of the live run, at full float precision.
+
+    The trainer only appends to it. A resume at step ``s`` moves the records past ``s`` (written after the
+    checkpoint it resumes from, then superseded by the steps it runs again) to an archive
+    (:meth:`supersede_after`), so ``metrics.jsonl`` holds the live run and no record is ever dropped.
+    """
 
     def __init__(self, path: Path, enabled: bool) -> None:
         self.path = path
         self.enabled = enabled
 
-    def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run rewrites them), atomically; skip torn lines."""
+    def supersede_after(self, step: int, archive: Path, tag: dict[str, Any]) -> list[int]:
+        """Move the records past ``step`` (and torn lines, as ``{"unparseable_line": ...}``) to the end of
+        ``archive``, each with ``"superseded": tag``; returns their steps.
+
+        The archive is appended and fsynced before ``metrics.jsonl`` is replaced (atomically) by its records up to
+        ``step``, kept byte for byte: a crash in between leaves a record in both files, never in neither.
+        """
         if not self.enabled or not self.path.exists():
-            return
-        kept = []
+            return []
+        kept: list[str] = []
+        moved: list[dict[str, Any]] = []
         for line in self.path.read_text().splitlines():
+            if not line.strip():
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
+                moved.append({"unparseable_line": line})
                 continue
-            if record.get("step", 0) <= step:
+            if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+            else:
+                moved.append(record if isinstance(record, dict) else {"record": record})
+        if not moved:
+            return []
+        try:
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open("a") as f:
+                for record in moved:
+                    f.write(json.dumps({**record, "superseded": tag}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            with tmp.open("w") as f:
+                f.write("".join(line + "\n" for line in kept))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as e:
+            raise _write_error(self.path, e) from e
+        return [r["step"] for r in moved if isinstance(r.get("step"), int)]
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one line (after a newline if a killed run left a torn last line)."""
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with self.path.open("a+b") as f:
+                if f.tell() > 0:
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        f.write(b"\n")
+                f.write((json.dumps(record) + "\n").encode())
+                f.flush()
+        except OSError as e:
+            raise _write_error(self.path, e) from e
+
+
+def _write_error(path: Path, error: OSError) -> MetricsError:
+    try:
+        free: int | str = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = "an unknown number of"
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return MetricsError(f"cannot write {path}: {reason}; its file system has {free} bytes free")
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All parseable records of a ``metrics.jsonl``."""
+    """All parseable records of a ``metrics.jsonl``: the live run (superseded records are in
+    ``superseded/metrics.jsonl`` beside it, see :meth:`MetricsLog.supersede_after`)."""
     records = []
     for line in Path(path).read_text().splitlines():
         try:

@@ -173,6 +173,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--tensor-parallel", type=int, default=d.parallel.tensor_parallel, help="tensor-parallel degree (DTensor)"
     )
     g.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=d.parallel.collective_timeout,
+        metavar="SECONDS",
+        help="under torchrun: how long a collective waits for the other ranks before the run fails with an "
+        "error naming the rank that did not answer (a stopped or hung rank), instead of hanging "
+        f"(default: {d.parallel.collective_timeout:g}, NCCL's own default)",
+    )
+    g.add_argument(
         "--sequence-parallel",
         action="store_true",
         help="with --tensor-parallel: shard the norm/residual regions along the sequence (DTensor SequenceParallel)",

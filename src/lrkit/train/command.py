@@ -11,6 +11,7 @@ from lrkit.train.arguments import add_train_arguments, config_from_args
 from lrkit.train.errors import USER_ERRORS
 from lrkit.train.loop import train
 from lrkit.train.parallel import setup_distributed, teardown_distributed
+from lrkit.train.shutdown import Shutdown, ShutdownAbandoned, TrainingStopped
 
 __all__ = ["add_train_arguments", "main", "run_train"]
 
@@ -21,7 +22,19 @@ def run_train(args: argparse.Namespace) -> int:
     ``args`` are the parsed flags (:func:`add_train_arguments`): they become the run's config once
     (``--config``'s file, with the flags typed on top). A user's mistake (:data:`USER_ERRORS`) prints
     ``lrkit train: error: ...`` and returns 2; anything else is a bug and raises with its traceback.
+    SIGINT and SIGTERM stop the run cleanly (:mod:`lrkit.train.shutdown`): one line, and the exit code
+    ``128 + signal`` (:func:`lrkit.train.shutdown.exit_code`).
     """
+    with Shutdown() as shutdown:  # SIGINT and SIGTERM from here on stop cleanly (lrkit.train.shutdown)
+        try:
+            return _run_train(args, shutdown)
+        except ShutdownAbandoned as abandoned:  # a third signal: one line, no traceback
+            if os.environ.get("RANK", "0") == "0":
+                print(f"lrkit train: {abandoned}", file=sys.stderr, flush=True)
+            return abandoned.exit_code
+
+
+def _run_train(args: argparse.Namespace, shutdown: Shutdown) -> int:
     try:
         config = config_from_args(args)
         if getattr(args, "print_config", False):
@@ -30,15 +43,21 @@ def run_train(args: argparse.Namespace) -> int:
             print(config.resolve(max(1, world_size // replica)).to_toml(), end="")
             return 0
         parallel = config.parallel
-        ctx = setup_distributed(parallel.tensor_parallel, parallel.device, parallel.pipeline_parallel)
+        ctx = setup_distributed(
+            parallel.tensor_parallel, parallel.device, parallel.pipeline_parallel, parallel.collective_timeout
+        )
     except USER_ERRORS as err:
         print(f"lrkit train: error: {err}", file=sys.stderr)
         return 2
     try:
-        train(config, ctx)
+        train(config, ctx, shutdown)
     except USER_ERRORS as err:
         print(f"lrkit train: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:  # one line, no traceback
+        if ctx.is_main:
+            print(f"lrkit train: {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_code
     finally:
         teardown_distributed()
     return 0

@@ -350,6 +350,9 @@ class ParallelConfig:
             virtual stages.
         device: ``auto``, ``cpu`` or ``cuda``.
         threads: torch's intra-op threads (CPU); None keeps torch's.
+        collective_timeout: seconds a collective waits for its peers before the run fails with an error naming
+            the rank that did not answer (``init_process_group(timeout=...)``; 600, NCCL's default, unless
+            given).
     """
 
     tensor_parallel: int = _field(1)
@@ -360,6 +363,7 @@ class ParallelConfig:
     pipeline_schedule: str | None = _field(None, choices=("1f1b", "gpipe", "interleaved1f1b"))
     device: str = _field("auto")
     threads: int | None = _field(None)
+    collective_timeout: float = _field(600.0)
 
 
 @dataclass(frozen=True)

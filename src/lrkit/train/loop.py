@@ -69,11 +69,15 @@ from lrkit.train.parallel import (
     DistContext,
     ParallelModel,
     all_gather_floats,
+    all_reduce_max,
     all_reduce_mean,
     clip_grad_norm,
+    collective_timeouts,
+    leave_distributed,
 )
 from lrkit.train.pipeline import PipelineModel
 from lrkit.train.rundir import open_run_dir, supersede_after
+from lrkit.train.shutdown import Shutdown, ShutdownAbandoned, TrainingStopped
 
 __all__ = ["Trainer", "save", "setup", "train", "train_step"]
 
@@ -356,23 +360,43 @@ def save(t: Trainer) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-def train(config: TrainConfig | argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+def train(
+    config: TrainConfig | argparse.Namespace, ctx: DistContext, shutdown: Shutdown | None = None
+) -> dict[str, Any]:
     """Train as ``config`` says; returns a summary (run dir, final step, last loss).
 
     ``config`` is resolved here (:meth:`TrainConfig.resolve`, at the resume point); a namespace of
     :func:`add_train_arguments` is turned into its config first. The run directory is locked for the run
     (:mod:`lrkit.train.rundir`): a second trainer on it, and a fresh start over a run it holds, are refused.
+
+    SIGINT and SIGTERM stop the run cleanly (:mod:`lrkit.train.shutdown`): the step in progress finishes, every
+    rank agrees to stop after it, a checkpoint is saved (with ``--save-interval`` > 0) and
+    :class:`~lrkit.train.shutdown.TrainingStopped` is raised. ``shutdown`` is the handler ``lrkit train``
+    installed before the process group existed; without it one is installed here, for this call.
+
+    Raises:
+        TrainingStopped: after a signal, once the run stopped cleanly.
+        CollectiveTimeoutError: a collective found no answer within ``--collective-timeout`` (a rank stopped).
     """
     config = config_from_args(config) if isinstance(config, argparse.Namespace) else config
     resume, overwrite = config.checkpoint.resume, config.checkpoint.overwrite
-    with open_run_dir(config.logging.run_dir, resume, overwrite, ctx) as opened:
-        for note in opened.notes:
-            _note(ctx, note)
-        return _train(config, ctx)
+    with nullcontext(shutdown) if shutdown is not None else Shutdown() as stop:
+        try:
+            with (
+                collective_timeouts(ctx, config.parallel.collective_timeout) as where,
+                open_run_dir(config.logging.run_dir, resume, overwrite, ctx) as opened,
+            ):
+                for note in opened.notes:
+                    _note(ctx, note)
+                return _train(config, ctx, stop, where)
+        except ShutdownAbandoned:
+            leave_distributed()  # peers may be anywhere: no barrier
+            raise
 
 
-def _train(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
-    """:func:`train` in its locked run directory."""
+def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[str]) -> dict[str, Any]:
+    """:func:`train` in its locked run directory: set up, then the steps to the end or to a clean stop
+    (:func:`_stop_if_asked`)."""
     t = setup(config, ctx)
     config, logging = t.config, t.config.logging
     num_iterations = config.batch.num_iterations
@@ -383,9 +407,13 @@ def _train(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         superseded = supersede_after(run_dir, t.step, config.checkpoint.resume)
         if superseded is not None:
             _note(ctx, superseded)
+    start_step = t.step
+    saved_step: int | None = None  # the step of this run's newest checkpoint
+    _stop_if_asked(t, stop, start_step, saved_step)  # a signal during setup: no step is started
     printer = Printer(ctx.is_last_rank and not logging.quiet, total=num_iterations, initial=t.step)
     loss = float("nan")
     while t.step < num_iterations:
+        where[0] = f"step {t.step + 1}"
         record = train_step(t)
         loss = record["loss"]
         if logging.eval_interval and (t.step % logging.eval_interval == 0 or t.step == num_iterations):
@@ -396,6 +424,9 @@ def _train(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         save_interval = config.checkpoint.save_interval
         if save_interval and (t.step % save_interval == 0 or t.step == num_iterations):
             save(t)
+            saved_step = t.step
+        where[0] = f"the end of step {t.step}"
+        _stop_if_asked(t, stop, start_step, saved_step, printer)
     printer.close()
     if ctx.is_main and logging.plot:
         try:
@@ -403,3 +434,28 @@ def _train(config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
         except Exception as err:  # a plot must never fail a finished run
             print(f"lrkit train: could not write lr_loss.png: {err}", file=sys.stderr)
     return {"run_dir": str(run_dir), "step": num_iterations, "loss": loss}
+
+
+def _stop_if_asked(
+    t: Trainer, stop: Shutdown, start_step: int, saved_step: int | None, printer: Printer | None = None
+) -> None:
+    """Between steps: if any rank got SIGINT or SIGTERM, every rank stops here together (one all-reduce of
+    the signal's number per step), after saving the step unless it is saved already, and raises
+    :class:`TrainingStopped`. Nothing is saved when no step ran since the start (the checkpoint resumed from,
+    if any, holds this state) or when checkpoints are off (``--save-interval 0``)."""
+    signum = all_reduce_max(stop.requested, t.ctx)
+    if not signum:
+        return
+    if printer is not None:
+        printer.close()
+    run_dir = Path(t.config.logging.run_dir)
+    path: Path | None = ckpt.checkpoint_path(run_dir, t.step)
+    reason = ""
+    if t.step == start_step:
+        since = f"since it resumed at step {start_step}" if start_step else "yet"
+        path, reason = None, f"no step ran {since}, nothing new to save"
+    elif not t.config.checkpoint.save_interval:
+        path, reason = None, "not saved (--save-interval 0 turns checkpoints off)"
+    elif saved_step != t.step:
+        save(t)
+    raise TrainingStopped(signum, t.step, path, reason)

@@ -26,10 +26,14 @@ Checkpoints hold whole tensors in every layout: DTensors are gathered on save
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -73,12 +77,54 @@ class DistContext:
         return self.rank == 0
 
 
-def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_parallel: int = 1) -> DistContext:
+#: ``--collective-timeout``'s default, in seconds: NCCL's own default (10 minutes), a third of gloo's (30).
+DEFAULT_COLLECTIVE_TIMEOUT = 600.0
+
+
+class CollectiveTimeoutError(TrainError):
+    """A collective found no answer within ``--collective-timeout``: a rank stopped, hung or died.
+
+    The message names the ranks that did not answer a roll call after the timeout (when the rendezvous store
+    could tell), the timeout, where the run was (setup or the step) and the backend's own message.
+    """
+
+
+def check_collective_timeout(seconds: float) -> float:
+    """``seconds`` if it is a usable ``--collective-timeout`` (finite, > 0); else a :class:`TrainError`."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise TrainError(f"--collective-timeout must be a finite number of seconds > 0, got {seconds!r}")
+    return float(seconds)
+
+
+def _mesh_options(backend: str, seconds: float, dim_names: tuple[str, ...]) -> dict[str | int, Any] | None:
+    """``init_device_mesh``'s ``backend_override`` giving every mesh dimension's group the timeout (a new
+    group takes torch's default timeout, not the default group's), or None where the backend has no options."""
+    group_class = getattr(dist, "ProcessGroupGloo" if backend == "gloo" else "ProcessGroupNCCL", None)
+    options_class = getattr(group_class, "_Options" if backend == "gloo" else "Options", None)
+    if options_class is None:
+        return None
+    override: dict[str | int, Any] = {}
+    for name in dim_names:
+        options = options_class()
+        options._timeout = timedelta(seconds=seconds)
+        override[name] = (backend, options)
+    return override
+
+
+def setup_distributed(
+    tensor_parallel: int = 1,
+    device: str = "auto",
+    pipeline_parallel: int = 1,
+    collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT,
+) -> DistContext:
     """Initialise torch.distributed when launched by torchrun (``WORLD_SIZE`` set); else a 1-process context.
 
     With ``pipeline_parallel > 1`` the mesh is ``(dp, pp, tp)``, rank = ``(dp_rank * pp + pp_rank) * tp + tp_rank``;
-    otherwise it is the ``(dp, tp)`` mesh as before.
+    otherwise it is the ``(dp, tp)`` mesh as before. ``collective_timeout`` (seconds, ``--collective-timeout``)
+    bounds every collective of the default process group and of the mesh's groups: a rank that waits longer
+    for its peers fails (gloo raises, NCCL's watchdog aborts) instead of hanging.
     """
+    check_collective_timeout(collective_timeout)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda:
@@ -105,14 +151,21 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
+    backend = "nccl" if use_cuda else "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=dev if use_cuda else None)
+        dist.init_process_group(
+            backend=backend, device_id=dev if use_cuda else None, timeout=timedelta(seconds=collective_timeout)
+        )
     from torch.distributed.device_mesh import init_device_mesh
 
     if pipeline_parallel > 1:
         dp_size = world_size // (pipeline_parallel * tensor_parallel)
+        names = ("dp", "pp", "tp")
         mesh = init_device_mesh(
-            dev.type, (dp_size, pipeline_parallel, tensor_parallel), mesh_dim_names=("dp", "pp", "tp")
+            dev.type,
+            (dp_size, pipeline_parallel, tensor_parallel),
+            mesh_dim_names=names,
+            backend_override=_mesh_options(backend, collective_timeout, names),
         )
         return DistContext(
             rank=rank,
@@ -127,7 +180,12 @@ def setup_distributed(tensor_parallel: int = 1, device: str = "auto", pipeline_p
             pp_rank=(rank // tensor_parallel) % pipeline_parallel,
         )
     dp_size = world_size // tensor_parallel
-    mesh = init_device_mesh(dev.type, (dp_size, tensor_parallel), mesh_dim_names=("dp", "tp"))
+    mesh = init_device_mesh(
+        dev.type,
+        (dp_size, tensor_parallel),
+        mesh_dim_names=("dp", "tp"),
+        backend_override=_mesh_options(backend, collective_timeout, ("dp", "tp")),
+    )
     return DistContext(
         rank=rank,
         world_size=world_size,
@@ -157,6 +215,79 @@ def _check_cuda(device: str, world_size: int, local_rank: int) -> None:
     if wanted >= count:
         which = f"--device {device}" if index else f"--device {device} on LOCAL_RANK={local_rank}"
         raise TrainError(f"{which}: expected a CUDA device index below {count} (the visible devices)")
+
+
+#: How a backend words a collective's timeout (gloo: "Timed out waiting 3000ms for recv operation to complete").
+_TIMEOUT_TEXT = re.compile(r"timed out|timeout", re.IGNORECASE)
+#: The store keys of the roll call after a timeout: one per rank that answers.
+_ROLL_CALL = "lrkit/collective-timeout/alive/"
+
+
+def unanswered_ranks(store: Any, rank: int, world_size: int, wait_s: float, poll_s: float = 0.05) -> list[int]:
+    """The roll call after a timeout: this rank answers in ``store``, then waits up to ``wait_s`` seconds for
+    every rank to answer; returns the ranks that did not (stopped, hung, dead, or still in a longer wait).
+
+    ``store`` is the rendezvous store (``set`` and ``check`` of keys), which outlives a broken collective."""
+    store.set(f"{_ROLL_CALL}{rank}", "1")
+    deadline = time.monotonic() + wait_s
+    while True:
+        missing = [r for r in range(world_size) if not store.check([f"{_ROLL_CALL}{r}"])]
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(poll_s)
+
+
+def as_collective_timeout(
+    err: BaseException, ctx: DistContext, timeout_s: float, where: str, store: Any = None
+) -> CollectiveTimeoutError | None:
+    """``err`` as a :class:`CollectiveTimeoutError` when it is a collective's timeout in a distributed run, else
+    None (the caller re-raises ``err`` with its traceback: anything else is not a timeout).
+
+    Before it returns, the ranks that time out hold a roll call (:func:`unanswered_ranks`, for up to
+    ``min(timeout_s, 60)`` seconds) to name the rank that did not answer, then leave the broken process group
+    (no barrier: a barrier would wait on the missing rank again). ``store`` defaults to the process group's."""
+    if not ctx.distributed or not isinstance(err, RuntimeError) or not _TIMEOUT_TEXT.search(str(err)):
+        return None
+    try:
+        if store is None:
+            store = dist.distributed_c10d._get_default_store()
+        missing = unanswered_ranks(store, ctx.rank, ctx.world_size, min(timeout_s, 60.0))
+        who = (
+            f"rank {', '.join(map(str, missing))} did not answer (stopped, hung or dead)"
+            if missing
+            else "every rank answered the roll call after it (a rank was slower than the timeout)"
+        )
+    except (RuntimeError, OSError) as store_err:  # the store's host (rank 0 without torchrun) may be the one gone
+        who = f"the rendezvous store did not answer either ({store_err}), so which rank is unknown"
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    backend_message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    return CollectiveTimeoutError(
+        f"rank {ctx.rank} of {ctx.world_size}: a collective at {where} found no answer within "
+        f"--collective-timeout {timeout_s:g} s: {who}; the backend said: {backend_message}"
+    )
+
+
+@contextmanager
+def collective_timeouts(ctx: DistContext, timeout_s: float) -> Iterator[list[str]]:
+    """Turns a collective's timeout inside the block into a :class:`CollectiveTimeoutError`
+    (:func:`as_collective_timeout`); any other error passes unchanged. Yields a one-item list, where the
+    block says where it is (``"setup"``, ``"step 37"``) for the message."""
+    where = ["setup"]
+    try:
+        yield where
+    except RuntimeError as err:
+        timeout = as_collective_timeout(err, ctx, timeout_s, where[0])
+        if timeout is None:
+            raise
+        raise timeout from err
+
+
+def leave_distributed() -> None:
+    """Leave the process group at once, without a barrier (after an abandoned stop: peers may be anywhere)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def teardown_distributed() -> None:
@@ -383,6 +514,15 @@ def all_reduce_mean(value: float, ctx: DistContext) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / ctx.world_size
+
+
+def all_reduce_max(value: int, ctx: DistContext) -> int:
+    """The largest of every rank's ``value`` (the ranks agree on whether, and by which signal, to stop)."""
+    if not ctx.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def all_gather_floats(values: list[float], ctx: DistContext) -> list[list[float]]:

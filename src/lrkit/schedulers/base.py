@@ -172,6 +172,23 @@ def warn_epoch_deprecated() -> None:
     warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=3)
 
 
+def python_scalars(value: Any) -> Any:
+    """``value`` with every numpy scalar (``np.int64(3)``, ``np.float32(0.5)``, ``np.bool_``) made the Python
+    number it stands for, in lists, tuples and dicts too; anything else (a Tensor, a function) as it is.
+
+    Spec arguments pass through it: a ``step_size`` read from a numpy array is the int 3, so :meth:`to_spec`
+    and the state stay JSON."""
+    if isinstance(value, Mapping):
+        return {k: python_scalars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [python_scalars(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(python_scalars(v) for v in value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
+
+
 def _plain(value: Any) -> Any:
     """Recursively convert to JSON primitives: Tensors to floats, tuples to lists, inf/nan to strings."""
     if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
@@ -497,7 +514,7 @@ class LRScheduler(_TorchLRScheduler):
     # -------------------------------------------------------------------- spec
 
     def _record_spec(self, **args: Any) -> None:
-        self._spec_args = args
+        self._spec_args = python_scalars(args)
 
     def _live_spec_args(self) -> dict[str, Any]:
         """The spec arguments as they are now: a recorded argument that is also a state field

@@ -35,9 +35,9 @@ from typing import Any, ClassVar, Literal, SupportsFloat
 from lrkit.schedulers.base import (
     LRScheduler,
     StateError,
-    check_count,
     _plain,
     _TorchReduceLROnPlateau,
+    check_count,
     check_optimizer,
     decode_float,
     group_lrs,

@@ -19,6 +19,7 @@ import types
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Real
 from operator import itemgetter
 from typing import Any, ClassVar, Literal, SupportsFloat
 
@@ -27,9 +28,10 @@ from lrkit.schedulers.base import (
     LRScheduler,
     StateError,
     _plain,
+    _Tensor,
+    _TorchReduceLROnPlateau,
     check_count,
     check_each,
-    _TorchReduceLROnPlateau,
     check_optimizer,
     check_same_optimizer,
     copy_value,
@@ -148,6 +150,23 @@ class _FunctionLR(LRScheduler):
         return {"type": type(self).__name__, "lr_lambda": fns[0] if one else list(fns)}
 
 
+def _factor(fn: Callable[[int], Any], step: int, group: int) -> Any:
+    """``fn(step)``, which must be a finite real number (or a Tensor, as torch allows): a string or None would
+    fail later in a multiplication that does not name the function, and NaN or inf would set that LR silently."""
+    value = fn(step)
+    kind = value.__class__
+    if kind is float or kind is int:  # the hot path
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, _Tensor) or (
+        not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(float(value))
+    ):
+        return value
+    raise TypeError(
+        f"lr_lambda must return a finite number, got lr_lambda[{group}]({step})={value!r} ({kind.__name__})"
+    )
+
+
 def _per_group(recorded: Any, values: list[Any]) -> Any:
     """A per-group spec argument as it is now: the recorded argument while the groups still have it,
     else one value if all groups agree, else the list."""
@@ -177,7 +196,7 @@ class LambdaLR(_FunctionLR):
 
     def get_lr(self) -> list[float]:
         e = self.last_epoch
-        return [base_lr * fn(e) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
+        return [base_lr * _factor(fn, e, i) for i, (fn, base_lr) in enumerate(zip(self.lr_lambdas, self.base_lrs))]
 
 
 class MultiplicativeLR(_FunctionLR):
@@ -190,7 +209,8 @@ class MultiplicativeLR(_FunctionLR):
         if self._is_initial:
             return group_values(self.optimizer)
         e = self.last_epoch
-        return [g["lr"] * fn(e) for fn, g in zip(self.lr_lambdas, self.optimizer.param_groups)]
+        groups = self.optimizer.param_groups
+        return [g["lr"] * _factor(fn, e, i) for i, (fn, g) in enumerate(zip(self.lr_lambdas, groups))]
 
 
 class StepLR(LRScheduler):
@@ -608,6 +628,12 @@ class ChainedScheduler(_Composite):
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Any | None = None) -> None:
         if not isinstance(schedulers, (list, tuple)) or not schedulers:
             raise ValueError(f"ChainedScheduler expects a non-empty list of schedulers, got {schedulers!r}")
+        for i, scheduler in enumerate(schedulers):  # before the optimizer is read from schedulers[0]
+            if not isinstance(scheduler, LRScheduler):
+                raise TypeError(
+                    f"ChainedScheduler schedulers[{i}] must be an lrkit scheduler, got schedulers[{i}]="
+                    f"{scheduler!r} ({type(scheduler).__module__}.{type(scheduler).__name__})"
+                )
         if optimizer is None:
             optimizer = getattr(schedulers[0], "optimizer", None)
         check_optimizer(optimizer)

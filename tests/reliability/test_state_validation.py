@@ -1,0 +1,199 @@
+"""Issue 18, item 2 (validated state) and the scheduler/spec inputs of item 5.
+
+* every ``load_state_dict`` re-applies the constructor's checks to the loaded values and bounds the counters:
+  a refused state raises :class:`StateError` naming the key and the value, and changes nothing;
+* a state whose keys are another class's is refused, typed or untyped, torch's own states included (torch's
+  StepLR state still loads into lrkit's drop-in StepLR, and continues as torch's does);
+* the trainer's resume path (:class:`TrainingSchedule`) refuses a scheduler state that its stored spec, moved
+  to the stored step, could not have produced, naming the field;
+* a ``lr_lambda`` returning a string, ``ChainedScheduler([1, 2])`` and a spec whose ``type`` is a list get an
+  error naming the argument; numpy ints in a spec are accepted and stored as Python ints (``to_spec()`` and the
+  state stay JSON).
+
+The oracle of each refused value is the constructor: it refuses the same value.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import lrkit
+from lrkit.runtime import TrainingSchedule
+from lrkit.schedulers.base import StateError
+from lrkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from lrkit.train.command import run_train
+from tests.conftest import CHAINED, TINY, parse, train_run
+
+
+def sgd(lr: float = 0.1, groups: int = 1) -> torch.optim.SGD:
+    params = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for _ in range(groups)]
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+# ----------------------------------------------------------------- the constructor's checks, on a loaded state
+
+#: (class, constructor arguments, state key, bad value, the constructor argument that is refused the same way)
+BAD_FIELDS: list[tuple[Any, dict[str, Any], str, Any, dict[str, Any] | None]] = [
+    (lrkit.StepLR, {"step_size": 2}, "gamma", -1, {"step_size": 2, "gamma": -1}),
+    (lrkit.StepLR, {"step_size": 2}, "step_size", 0, {"step_size": 0}),
+    (lrkit.CosineAnnealingLR, {"T_max": 10}, "T_max", 0, {"T_max": 0}),
+    (lrkit.CosineAnnealingLR, {"T_max": 10}, "eta_min", "nan", {"T_max": 10, "eta_min": math.nan}),
+    (lrkit.StepLR, {"step_size": 2}, "last_epoch", -5, {"step_size": 2, "last_epoch": -5}),
+    (lrkit.StepLR, {"step_size": 2}, "last_epoch", 10**400, None),
+    (lrkit.StepLR, {"step_size": 2}, "_step_count", -3, None),
+    (lrkit.StepLR, {"step_size": 2}, "base_lrs", ["nan"], None),
+    (lrkit.StepLR, {"step_size": 2}, "base_lrs", [-0.1], None),
+    (lrkit.StepLR, {"step_size": 2}, "_last_lr", ["inf"], None),
+    (lrkit.MultiStepLR, {"milestones": [2, 4]}, "gamma", 0.0, {"milestones": [2], "gamma": 0.0}),
+    (lrkit.ExponentialLR, {"gamma": 0.9}, "gamma", 0, {"gamma": 0}),
+    (lrkit.ConstantLR, {}, "factor", 0.0, {"factor": 0.0}),
+    (lrkit.ConstantLR, {}, "total_iters", 0, {"total_iters": 0}),
+    (lrkit.LinearLR, {}, "start_factor", 1.5, {"start_factor": 1.5}),
+    (lrkit.LinearLR, {}, "end_factor", -0.5, {"end_factor": -0.5}),
+    (lrkit.PolynomialLR, {}, "power", -1.0, {"power": -1.0}),
+    (lrkit.ReduceLROnPlateau, {}, "factor", 1.5, {"factor": 1.5}),
+    (lrkit.ReduceLROnPlateau, {}, "patience", -1, {"patience": -1}),
+    (lrkit.ReduceLROnPlateau, {"patience": 3}, "num_bad_epochs", 7, None),
+    (lrkit.ReduceLROnPlateau, {}, "best", "nan", None),
+    (lrkit.CosineAnnealingWarmRestarts, {"T_0": 5}, "T_mult", 0, {"T_0": 5, "T_mult": 0}),
+    (lrkit.CosineAnnealingWarmRestarts, {"T_0": 5}, "T_cur", 9, None),
+    (lrkit.CyclicLR, {"base_lr": 0.01, "max_lr": 0.1}, "total_size", 0.0, None),
+    (lrkit.OneCycleLR, {"max_lr": 0.1, "total_steps": 10}, "total_steps", 0, {"max_lr": 0.1, "total_steps": 0}),
+    (lrkit.OneCycleLR, {"max_lr": 0.1, "total_steps": 10}, "phase_ends", [2.0, 99.0], None),
+    (lrkit.SWALR, {"swa_lr": 0.05}, "anneal_strategy", "sine", {"swa_lr": 0.05, "anneal_strategy": "sine"}),
+    (lrkit.WarmupCosine, {"warmup_steps": 2, "total_steps": 10}, "last_epoch", -5, None),
+    (lrkit.GreedyLR, {}, "last_epoch", -5, None),
+]
+
+
+@pytest.mark.parametrize(
+    "cls,args,key,value,refused_by_constructor",
+    BAD_FIELDS,
+    ids=[f"{c.__name__}-{k}={str(v)[:12]}" for c, _, k, v, _ in BAD_FIELDS],
+)
+def test_a_state_value_the_constructor_refuses_is_refused_and_changes_nothing(
+    cls: Any, args: dict[str, Any], key: str, value: Any, refused_by_constructor: dict[str, Any] | None
+) -> None:
+    if refused_by_constructor is not None:  # the oracle: the constructor refuses this value
+        with pytest.raises((TypeError, ValueError)):
+            cls(sgd(), **refused_by_constructor)
+    optimizer = sgd()
+    scheduler = cls(optimizer, **args)
+    before, lrs = json.dumps(scheduler.state_dict()), [g["lr"] for g in optimizer.param_groups]
+    state = {**json.loads(before), key: value}
+    with pytest.raises(StateError, match=rf"state\['{key}'\]") as err:
+        scheduler.load_state_dict(state)
+    assert str(value)[:10] in str(err.value)  # the value is named
+    assert json.dumps(scheduler.state_dict()) == before  # nothing changed
+    assert [g["lr"] for g in optimizer.param_groups] == lrs
+
+
+def test_the_refused_gamma_would_have_set_negative_lrs() -> None:
+    """The issue's case: before, a StepLR state with gamma=-1 loaded and gave LRs 0.1, -0.1, -0.1."""
+    scheduler = lrkit.StepLR(sgd(), step_size=1)
+    with pytest.raises(StateError, match=r"state\['gamma'\]=-1 is refused: gamma must be in \(0.0, inf\)"):
+        scheduler.load_state_dict({**scheduler.state_dict(), "gamma": -1})
+    scheduler.step()
+    assert scheduler.get_last_lr()[0] > 0
+
+
+def test_a_counter_past_2_53_is_refused_and_so_is_the_constructor_argument() -> None:
+    with pytest.raises(ValueError, match=r"last_epoch must be an int in \[-1, 2\*\*53\]"):
+        lrkit.StepLR(sgd(), step_size=2, last_epoch=2**53 + 1)
+    scheduler = lrkit.WarmupCosine(sgd(), warmup_steps=2, total_steps=10)
+    with pytest.raises(StateError, match=r"401 chars"):  # the value is shown, cut short
+        scheduler.load_state_dict({**scheduler.state_dict(), "last_epoch": 10**400})
+
+
+def test_a_bad_child_of_a_composite_is_named_with_its_position() -> None:
+    optimizer = sgd()
+    chained = lrkit.ChainedScheduler([lrkit.StepLR(optimizer, 2), lrkit.ExponentialLR(optimizer, 0.9)])
+    state = chained.state_dict()
+    state["_schedulers"][1]["gamma"] = -2.0
+    with pytest.raises(StateError, match=r"_schedulers'\]\[1\].*state\['gamma'\]=-2.0"):
+        chained.load_state_dict(state)
+
+
+def test_nested_sequential_children_still_load_their_own_states() -> None:
+    """A leaf inside two SequentialLRs waits at last_epoch -2 (torch's recursive undo): that state is valid."""
+
+    def build(optimizer: Any) -> Any:
+        inner = lrkit.SequentialLR(
+            optimizer, [lrkit.ConstantLR(optimizer), lrkit.ExponentialLR(optimizer, 0.9)], milestones=[2]
+        )
+        return lrkit.SequentialLR(optimizer, [lrkit.StepLR(optimizer, 2), inner], milestones=[3])
+
+    optimizer = sgd()
+    scheduler = build(optimizer)
+    assert scheduler.state_dict()["_schedulers"][1]["_schedulers"][1]["last_epoch"] == -2
+    other = build(sgd())
+    other.load_state_dict(json.loads(json.dumps(scheduler.state_dict())))
+    assert other.state_dict() == scheduler.state_dict()
+
+
+# ---------------------------------------------------------------------------- keys of another class
+
+
+def torch_step_lr_state() -> dict[str, Any]:
+    optimizer = sgd()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    return scheduler.state_dict()
+
+
+def test_torchs_step_lr_state_is_refused_by_exponential_lr() -> None:
+    """The issue's case: it loaded, silently taking gamma=0.5. Its key step_size is named."""
+    scheduler = lrkit.ExponentialLR(sgd(), gamma=0.9)
+    before = json.dumps(scheduler.state_dict())
+    with pytest.raises(StateError, match=r"keys \['step_size'\] that no ExponentialLR state has"):
+        scheduler.load_state_dict(torch_step_lr_state())
+    assert json.dumps(scheduler.state_dict()) == before
+
+
+def test_torchs_step_lr_state_still_loads_into_the_drop_in_step_lr() -> None:
+    """The drop-in's format is torch's: the state loads and the next LRs are torch's own."""
+    optimizer, reference = sgd(), sgd()
+    theirs = torch.optim.lr_scheduler.StepLR(reference, step_size=2, gamma=0.5)
+    for _ in range(3):
+        reference.step()
+        theirs.step()
+    optimizer.load_state_dict(reference.state_dict())
+    mine = lrkit.StepLR(optimizer, step_size=7, gamma=0.9)
+    mine.load_state_dict(theirs.state_dict())
+    for _ in range(5):
+        optimizer.step()
+        mine.step()
+        reference.step()
+        theirs.step()
+        assert mine.get_last_lr() == theirs.get_last_lr()
+
+
+@pytest.mark.parametrize("typed", [True, False], ids=["typed", "untyped"])
+def test_a_state_with_the_keys_of_another_class_is_refused(typed: bool) -> None:
+    """A StepLR state relabelled ExponentialLR (typed), or with no label (untyped): its step_size is named."""
+    state = lrkit.StepLR(sgd(), step_size=2, gamma=0.5).state_dict()
+    del state["spec"]
+    if typed:
+        state["type"] = "ExponentialLR"
+    else:
+        del state["type"]
+    scheduler = lrkit.ExponentialLR(sgd(), gamma=0.9)
+    with pytest.raises(StateError, match=r"keys \['step_size'\] that no ExponentialLR state has"):
+        scheduler.load_state_dict(state)
+    assert scheduler.gamma == 0.9
+
+
+def test_an_unknown_key_in_a_state_of_the_right_class_is_refused() -> None:
+    scheduler = lrkit.WarmupCosine(sgd(), warmup_steps=2, total_steps=10)
+    with pytest.raises(StateError, match=r"\['peak'\]"):
+        scheduler.load_state_dict({**scheduler.state_dict(), "peak": 1000})

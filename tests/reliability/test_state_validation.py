@@ -197,3 +197,163 @@ def test_an_unknown_key_in_a_state_of_the_right_class_is_refused() -> None:
     scheduler = lrkit.WarmupCosine(sgd(), warmup_steps=2, total_steps=10)
     with pytest.raises(StateError, match=r"\['peak'\]"):
         scheduler.load_state_dict({**scheduler.state_dict(), "peak": 1000})
+
+
+# ------------------------------------------------------- the trainer's resume path: state against spec and step
+
+COSINE = {"type": "WarmupCosine", "warmup_steps": 5, "total_steps": 20, "min_lr": 3e-4}
+PLATEAU = {"type": "ReduceLROnPlateau", "factor": 0.5, "patience": 1}
+
+
+def adamw() -> torch.optim.AdamW:
+    return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3e-3)
+
+
+def saved_run(spec: dict[str, Any], steps: int = 6) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
+    """A TrainingSchedule stepped ``steps`` times: its state (after JSON), the optimizer's, and the LRs the
+    uninterrupted run uses for the next update."""
+    optimizer = adamw()
+    schedule = TrainingSchedule(spec, optimizer)
+    for i in range(steps):
+        optimizer.step()
+        schedule.step(metric=float(10 - i % 3) if schedule.follows_a_metric else None)
+    return json.loads(json.dumps(schedule.state_dict())), copy.deepcopy(optimizer.state_dict()), schedule.lrs()
+
+
+def resume(spec: dict[str, Any], state: dict[str, Any], optimizer_state: dict[str, Any]) -> TrainingSchedule:
+    optimizer = adamw()
+    optimizer.load_state_dict(optimizer_state)
+    schedule = TrainingSchedule(spec, optimizer)
+    schedule.load_state_dict(state)
+    return schedule
+
+
+def _peak(state: dict[str, Any]) -> None:
+    for schedule in state["scheduler"]["schedules"]:
+        schedule["peak_lr"] = 1000
+
+
+EDITS = [
+    (COSINE, "peak_lr", _peak, r"\['schedules'\]\[0\]\['peak_lr'\]: the checkpoint holds 1000"),
+    (COSINE, "last_epoch", lambda s: s["scheduler"].update(last_epoch=10**6), r"\['last_epoch'\]: .* holds 1000000"),
+    (COSINE, "_last_lr", lambda s: s["scheduler"].update(_last_lr=[5.0]), r"\['_last_lr'\]\[0\]: .* holds 5.0"),
+    (COSINE, "base_lrs", lambda s: s["scheduler"].update(base_lrs=[0.5]), r"\['base_lrs'\]\[0\]"),
+    (
+        COSINE,
+        "warmup_steps",
+        lambda s: s["scheduler"]["schedules"][0].update(warmup_steps=1),
+        r"\['warmup_steps'\]: .* holds 1",
+    ),
+    (COSINE, "scheduler_steps", lambda s: s.update(scheduler_steps=2), r"produces at update 2"),
+    (
+        CHAINED,
+        "child gamma",
+        lambda s: s["scheduler"]["_schedulers"][0].update(gamma=0.9),
+        r"\['_schedulers'\]\[0\]\['gamma'\]: .* holds 0.9",
+    ),
+    (PLATEAU, "factor", lambda s: s["scheduler"].update(factor=0.9), r"\['factor'\]: .* holds 0.9"),
+    (PLATEAU, "last_epoch", lambda s: s["scheduler"].update(last_epoch=10**6), r"\['last_epoch'\]"),
+]
+
+
+@pytest.mark.parametrize("spec,what,edit,match", EDITS, ids=[f"{s['type']}-{w}" for s, w, _, _ in EDITS])
+def test_a_state_its_spec_could_not_have_produced_is_refused_naming_the_field(
+    spec: dict[str, Any], what: str, edit: Any, match: str
+) -> None:
+    state, optimizer_state, _ = saved_run(spec)
+    edit(state)
+    with pytest.raises(StateError, match=match):
+        resume(spec, state, optimizer_state)
+
+
+@pytest.mark.parametrize("spec", [COSINE, CHAINED, PLATEAU], ids=lambda s: s["type"])
+def test_the_unedited_state_resumes_with_the_uninterrupted_lrs(spec: dict[str, Any]) -> None:
+    """The control: the same state, unedited, resumes and the next LRs are the uninterrupted run's."""
+    state, optimizer_state, expected = saved_run(spec)
+    assert resume(spec, state, optimizer_state).lrs() == expected
+
+
+def test_a_metric_driven_schedule_keeps_its_history() -> None:
+    """best and the counters are what the metrics made: not checkable against the spec, so they load."""
+    state, optimizer_state, _ = saved_run(PLATEAU)
+    state["scheduler"]["best"] = 3.5
+    assert resume(PLATEAU, state, optimizer_state).scheduler.best == 3.5
+
+
+def test_the_trainer_refuses_a_hand_edited_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case end to end: peak_lr = 1000 in the newest checkpoint; ``--resume auto`` exits 2 naming the
+    field, and nothing runs (before: step 7 ran at LR 883)."""
+    flags = ["--lr", "3e-3", "--lr-scheduler", "cosine", "--warmup-steps", "2", "--min-lr", "3e-4"]
+    flags += ["--num-iterations", "6", "--save-interval", "2"]
+    train_run(tmp_path, *flags)
+    *_, edited, newest = list_checkpoints(tmp_path)
+    newest.unlink()  # the run stopped after step 4
+    payload = load_checkpoint(edited)
+    _peak(payload["schedule"])
+    save_checkpoint(tmp_path, int(payload["step"]), payload)
+    metrics = (tmp_path / "metrics.jsonl").read_text()
+    args = parse(*TINY, "--run-dir", str(tmp_path), *flags, "--resume", "auto")
+    assert run_train(args) == 2
+    assert "['peak_lr']: the checkpoint holds 1000" in capsys.readouterr().err
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics
+
+
+# ----------------------------------------------------------------- item 5: the scheduler and spec inputs
+
+
+@pytest.mark.parametrize(
+    "cls,fn,shown",
+    [
+        (lrkit.LambdaLR, lambda e: "0.5", r"lr_lambda\[0\]\(0\)='0.5' \(str\)"),
+        (lrkit.LambdaLR, lambda e: None, r"lr_lambda\[0\]\(0\)=None"),
+        (lrkit.LambdaLR, lambda e: math.nan, r"lr_lambda\[0\]\(0\)=nan"),
+        (lrkit.MultiplicativeLR, lambda e: "0.5", r"lr_lambda\[0\]\(1\)='0.5'"),
+    ],
+    ids=["LambdaLR-str", "LambdaLR-None", "LambdaLR-nan", "MultiplicativeLR-str"],
+)
+def test_a_lr_lambda_that_returns_no_number_is_named(cls: Any, fn: Any, shown: str) -> None:
+    with pytest.raises(TypeError, match=rf"lr_lambda must return a finite number, got {shown}"):
+        cls(sgd(), fn).step()
+
+
+@pytest.mark.parametrize("with_optimizer", [False, True])
+def test_chained_scheduler_of_non_schedulers_names_the_child(with_optimizer: bool) -> None:
+    """Before: "optimizer must be a torch.optim.Optimizer ... got optimizer=NoneType"."""
+    args = (sgd(),) if with_optimizer else ()
+    with pytest.raises(
+        TypeError,
+        match=r"ChainedScheduler schedulers\[0\] must be an lrkit scheduler, got "
+        r"schedulers\[0\]=1 \(builtins.int\)",
+    ):
+        lrkit.ChainedScheduler([1, 2], *args)  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("kind", [["StepLR"], {"name": "StepLR"}, 3], ids=["list", "dict", "int"])
+def test_a_spec_type_that_is_no_name_is_named(kind: Any) -> None:
+    """Before: a list gave "unhashable type: 'list'"."""
+    with pytest.raises(TypeError, match=r"spec\['type'\] must be the name of a scheduler \(a str\)"):
+        lrkit.build_scheduler({"type": kind, "step_size": 3}, sgd())
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"type": "StepLR", "step_size": np.int64(3), "gamma": np.float32(0.5)},
+        {"type": "WarmupCosine", "warmup_steps": np.int64(3), "total_steps": np.int32(10), "min_lr": np.float64(0.01)},
+        {
+            "type": "SequentialLR",
+            "schedulers": [{"type": "ConstantLR", "total_iters": np.int64(2)}, {"type": "ExponentialLR", "gamma": 0.9}],
+            "milestones": [np.int64(2)],
+        },
+    ],
+    ids=["StepLR", "WarmupCosine", "SequentialLR"],
+)
+def test_numpy_numbers_in_a_spec_are_stored_as_python_numbers(spec: dict[str, Any]) -> None:
+    """Accepted, and stored as the Python numbers they stand for: to_spec() and the state are JSON (before:
+    "Object of type int64 is not JSON serializable", and the state silently lost its "spec")."""
+    plain = json.loads(json.dumps(spec, default=lambda v: v.item()))
+    mine, reference = lrkit.build_scheduler(spec, sgd()), lrkit.build_scheduler(plain, sgd())
+    assert json.loads(json.dumps(mine.to_spec())) == reference.to_spec()
+    state = json.loads(json.dumps(mine.state_dict()))
+    assert state == json.loads(json.dumps(reference.state_dict()))
+    assert "spec" in state

@@ -323,7 +323,7 @@ def test_chained_scheduler_of_non_schedulers_names_the_child(with_optimizer: boo
     with pytest.raises(
         TypeError,
         match=r"ChainedScheduler schedulers\[0\] must be an lrkit scheduler, got "
-        r"schedulers\[0\]=1 \(builtins.int\)",
+        r"builtins.int \(schedulers\[0\]=1\)",
     ):
         lrkit.ChainedScheduler([1, 2], *args)  # type: ignore[list-item]
 

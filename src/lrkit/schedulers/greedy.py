@@ -239,6 +239,7 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
         "warmup_counter",
         "reset_start",
         "_last_lr",
+        "_init_lrs",  # the LRs at construction, which a reset restores: the optimizer's then, not the spec's
         "_streaming_avg",
     )
 

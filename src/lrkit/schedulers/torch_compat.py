@@ -631,8 +631,8 @@ class ChainedScheduler(_Composite):
         for i, scheduler in enumerate(schedulers):  # before the optimizer is read from schedulers[0]
             if not isinstance(scheduler, LRScheduler):
                 raise TypeError(
-                    f"ChainedScheduler schedulers[{i}] must be an lrkit scheduler, got schedulers[{i}]="
-                    f"{scheduler!r} ({type(scheduler).__module__}.{type(scheduler).__name__})"
+                    f"ChainedScheduler schedulers[{i}] must be an lrkit scheduler, got "
+                    f"{type(scheduler).__module__}.{type(scheduler).__name__} (schedulers[{i}]={scheduler!r})"
                 )
         if optimizer is None:
             optimizer = getattr(schedulers[0], "optimizer", None)

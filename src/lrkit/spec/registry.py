@@ -122,7 +122,7 @@ def _check_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, Mapping):
         raise TypeError(f"{where} must be a dict with a 'type' key, got {spec!r}")
     kind = spec.get("type")
-    if not isinstance(kind, str):
+    if kind is not None and not isinstance(kind, str):  # None: no "type" at all, the ValueError below
         raise TypeError(
             f"{where}['type'] must be the name of a scheduler (a str), got {where}['type']={kind!r} "
             f"({type(kind).__name__}); expected one of {spec_types()}"

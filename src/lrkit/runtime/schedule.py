@@ -43,11 +43,13 @@ import re
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from lrkit.runtime import resume as resume_policy
-from lrkit.schedulers.base import group_lrs, set_group_value
+from lrkit.schedulers.base import LRScheduler, StateError, check_count, copy_value, group_lrs, set_group_value
 from lrkit.schedulers.hparams import GRAD_CLIP, HyperparamScheduler
+from lrkit.schedulers.llm import ScheduleLR
 from lrkit.schedulers.torch_compat import ReduceLROnPlateau
 from lrkit.spec import Backend, build_scheduler, spec_fingerprint
 from lrkit.spec.clocked import advance, move_to, spec_clock_unit
@@ -309,8 +311,11 @@ class TrainingSchedule:
                 f"got {shown})"
             )
         decision = resume_policy.decide(policy, resume_policy.Saved.from_payload(state), self.request, where=where)
-        steps = int(state["scheduler_steps"])
+        steps = _saved_steps(state["scheduler_steps"], where)
         clock = saved_clock(state, self.sequence_length)
+        saved = state.get("scheduler")
+        if saved and state.get("scheduler_backend") == self.backend == "lrkit":
+            check_state_against_spec(saved, decision.saved.spec, steps, clock, self.optimizer, where)
         hparams, notes = self._resume_hparams(state.get("hparams"), policy.kind, steps)
         notes += decision.notes
         # The schedule in force at the checkpoint, where it stopped.
@@ -350,21 +355,7 @@ class TrainingSchedule:
         """The scheduler of ``spec`` built as if from step 0 (chainable classes start from ``initial_lr``),
         then moved on ``steps`` updates (and, on the token or sample clock, to ``clock``). A schedule that
         follows a metric has no closed form to move along: it starts from its peak, as if no metric came yet."""
-        for group in self.optimizer.param_groups:
-            if "initial_lr" in group:  # a ReduceLROnPlateau's groups have none: it starts from the LR as it is
-                set_group_value(group, "lr", float(group["initial_lr"]))
-        scheduler = build_scheduler(spec, self.optimizer, backend=self.backend)
-        unit = spec_clock_unit(spec)
-        with warnings.catch_warnings():  # torch deprecates step(epoch); here the epoch is the clock
-            warnings.simplefilter("ignore")
-            if unit is not None:
-                move_to(scheduler, (clock or {}).get(unit, 0), steps)
-            elif _follows_a_metric(scheduler):  # no metrics to replay: it watches from here
-                scheduler.last_epoch = steps
-            else:
-                for _ in range(steps):
-                    scheduler.step()
-        return scheduler
+        return _built_at(spec, self.optimizer, self.backend, steps, clock)
 
     def _change(self, decision: resume_policy.Decision) -> list[str]:
         """Put the schedule that ``decision`` asks for in force at the current update."""
@@ -441,6 +432,118 @@ class TrainingSchedule:
                     f"does not give: pass {label} again, or --lr-resume-policy checkpoint to keep it"
                 )
         return out, notes
+
+
+def _built_at(
+    spec: Mapping[str, Any], optimizer: Any, backend: Backend, steps: int, clock: Mapping[str, int] | None
+) -> Any:
+    """:meth:`TrainingSchedule._rebuild` on ``optimizer``: ``spec`` built from step 0, moved on ``steps``
+    updates (a closed-form lrkit schedule jumps there; the others replay them)."""
+    for group in optimizer.param_groups:
+        if "initial_lr" in group:  # a ReduceLROnPlateau's groups have none: it starts from the LR as it is
+            set_group_value(group, "lr", float(group["initial_lr"]))
+    scheduler = build_scheduler(spec, optimizer, backend=backend)
+    unit = spec_clock_unit(spec)
+    with warnings.catch_warnings():  # torch deprecates step(epoch); here the epoch is the clock
+        warnings.simplefilter("ignore")
+        if unit is not None:
+            move_to(scheduler, (clock or {}).get(unit, 0), steps)
+        elif _follows_a_metric(scheduler):  # no metrics to replay: it watches from here
+            scheduler.last_epoch = steps
+        elif isinstance(scheduler, ScheduleLR):
+            scheduler.move_to_step(steps)
+        else:
+            for _ in range(steps):
+                scheduler.step()
+    return scheduler
+
+
+def _saved_steps(value: Any, where: str) -> int:
+    """A checkpoint's ``scheduler_steps``: an update count in ``[0, 2**53]``."""
+    try:
+        return check_count("scheduler_steps", value)
+    except (TypeError, ValueError) as err:
+        raise StateError(f"{where}: state['scheduler_steps'] is refused: {err}") from err
+
+
+def _scratch_optimizer(optimizer: Any) -> Any:
+    """A stand-in for ``optimizer`` holding copies of its param groups (no parameters): a scheduler built and
+    stepped on it changes nothing of the real optimizer."""
+    groups = [{k: copy_value(v) for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    for group in groups:
+        group["params"] = []
+    return SimpleNamespace(param_groups=groups, defaults=dict(getattr(optimizer, "defaults", {})))
+
+
+def check_state_against_spec(
+    state: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    steps: int,
+    clock: Mapping[str, int] | None,
+    optimizer: Any,
+    where: str = "the checkpoint",
+) -> None:
+    """Refuse an lrkit scheduler ``state`` that ``spec``, moved to update ``steps`` (and ``clock``), could not
+    have produced: :class:`~lrkit.schedulers.base.StateError` naming each differing field, what the state holds
+    and what the spec gives. A hand-edited ``peak_lr`` or ``last_epoch`` in a checkpoint would otherwise set
+    another LR than the run's, without a word.
+
+    The scheduler is built on a copy of ``optimizer``'s param groups (the optimizer's state already loaded, so
+    its ``initial_lr`` are the run's peaks); nothing of ``optimizer`` changes. A schedule that follows a metric
+    (ReduceLROnPlateau, GreedyLR) is checked on all but its history (``_history_fields``: ``best``, its
+    counters, its LRs), which only the metrics made.
+    """
+    loaded = _built_at(spec, _scratch_optimizer(optimizer), "lrkit", 0, clock)
+    if not isinstance(loaded, LRScheduler):
+        return
+    loaded.load_state_dict(state)  # the scheduler's own checks: a malformed state raises StateError here
+    reference = _built_at(spec, _scratch_optimizer(optimizer), "lrkit", steps, clock)
+    history = set(type(loaded)._history_fields)
+    diffs: list[str] = []
+    _diff(_comparable(reference.state_dict(), history), _comparable(loaded.state_dict(), history), "", diffs)
+    if diffs:
+        shown = "\n".join(f"  {line}" for line in diffs[:8]) + ("\n  ..." if len(diffs) > 8 else "")
+        raise StateError(
+            f"{where}: the scheduler state is not one that its schedule {json.dumps(dict(spec), default=str)} "
+            f"produces at update {steps} (scheduler_steps); it differs in:\n{shown}\n"
+            "The checkpoint was edited or corrupted: resume from another checkpoint, or start the run over"
+        )
+
+
+def _comparable(state: Any, history: set[str]) -> Any:
+    """A state without its ``"spec"`` (the spec is checked by the resume policy) and its history fields."""
+    if isinstance(state, Mapping):
+        return {k: _comparable(v, set()) for k, v in state.items() if k != "spec" and k not in history}
+    if isinstance(state, (list, tuple)):
+        return [_comparable(v, set()) for v in state]
+    return state
+
+
+def _diff(expected: Any, got: Any, path: str, out: list[str]) -> None:
+    """Append ``scheduler<path>: the checkpoint holds X, the schedule gives Y`` for every leaf that differs."""
+    if isinstance(expected, Mapping) and isinstance(got, Mapping):
+        for key in [*expected, *(k for k in got if k not in expected)]:
+            if key not in got or key not in expected:
+                out.append(f"scheduler{path}[{key!r}]: {'missing' if key not in got else 'not in the schedule'}")
+            else:
+                _diff(expected[key], got[key], f"{path}[{key!r}]", out)
+    elif isinstance(expected, list) and isinstance(got, list) and len(expected) == len(got):
+        for i, (e, g) in enumerate(zip(expected, got)):
+            _diff(e, g, f"{path}[{i}]", out)
+    elif not (expected == got and type(expected) is type(got)) and not _same_number(expected, got):
+        out.append(f"scheduler{path}: the checkpoint holds {got!r}, the schedule gives {expected!r}")
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    """``0`` and ``0.0`` are one number (a spec argument may be given either way); ``True`` is not ``1``."""
+    numbers = (int, float)
+    return (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+        and a == b
+    )
 
 
 def _as_policy(policy: str | resume_policy.Policy) -> resume_policy.Policy:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from lrkit.schedules._checks import check_int
+from lrkit.schedules._checks import check_int, check_real
 from lrkit.schedules.codec import spec_diff
 
 try:  # torch is optional for the math layer, required for binding to a real optimizer.
@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 __all__ = [
     "EPOCH_DEPRECATION_WARNING",
+    "MAX_COUNT",
     "LRScheduler",
     "StateError",
     "check_optimizer",
@@ -64,7 +65,57 @@ __all__ = [
 
 
 class StateError(ValueError):
-    """A state dict that does not fit this scheduler (wrong class, missing or malformed keys)."""
+    """A state dict that does not fit this scheduler (wrong class, missing, unknown or malformed keys, or a
+    value its constructor would refuse)."""
+
+
+#: The largest step count (or clock) a scheduler takes, in its constructor or from a state: ``2**53``, the
+#: largest integer a float holds exactly (the schedules compute with the step as a float, so past it two steps
+#: would share one LR, and a step such as ``10**400`` overflows the float conversion).
+MAX_COUNT = 2**53
+
+#: Keys of torch's own state dicts that lrkit keeps no attribute for (torch saves every attribute): a torch
+#: state of the same class loads with them, and they are ignored.
+TORCH_ONLY_KEYS = frozenset({"_get_lr_called_within_step", "_is_initial", "verbose"})
+
+
+def check_count(name: str, value: Any, minimum: int = 0) -> int:
+    """A step count (or clock): an ``int`` (not a bool) in ``[minimum, MAX_COUNT]``."""
+    check_int(name, value, minimum=minimum)
+    if value > MAX_COUNT:
+        raise ValueError(f"{name} must be an int in [{minimum}, 2**53], got {name}={_short(value)}")
+    return int(value)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a stored ``10**400`` has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
+
+
+def check_each(name: str, values: Any, **bounds: Any) -> list[Any]:
+    """:func:`check_real` on every entry of the list ``values`` (named ``name[i]``); ``bounds`` as there."""
+    if not isinstance(values, (list, tuple)):
+        raise TypeError(f"{name} must be a list of numbers, got {name}={_short(values)}")
+    return [check_real(f"{name}[{i}]", v, tensor_ok=True, **bounds) for i, v in enumerate(values)]
+
+
+def state_value(name: str, value: Any, check: Callable[[Any], Any]) -> Any:
+    """``check(value)``: a check of the constructor's; its ``TypeError``/``ValueError`` becomes a
+    :class:`StateError` naming the state key ``name`` and the stored value."""
+    try:
+        return check(value)
+    except StateError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise StateError(f"state[{name!r}]={_short(_plain_or(value))} is refused: {err}") from err
+
+
+def _plain_or(value: Any) -> Any:
+    try:
+        return _plain(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def check_optimizer(optimizer: Any, name: str = "optimizer") -> None:
@@ -119,6 +170,23 @@ def like(template: Any, value: float) -> Any:
 def warn_epoch_deprecated() -> None:
     """torch's warning for ``step(epoch)``: same text (``EPOCH_DEPRECATION_WARNING``) and category."""
     warnings.warn(EPOCH_DEPRECATION_WARNING, UserWarning, stacklevel=3)
+
+
+def python_scalars(value: Any) -> Any:
+    """``value`` with every numpy scalar (``np.int64(3)``, ``np.float32(0.5)``, ``np.bool_``) made the Python
+    number it stands for, in lists, tuples and dicts too; anything else (a Tensor, a function) as it is.
+
+    Spec arguments pass through it: a ``step_size`` read from a numpy array is the int 3, so :meth:`to_spec`
+    and the state stay JSON."""
+    if isinstance(value, Mapping):
+        return {k: python_scalars(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [python_scalars(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(python_scalars(v) for v in value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -186,6 +254,12 @@ class LRScheduler(_TorchLRScheduler):
 
     _state_fields: ClassVar[tuple[str, ...]] = ()
     _base_fields: ClassVar[tuple[str, ...]] = ("last_epoch", "_step_count", "base_lrs", "_last_lr")
+    #: The fields that the metrics a scheduler saw made (ReduceLROnPlateau's ``best``, its LRs): its spec and
+    #: step count do not determine them, so a resume checks only the other fields against the spec.
+    _history_fields: ClassVar[tuple[str, ...]] = ()
+    #: The lowest ``last_epoch`` it can hold: -1, less one for each SequentialLR that took back its construction
+    #: step (torch's ``recursive_undo``: a leaf nested in two SequentialLRs waits at -2).
+    _min_last_epoch: int = -1
 
     optimizer: Any
     base_lrs: list[float]
@@ -197,7 +271,7 @@ class LRScheduler(_TorchLRScheduler):
 
     def __init__(self, optimizer: Any, last_epoch: int = -1) -> None:  # noqa: D107
         check_optimizer(optimizer)
-        check_int("last_epoch", last_epoch, minimum=-1)
+        check_count("last_epoch", last_epoch, minimum=-1)
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
@@ -336,14 +410,55 @@ class LRScheduler(_TorchLRScheduler):
         """Validate ``state`` completely and return the attribute updates; changes nothing."""
         if not isinstance(state, Mapping):
             raise StateError(f"state_dict must be a dict, got {type(state).__name__}")
-        kind = state.get("type", type(self).__name__)
-        if kind != type(self).__name__:
-            raise StateError(f"cannot load a {kind} state into a {type(self).__name__}")
+        name = type(self).__name__
+        kind = state.get("type", name)
+        if kind != name:
+            shown = kind if isinstance(kind, str) else f"{_short(kind)} (a 'type' that is no class name)"
+            raise StateError(f"cannot load a {shown} state into a {name}")
         fields = self._base_fields + self._state_fields
-        missing = [name for name in fields if name not in state]
+        missing = [key for key in fields if key not in state]
         if missing:
-            raise StateError(f"{type(self).__name__} state is missing keys {missing}")
-        return {name: self._decode_field(name, state[name]) for name in fields}
+            raise StateError(f"{name} state is missing keys {missing}")
+        allowed = self._state_keys()
+        unknown = sorted(
+            key if isinstance(key, str) else _short(key)
+            for key in state
+            if key not in allowed and key not in self._torch_only_keys
+        )
+        if unknown:
+            raise StateError(
+                f"cannot load this state into {name}: it has keys {unknown} that no {name} state has (a state of "
+                f"another class?); a {name} state holds the keys {sorted(allowed)}"
+            )
+        updates = {key: self._decode_field(key, state[key]) for key in fields}
+        self._check_state(updates)
+        return updates
+
+    #: Keys of torch's state of the same class that lrkit ignores on load (:data:`TORCH_ONLY_KEYS`).
+    _torch_only_keys: ClassVar[frozenset[str]] = TORCH_ONLY_KEYS
+
+    def _state_keys(self) -> set[str]:
+        """Every key a state of this class may hold: ``"type"``, ``"spec"`` and the fields."""
+        return {"type", "spec", *self._base_fields, *self._state_fields}
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        """Each decoded field's check: the constructor's check of the argument the field comes from, and a
+        bound on the counters. A subclass adds its own fields' checks to these."""
+        return {
+            "last_epoch": lambda v: check_count("last_epoch", v, minimum=self._min_last_epoch),
+            "_step_count": lambda v: check_count("_step_count", v, minimum=0),
+            "base_lrs": lambda v: check_each("base_lrs", v, low=0.0),
+            "_last_lr": lambda v: check_each("_last_lr", v),
+        }
+
+    def _check_state(self, updates: Mapping[str, Any]) -> None:
+        """Refuse decoded ``updates`` that the constructor would refuse (:class:`StateError` naming the key,
+        the value and what was expected); a subclass extends it with checks across fields."""
+        checks = self._state_checks()
+        for key, value in updates.items():
+            check = checks.get(key)
+            if check is not None:
+                state_value(key, value, check)
 
     def _apply_state(self, updates: dict[str, Any]) -> None:
         for name, value in updates.items():
@@ -399,7 +514,7 @@ class LRScheduler(_TorchLRScheduler):
     # -------------------------------------------------------------------- spec
 
     def _record_spec(self, **args: Any) -> None:
-        self._spec_args = args
+        self._spec_args = python_scalars(args)
 
     def _live_spec_args(self) -> dict[str, Any]:
         """The spec arguments as they are now: a recorded argument that is also a state field

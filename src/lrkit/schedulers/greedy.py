@@ -37,6 +37,7 @@ from lrkit.schedulers.base import (
     StateError,
     _plain,
     _TorchReduceLROnPlateau,
+    check_count,
     check_optimizer,
     decode_float,
     group_lrs,
@@ -230,6 +231,17 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
     )
     _base_fields: ClassVar[tuple[str, ...]] = ()
     _state_fields: ClassVar[tuple[str, ...]] = _STATE_KEYS
+    _history_fields: ClassVar[tuple[str, ...]] = (
+        "best",
+        "num_bad_epochs",
+        "num_good_epochs",
+        "cooldown_counter",
+        "warmup_counter",
+        "reset_start",
+        "_last_lr",
+        "_init_lrs",  # the LRs at construction, which a reset restores: the optimizer's then, not the spec's
+        "_streaming_avg",
+    )
 
     def __init__(
         self,
@@ -404,8 +416,8 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
 
             return check
 
-        def count(key: str, minimum: int | None = 0) -> Callable[[Any], int]:
-            return lambda v: check_int(key, v, minimum=minimum)
+        def count(key: str, minimum: int = 0) -> Callable[[Any], int]:
+            return lambda v: check_count(key, v, minimum=minimum)
 
         return {
             "factor": _check_factor,
@@ -424,7 +436,7 @@ class GreedyLR(LRScheduler, _TorchReduceLROnPlateau):
             "num_bad_epochs": count("num_bad_epochs"),
             "num_good_epochs": count("num_good_epochs"),
             "eps": lambda v: check_real("eps", v, low=0.0),
-            "last_epoch": count("last_epoch", None),
+            "last_epoch": lambda v: check_count("last_epoch", v, minimum=-1),
             "smooth": lambda v: _check_bool("smooth", v),
             "window_size": count("window_size", 1),
             "reset_start": count("reset_start"),

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from lrkit import schedules as S
-from lrkit.schedulers.base import LRScheduler, StateError, check_optimizer
+from lrkit.schedulers.base import LRScheduler, StateError, check_count, check_optimizer, python_scalars
 from lrkit.schedules._checks import check_int, check_per_group
 
 __all__ = [
@@ -88,6 +88,7 @@ class ScheduleLR(LRScheduler):
 
     def _bind(self, optimizer: Any, last_epoch: int, **args: Any) -> None:
         check_int("last_epoch", last_epoch, minimum=-1)
+        args = python_scalars(args)  # numpy ints become ints: the schedules and the spec stay JSON
         self.schedules = self.schedules_for(group_peaks(optimizer), **args)
         self._record_spec(**args)
         LRScheduler.__init__(self, optimizer, last_epoch)
@@ -126,6 +127,13 @@ class ScheduleLR(LRScheduler):
         peaks = group_peaks(optimizer)
         lambdas = [_Ratio(s, p) for s, p in zip(cls.spec_schedules(peaks, **args), peaks)]
         return TorchLambdaLR(optimizer, lambdas, last_epoch=last_epoch)  # type: ignore[arg-type]
+
+    def move_to_step(self, steps: int) -> None:
+        """Put the scheduler where ``steps`` calls of :meth:`step` after construction put it, at once (its LR
+        is a closed form of the step, so the LRs are the same floats), and set the LRs."""
+        check_count("steps", steps)
+        self._step_count, self.last_epoch = steps, steps - 1
+        self.step()
 
     def get_lr(self) -> list[float]:
         """Each group's schedule at ``last_epoch`` (closed form: no dependence on the previous LR)."""

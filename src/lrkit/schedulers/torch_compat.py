@@ -19,14 +19,19 @@ import types
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from numbers import Real
 from operator import itemgetter
-from typing import Any, Literal, SupportsFloat
+from typing import Any, ClassVar, Literal, SupportsFloat
 
 from lrkit.schedulers.base import (
+    TORCH_ONLY_KEYS,
     LRScheduler,
     StateError,
     _plain,
+    _Tensor,
     _TorchReduceLROnPlateau,
+    check_count,
+    check_each,
     check_optimizer,
     check_same_optimizer,
     copy_value,
@@ -145,6 +150,23 @@ class _FunctionLR(LRScheduler):
         return {"type": type(self).__name__, "lr_lambda": fns[0] if one else list(fns)}
 
 
+def _factor(fn: Callable[[int], Any], step: int, group: int) -> Any:
+    """``fn(step)``, which must be a finite real number (or a Tensor, as torch allows): a string or None would
+    fail later in a multiplication that does not name the function, and NaN or inf would set that LR silently."""
+    value = fn(step)
+    kind = value.__class__
+    if kind is float or kind is int:  # the hot path
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, _Tensor) or (
+        not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(float(value))
+    ):
+        return value
+    raise TypeError(
+        f"lr_lambda must return a finite number, got lr_lambda[{group}]({step})={value!r} ({kind.__name__})"
+    )
+
+
 def _per_group(recorded: Any, values: list[Any]) -> Any:
     """A per-group spec argument as it is now: the recorded argument while the groups still have it,
     else one value if all groups agree, else the list."""
@@ -174,7 +196,7 @@ class LambdaLR(_FunctionLR):
 
     def get_lr(self) -> list[float]:
         e = self.last_epoch
-        return [base_lr * fn(e) for fn, base_lr in zip(self.lr_lambdas, self.base_lrs)]
+        return [base_lr * _factor(fn, e, i) for i, (fn, base_lr) in enumerate(zip(self.lr_lambdas, self.base_lrs))]
 
 
 class MultiplicativeLR(_FunctionLR):
@@ -187,7 +209,8 @@ class MultiplicativeLR(_FunctionLR):
         if self._is_initial:
             return group_values(self.optimizer)
         e = self.last_epoch
-        return [g["lr"] * fn(e) for fn, g in zip(self.lr_lambdas, self.optimizer.param_groups)]
+        groups = self.optimizer.param_groups
+        return [g["lr"] * _factor(fn, e, i) for i, (fn, g) in enumerate(zip(self.lr_lambdas, groups))]
 
 
 class StepLR(LRScheduler):
@@ -200,6 +223,13 @@ class StepLR(LRScheduler):
         self.gamma = check_real("gamma", gamma, low=0.0, low_open=True, tensor_ok=True)
         self._record_spec(step_size=step_size, gamma=gamma)
         super().__init__(optimizer, last_epoch)
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "step_size": lambda v: check_int("step_size", v, minimum=1),
+            "gamma": _gamma,
+        }
 
     def get_lr(self) -> list[float]:
         e, step_size, gamma = self.last_epoch, self.step_size, self.gamma
@@ -237,6 +267,9 @@ class MultiStepLR(LRScheduler):
             return sorted(value.elements())
         return super()._encode_field(name, value)
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {**super()._state_checks(), "gamma": _gamma}
+
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "milestones":
             try:
@@ -269,6 +302,13 @@ class ConstantLR(LRScheduler):
         self._record_spec(factor=factor, total_iters=total_iters)
         super().__init__(optimizer, last_epoch)
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "factor": lambda v: check_real("factor", v, low=0.0, high=1.0, low_open=True, tensor_ok=True),
+            "total_iters": lambda v: check_int("total_iters", v, minimum=1),
+        }
+
     def get_lr(self) -> list[float]:
         e, factor, total = self.last_epoch, self.factor, self.total_iters
         return [F.constant_lr_recursive(g["lr"], e, factor, total) for g in self.optimizer.param_groups]
@@ -300,6 +340,16 @@ class LinearLR(LRScheduler):
         self._record_spec(start_factor=start_factor, end_factor=end_factor, total_iters=total_iters)
         super().__init__(optimizer, last_epoch)
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "start_factor": lambda v: check_real(
+                "start_factor", v, low=0.0, high=1.0, low_open=True, tensor_ok=True
+            ),
+            "end_factor": lambda v: check_real("end_factor", v, low=0.0, high=1.0, tensor_ok=True),
+            "total_iters": lambda v: check_int("total_iters", v, minimum=1),
+        }
+
     def get_lr(self) -> list[float]:
         e, s, t, n, init = self.last_epoch, self.start_factor, self.end_factor, self.total_iters, self._is_initial
         return [F.linear_lr_recursive(g["lr"], e, s, t, n, init) for g in self.optimizer.param_groups]
@@ -319,6 +369,9 @@ class ExponentialLR(LRScheduler):
         self._record_spec(gamma=gamma)
         super().__init__(optimizer, last_epoch)
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {**super()._state_checks(), "gamma": _gamma}
+
     def get_lr(self) -> list[float]:
         gamma, init = self.gamma, self._is_initial
         return [F.exponential_lr_recursive(g["lr"], gamma, init) for g in self.optimizer.param_groups]
@@ -337,6 +390,13 @@ class PolynomialLR(LRScheduler):
         self.power = check_real("power", power, low=0.0, tensor_ok=True)
         self._record_spec(total_iters=total_iters, power=power)
         super().__init__(optimizer, last_epoch)
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "total_iters": lambda v: check_int("total_iters", v, minimum=1),
+            "power": lambda v: check_real("power", v, low=0.0, tensor_ok=True),
+        }
 
     def get_lr(self) -> list[float]:
         e, n, p, init = self.last_epoch, self.total_iters, self.power, self._is_initial
@@ -362,6 +422,13 @@ class CosineAnnealingLR(LRScheduler):
         self._record_spec(T_max=T_max, eta_min=eta_min)
         super().__init__(optimizer, last_epoch)
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "T_max": lambda v: check_real("T_max", v, low=0.0, low_open=True),
+            "eta_min": lambda v: check_real("eta_min", v, low=0.0, tensor_ok=True),
+        }
+
     def get_lr(self) -> list[float]:
         lrs = map(_GROUP_LR, self.optimizer.param_groups)  # no list: this is the hot path
         return F.cosine_annealing_recursive(
@@ -370,6 +437,22 @@ class CosineAnnealingLR(LRScheduler):
 
     def _get_closed_form_lr(self) -> list[float]:
         return [F.cosine_annealing_closed(b, self.last_epoch, self.T_max, self.eta_min) for b in self.base_lrs]
+
+
+def _not_nan(name: str) -> Callable[[Any], Any]:
+    """A float that may be infinite (a ``best`` before any metric) but not NaN (every comparison false)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ValueError(f"{name} must be a number or +-inf, got {name}={value!r}")
+        return value
+
+    return check
+
+
+def _gamma(value: Any) -> Any:
+    """The constructors' check of a decay factor ``gamma``: a real number > 0."""
+    return check_real("gamma", value, low=0.0, low_open=True, tensor_ok=True)
 
 
 def _check_children(owner: str, optimizer: Any, schedulers: Any) -> list[LRScheduler]:
@@ -404,8 +487,17 @@ class _Composite(LRScheduler):
                 f"'_schedulers', got {children!r}"
             )
         # Parse every child first so that a bad child leaves everything untouched.
-        updates["_schedulers"] = [s._parse_state(c) for s, c in zip(self._schedulers, children)]
+        parsed = []
+        for i, (scheduler, child) in enumerate(zip(self._schedulers, children)):
+            try:
+                parsed.append(scheduler._parse_state(child))
+            except StateError as err:
+                raise StateError(f"{type(self).__name__} state['_schedulers'][{i}]: {err}") from err
+        updates["_schedulers"] = parsed
         return updates
+
+    def _state_keys(self) -> set[str]:
+        return {*super()._state_keys(), "_schedulers"}
 
     def _apply_state(self, updates: dict[str, Any]) -> None:
         children = updates.pop("_schedulers")
@@ -475,6 +567,7 @@ class SequentialLR(_Composite):
                 SequentialLR._undo(child)
         else:
             scheduler.last_epoch -= 1
+            scheduler._min_last_epoch -= 1  # its state may now hold this last_epoch
 
     def _restart(self) -> None:
         self.last_epoch = 0
@@ -535,6 +628,12 @@ class ChainedScheduler(_Composite):
     def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Any | None = None) -> None:
         if not isinstance(schedulers, (list, tuple)) or not schedulers:
             raise ValueError(f"ChainedScheduler expects a non-empty list of schedulers, got {schedulers!r}")
+        for i, scheduler in enumerate(schedulers):  # before the optimizer is read from schedulers[0]
+            if not isinstance(scheduler, LRScheduler):
+                raise TypeError(
+                    f"ChainedScheduler schedulers[{i}] must be an lrkit scheduler, got "
+                    f"{type(scheduler).__module__}.{type(scheduler).__name__} (schedulers[{i}]={scheduler!r})"
+                )
         if optimizer is None:
             optimizer = getattr(schedulers[0], "optimizer", None)
         check_optimizer(optimizer)
@@ -710,6 +809,38 @@ class ReduceLROnPlateau(LRScheduler, _TorchReduceLROnPlateau):
         live = self.default_min_lr if self.default_min_lr is not None else list(self.min_lrs)
         return {**args, "min_lr": args["min_lr"] if _plain(args["min_lr"]) == _plain(live) else _plain(live)}
 
+    _torch_only_keys = TORCH_ONLY_KEYS | {"mode_worse"}  # torch keeps it; lrkit derives it from mode
+    #: what the metrics it saw made of it: not given by its spec (a resume cannot check them against it)
+    _history_fields: ClassVar[tuple[str, ...]] = ("best", "num_bad_epochs", "cooldown_counter", "_last_lr")
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "mode": lambda v: check_choice("mode", v, ("min", "max")),
+            "factor": lambda v: check_real(
+                "factor", v, low=0.0, high=1.0, low_open=True, high_open=True, tensor_ok=True
+            ),
+            "patience": lambda v: check_int("patience", v, minimum=0),
+            "threshold": lambda v: check_real("threshold", v, low=0.0, tensor_ok=True),
+            "threshold_mode": lambda v: check_choice("threshold_mode", v, ("rel", "abs")),
+            "cooldown": lambda v: check_int("cooldown", v, minimum=0),
+            "eps": lambda v: check_real("eps", v, low=0.0, tensor_ok=True),
+            "min_lrs": lambda v: check_each("min_lrs", v, low=0.0),
+            "default_min_lr": lambda v: v if v is None else check_real("default_min_lr", v, low=0.0, tensor_ok=True),
+            "best": _not_nan("best"),
+            "num_bad_epochs": lambda v: check_count("num_bad_epochs", v),
+            "cooldown_counter": lambda v: check_count("cooldown_counter", v),
+        }
+
+    def _check_state(self, updates: Mapping[str, Any]) -> None:
+        super()._check_state(updates)
+        for counter, limit in (("num_bad_epochs", "patience"), ("cooldown_counter", "cooldown")):
+            if updates[counter] > updates[limit]:
+                raise StateError(
+                    f"state[{counter!r}]={updates[counter]!r} is refused: it must be <= {limit}="
+                    f"{updates[limit]!r} (a step that passes {limit} resets it)"
+                )
+
     def _decode_field(self, name: str, value: Any) -> Any:
         if name == "best":
             return decode_float(name, value)
@@ -845,6 +976,43 @@ class CyclicLR(LRScheduler):
             args["max_momentum"] = _per_group(args["max_momentum"], self.max_momentums)
         return args
 
+    _torch_only_keys = TORCH_ONLY_KEYS | {"_scale_fn_custom", "_scale_fn_ref"}  # the function is not data
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        groups = len(self.optimizer.param_groups)
+
+        def per_group(name: str) -> Callable[[Any], Any]:
+            def check(value: Any) -> Any:
+                if isinstance(value, (list, tuple)) and len(value) != groups:
+                    raise ValueError(f"{name} must hold one value per param group ({groups}), got {len(value)}")
+                return check_each(name, value, low=0.0)
+
+            return check
+
+        modes = ("triangular", "triangular2", "exp_range")
+        return {
+            **super()._state_checks(),
+            "max_lrs": per_group("max_lrs"),
+            "total_size": lambda v: check_real("total_size", v, low=0.0, low_open=True),
+            "step_ratio": lambda v: check_real("step_ratio", v, low=0.0, high=1.0, low_open=True),
+            "mode": (lambda v: v) if self.scale_fn_custom is not None else (lambda v: check_choice("mode", v, modes)),
+            "gamma": _gamma,
+            "scale_mode": lambda v: check_choice("scale_mode", v, ("cycle", "iterations")),
+            "base_momentums": lambda v: check_each("base_momentums", v, low=0.0),
+            "max_momentums": lambda v: check_each("max_momentums", v, low=0.0),
+        }
+
+    def _check_state(self, updates: Mapping[str, Any]) -> None:
+        super()._check_state(updates)
+        groups = len(self.optimizer.param_groups)
+        if updates["cycle_momentum"]:
+            for key in ("base_momentums", "max_momentums"):
+                if len(updates[key]) != groups:
+                    raise StateError(
+                        f"state[{key!r}]={_plain(updates[key])!r} is refused: with cycle_momentum it must hold one "
+                        f"momentum per param group ({groups})"
+                    )
+
     def scale_fn(self, x: float) -> float:
         """The amplitude scale at cycle (or iteration) ``x``."""
         if self.scale_fn_custom is not None:
@@ -910,6 +1078,28 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     def _initial_step(self) -> None:
         self._step_count = 0
         self.step()
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "T_0": lambda v: check_count("T_0", v, minimum=1),
+            "T_i": lambda v: check_count("T_i", v, minimum=1),
+            "T_mult": lambda v: check_count("T_mult", v, minimum=1),
+            "eta_min": lambda v: check_real("eta_min", v, low=0.0),
+            "T_cur": lambda v: check_real("T_cur", v, low=-1.0),
+        }
+
+    def _check_state(self, updates: Mapping[str, Any]) -> None:
+        super()._check_state(updates)
+        if updates["T_i"] < updates["T_0"]:
+            raise StateError(
+                f"state['T_i']={updates['T_i']!r} is refused: the period never falls below T_0={updates['T_0']!r}"
+            )
+        if updates["T_cur"] > updates["T_i"]:
+            raise StateError(
+                f"state['T_cur']={updates['T_cur']!r} is refused: the position in the period must be <= "
+                f"T_i={updates['T_i']!r}"
+            )
 
     def _decode_field(self, name: str, value: Any) -> Any:
         if name in ("T_cur", "eta_min"):
@@ -1044,6 +1234,24 @@ class OneCycleLR(LRScheduler):
             args["base_momentum"] = _per_group(args["base_momentum"], [g["base_momentum"] for g in groups])
         return args
 
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "total_steps": lambda v: check_count("total_steps", v, minimum=1),
+            "phase_ends": lambda v: check_each("phase_ends", v, low=-1.0),
+            "anneal_strategy": lambda v: check_choice("anneal_strategy", v, ("cos", "linear")),
+        }
+
+    def _check_state(self, updates: Mapping[str, Any]) -> None:
+        super()._check_state(updates)
+        ends, total = updates["phase_ends"], updates["total_steps"]
+        phases = 3 if updates["three_phase"] else 2
+        if len(ends) != phases or list(ends) != sorted(ends) or ends[-1] != total - 1:
+            raise StateError(
+                f"state['phase_ends']={_plain(ends)!r} is refused: expected {phases} increasing phase ends, the last "
+                f"one total_steps - 1 = {total - 1} (three_phase={updates['three_phase']!r})"
+            )
+
     def get_lr(self) -> list[float]:
         step_num = self.last_epoch
         if step_num > self.total_steps:
@@ -1102,6 +1310,13 @@ class SWALR(LRScheduler):
             group["swa_lr"] = value
         self._record_spec(anneal_epochs=anneal_epochs, anneal_strategy=anneal_strategy)
         super().__init__(optimizer, last_epoch)
+
+    def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
+        return {
+            **super()._state_checks(),
+            "anneal_epochs": lambda v: check_count("anneal_epochs", v, minimum=0),
+            "anneal_strategy": lambda v: check_choice("anneal_strategy", v, ("cos", "linear")),
+        }
 
     def get_lr(self) -> list[float]:
         count, epochs, strategy = self._step_count, self.anneal_epochs, self.anneal_strategy

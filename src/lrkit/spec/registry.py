@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from lrkit.schedulers.base import python_scalars
 from lrkit.spec.from_flags import CliName
 
 Backend = Literal["lrkit", "torch"]
@@ -92,9 +93,14 @@ def register_spec_type(name: str, cls: type, torch_builder: Callable[..., Any] |
 
 def spec_record(kind: str) -> SpecType:
     """The record of ``{"type": kind}``."""
-    if kind not in _REGISTRY:
+    if not _known(kind):
         raise ValueError(f"{kind!r} is not a known scheduler; expected one of {spec_types()}")
     return _REGISTRY[kind]
+
+
+def _known(kind: Any) -> bool:
+    """Whether ``kind`` names a registered spec type (a list or dict names none: it is not even hashable)."""
+    return isinstance(kind, str) and kind in _REGISTRY
 
 
 def spec_types() -> list[str]:
@@ -116,6 +122,11 @@ def _check_spec(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(spec, Mapping):
         raise TypeError(f"{where} must be a dict with a 'type' key, got {spec!r}")
     kind = spec.get("type")
+    if kind is not None and not isinstance(kind, str):  # None: no "type" at all, the ValueError below
+        raise TypeError(
+            f"{where}['type'] must be the name of a scheduler (a str), got {where}['type']={kind!r} "
+            f"({type(kind).__name__}); expected one of {spec_types()}"
+        )
     if kind not in _REGISTRY:
         raise ValueError(f"{where}['type']={kind!r} is not a known scheduler; expected one of {spec_types()}")
     args = {k: v for k, v in spec.items() if k != "type"}
@@ -143,6 +154,7 @@ def build_scheduler(spec: Mapping[str, Any], optimizer: Any, backend: Backend = 
     if backend not in ("lrkit", "torch"):
         raise ValueError(f"backend must be 'lrkit' or 'torch', got backend={backend!r}")
     kind, args = _check_spec(spec, _where)
+    args = python_scalars(args)  # np.int64(3) is the int 3: the scheduler's spec and state stay JSON
     cls, torch_builder = _REGISTRY[kind].cls, _REGISTRY[kind].torch_builder
     if kind in _COMPOSITES:
         children_specs = args.pop("schedulers", None)
@@ -175,7 +187,7 @@ def complete_spec(spec: Any) -> Any:
     known spec is returned as it is."""
     if isinstance(spec, list):
         return [complete_spec(item) for item in spec]
-    if not isinstance(spec, Mapping) or spec.get("type") not in _REGISTRY:
+    if not isinstance(spec, Mapping) or not _known(spec.get("type")):
         return spec
     params = inspect.signature(_REGISTRY[spec["type"]].cls.__init__).parameters  # type: ignore[misc]
     out = {key: complete_spec(value) for key, value in spec.items()}

@@ -319,3 +319,13 @@ def test_a_bad_align_argument_is_refused_before_any_case_runs(
     out, err = capsys.readouterr()
     assert code == 2 and out == "", out
     assert err.startswith("lrkit align: error: ") and message.replace("{tmp}", str(tmp_path)) in err, err
+
+
+def test_a_schedule_its_own_checks_refuse_is_a_flag_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was a raw ValueError traceback, exit 1: a warmup longer than a 2-step run leaves the cosine no decay."""
+    err = train_error_of(
+        tmp_path, "--lr-scheduler", "cosine", "--warmup-steps", "5", "--min-lr", "3e-4", capsys=capsys
+    )
+    assert "--lr-scheduler" in err and "total_steps must be > warmup_steps" in err and "warmup_steps=5" in err, err

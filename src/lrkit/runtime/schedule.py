@@ -47,7 +47,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from lrkit.runtime import resume as resume_policy
-from lrkit.schedulers.base import LRScheduler, StateError, check_count, copy_value, group_lrs, set_group_value
+from lrkit.schedulers.base import (
+    LRScheduler,
+    StateError,
+    check_count,
+    copy_value,
+    group_lrs,
+    python_scalars,
+    set_group_value,
+)
 from lrkit.schedulers.hparams import GRAD_CLIP, HyperparamScheduler
 from lrkit.schedulers.llm import ScheduleLR
 from lrkit.schedulers.torch_compat import ReduceLROnPlateau
@@ -116,8 +124,8 @@ class TrainingSchedule:
         self.resume_notes: list[str] = []
         self.optimizer = optimizer
         self.backend: Backend = backend
-        self.spec: dict[str, Any] = dict(spec)
-        self.request: dict[str, Any] = dict(spec)
+        self.spec: dict[str, Any] = python_scalars(dict(spec))  # numpy numbers as Python's: the state is plain data
+        self.request: dict[str, Any] = dict(self.spec)
         self.policy: str | None = None
         self.tokens_per_step = tokens_per_step
         self.sequence_length = sequence_length

@@ -31,6 +31,7 @@ on the step clock (once per successful update); checkpoints hold their states un
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -174,16 +175,20 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     pm = parallelize(model, config, ctx, grad_accum)
     optimizer = build_optimizer(config, pm)
     tokens_per_step = batch.tokens_per_step(ctx.dp_size)
-    schedule = TrainingSchedule(
-        spec,
-        optimizer,
-        backend=config.schedule.backend,  # type: ignore[arg-type]
-        tokens_per_step=tokens_per_step,
-        sequence_length=sequence_length,
-        hparams=train_optim.build_hparam_schedulers(config, optimizer),  # weight decay, betas, momentum, clip
-        hparam_labels=train_optim.HPARAM_FLAGS,
-        policy_argument="--lr-resume-policy",
-    )
+    hparams = train_optim.build_hparam_schedulers(config, optimizer)  # weight decay, betas, momentum, clip
+    try:
+        schedule = TrainingSchedule(
+            spec,
+            optimizer,
+            backend=config.schedule.backend,  # type: ignore[arg-type]
+            tokens_per_step=tokens_per_step,
+            sequence_length=sequence_length,
+            hparams=hparams,
+            hparam_labels=train_optim.HPARAM_FLAGS,
+            policy_argument="--lr-resume-policy",
+        )
+    except (TypeError, ValueError) as err:  # the schedule's own argument checks (build_scheduler's documented errors)
+        raise TrainError(f"--lr-scheduler {json.dumps(spec)}: {err}") from err
     use_scaler = config.model.dtype == "float16"
     t = Trainer(
         config=config,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lrkit.train.checkpoint import checkpoint_path
+from lrkit.train.checkpoint import find_checkpoint
 from lrkit.train.command import run_train
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
@@ -91,7 +91,7 @@ def test_pp2_resume_equals_pp2_straight_exactly_and_the_checkpoint_is_the_full_m
     _same_run(straight, one_process)
     crossed = chained_run(
         tmp_path / "cross", "--num-iterations", "4", "--model", "llama3", "--resume",
-        str(checkpoint_path(tmp_path / "pp", 2)), *TWO_MICRO,
+        str(find_checkpoint(tmp_path / "pp", 2)), *TWO_MICRO,
     )  # fmt: skip
     _same_run(crossed, one_process[2:])
 
@@ -107,7 +107,7 @@ def _four_ranks_match_one_process_and_resume(tmp_path: Path, flags: list[str], s
     straight = read_metrics(straight_dir / "metrics.jsonl")
     assert all(r["lr_ranks_equal"] for r in straight)
     _same_run(straight, single)
-    resume = ["--resume", str(checkpoint_path(straight_dir, 2))]
+    resume = ["--resume", str(find_checkpoint(straight_dir, 2))]
     torchrun(4, "--run-dir", str(tmp_path / "resumed"), "--num-iterations", "3", *resume, *flags)
     assert trace(read_metrics(tmp_path / "resumed" / "metrics.jsonl")) == trace(straight[2:])
 
@@ -130,9 +130,10 @@ def test_pp2_tp2_sp_matches_one_process_and_resumes_exactly(tmp_path: Path) -> N
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_zero1_under_tp2_dp2_matches_one_process_and_resumes_exactly(tmp_path: Path) -> None:
-    """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its checkpoint holds the whole optimizer
-    state and resumes bit for bit."""
-    flags = ["--lr-scheduler", SPEC, "--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO]
+    """4 ranks on the (dp, tp) mesh: ZeRO-1 over DTensor parameters; its full checkpoint (gathered on rank 0,
+    ``--checkpoint-format full``) holds the whole optimizer state and resumes bit for bit."""
+    flags = ["--lr-scheduler", SPEC, "--tensor-parallel", "2", "--zero-stage", "1", "--checkpoint-format", "full",
+             *FOUR_MICRO]  # fmt: skip
     _four_ranks_match_one_process_and_resume(tmp_path, flags, FOUR_MICRO)
 
 

@@ -237,6 +237,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="start over in a --run-dir that holds a run: its old contents move to RUN/previous-<time>/ "
         "(nothing is deleted). Without it (or --resume) such a run dir is refused",
     )
+    g.add_argument(
+        "--checkpoint-format",
+        default=d.checkpoint.format,
+        choices=("auto", "full", "sharded"),
+        help="full: one step_N.pt gathered on rank 0; sharded: a step_N/ directory where each rank writes its "
+        "own shards (torch.distributed.checkpoint); auto: sharded under torchrun with more than one rank. "
+        "Either resumes on another layout or world size",
+    )
+    g.add_argument(
+        "--async-checkpoint",
+        action="store_true",
+        help="write sharded checkpoints in the background while training continues (one save in flight at most)",
+    )
     g.add_argument("--check-lr-sync", action="store_true", help="all-gather the LR each step and assert equality")
     g.add_argument("--no-plot", action="store_true", help="skip lr_loss.png")
     g.add_argument("--quiet", action="store_true", help="no per-step lines")

@@ -1,6 +1,13 @@
 """Checkpoints: atomic, verified, prunable, and loadable with ``torch.load(weights_only=True)``.
 
-A checkpoint is ``run_dir/checkpoints/step_{step:08d}.pt`` holding
+Two formats, and either resumes on any layout:
+
+* **full**: ``run_dir/checkpoints/step_{step:08d}.pt``, one file that rank 0 writes with the whole state;
+* **sharded**: the directory ``run_dir/checkpoints/step_{step:08d}/``, where every rank writes its own shards
+  with torch.distributed.checkpoint (:mod:`lrkit.train.sharded` writes it; this module finds, verifies,
+  publishes and prunes it, and reads its index, :class:`ShardedState`).
+
+A full checkpoint is ``run_dir/checkpoints/step_{step:08d}.pt`` holding
 ``{"format": CHECKPOINT_FORMAT, "meta": {"step", "payload_keys", "torch_version"}, "payload": {...}}``.
 The payload is whatever the trainer saves (model and optimizer state dicts, scheduler state, RNG states,
 data position, config...) as long as it is tensors and plain Python data. A torch checkpoint is a zip
@@ -22,15 +29,31 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, TensorStorageMetadata
 
 from lrkit.train.errors import TrainError
 
 CHECKPOINT_FORMAT = 1
+#: The format of a sharded checkpoint's ``trainer.pt``.
+SHARDED_FORMAT = 2
 CHECKPOINT_DIR = "checkpoints"
 #: The temporary file of a save in progress is ``.step_XXXXXXXX.pt.tmp-<pid of the writer>``.
 TMP_MARK = ".tmp-"
-_NAME = re.compile(r"^step_(\d{8,})\.pt$")
+#: A sharded save in progress writes into ``.step_XXXXXXXX.partial/``, renamed to ``step_XXXXXXXX/`` once complete.
+PARTIAL_MARK = ".partial"
+#: The plain (non-tensor) state of a sharded checkpoint, beside DCP's files.
+TRAINER_FILE = "trainer.pt"
+#: A sharded checkpoint's tensor keys: ``model/<parameter name>`` and ``optim/<parameter name>/<state key>``.
+MODEL_PREFIX, OPTIM_PREFIX = "model/", "optim/"
+_NAME = re.compile(r"^step_(\d{8,})(\.pt)?$")
 _TMP_NAME = re.compile(r"^\.step_(\d{8,})\.pt\.tmp-(\d+)$")
+_PARTIAL_NAME = re.compile(r"^\.step_(\d{8,})\.partial$")
+#: What DCP raises: its CheckpointException (a BaseException, which gathers every rank's failure) and the rest.
+DCP_ERRORS: tuple[type[BaseException], ...] = (Exception, CheckpointException)
+# DCP warns on every save and load in one process that it assumes one process: lrkit passes no_dist on purpose.
+warnings.filterwarnings("ignore", message=r"torch\.distributed is (disabled, )?unavailable or uninitialized")
 
 
 class CheckpointError(TrainError):
@@ -38,17 +61,33 @@ class CheckpointError(TrainError):
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
-    """``run_dir/checkpoints/step_{step:08d}.pt``."""
+    """``run_dir/checkpoints/step_{step:08d}.pt``: a full checkpoint."""
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
 
+def checkpoint_dir(run_dir: str | os.PathLike[str], step: int) -> Path:
+    """``run_dir/checkpoints/step_{step:08d}``: a sharded checkpoint."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}"
+
+
+def find_checkpoint(run_dir: str | os.PathLike[str], step: int) -> Path | None:
+    """The checkpoint of ``step`` in ``run_dir``, in either format (None: there is none)."""
+    for path in (checkpoint_dir(run_dir, step), checkpoint_path(run_dir, step)):
+        if is_checkpoint(path):
+            return path
+    return None
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A full checkpoint's file (``step_N.pt``) or a sharded one's directory (``step_N``), by its name and kind."""
+    m = _NAME.match(path.name)
+    return bool(m) and (path.is_file() if m.group(2) else path.is_dir())  # type: ignore[union-attr]
+
+
 def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Checkpoint files of ``run_dir``, oldest step first (temporary files of interrupted saves excluded)."""
-    directory = Path(run_dir) / CHECKPOINT_DIR
-    if not directory.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
-    return [p for _, p in sorted(found)]
+    """Checkpoints of ``run_dir`` (files and sharded directories), oldest step first; saves in progress or cut
+    short (temporary files, ``.partial`` directories) excluded."""
+    return checkpoint_files(Path(run_dir) / CHECKPOINT_DIR)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -136,13 +175,59 @@ def save_checkpoint(
             pass
         raise
     _fsync_dir(path.parent)
-    if keep_last is not None:
-        existing = list_checkpoints(run_dir)
-        keep = set(existing[-keep_last:]) | {path}
-        for old in existing:
-            if old not in keep:
-                old.unlink(missing_ok=True)
+    prune(run_dir, keep_last, path)
     return path
+
+
+def prune(run_dir: str | os.PathLike[str], keep_last: int | None, written: Path) -> None:
+    """Keep the ``keep_last`` newest checkpoints of ``run_dir`` (either format) and ``written``, the one just
+    saved (which is not the newest after resuming past an unusable checkpoint); ``None`` keeps all."""
+    if keep_last is None:
+        return
+    existing = list_checkpoints(run_dir)
+    keep = set(existing[-keep_last:]) | {written}
+    for old in existing:
+        if old not in keep:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+
+
+def write_plain_state(path: Path, plain: dict[str, Any]) -> None:
+    """Write a sharded checkpoint's plain state to ``path`` (fsynced) and read it back with
+    ``weights_only=True``: a value that is not plain data fails here, not at resume time."""
+    with open(path, "wb") as f:
+        torch.save({"format": SHARDED_FORMAT, "payload": plain}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:
+        raise CheckpointError(
+            f"checkpoint state {path} must hold only tensors and plain Python data "
+            f"(loadable with torch.load(weights_only=True)): {type(e).__name__}: {str(e).splitlines()[-1]}"
+        ) from e
+
+
+def publish_dir(partial: Path, final: Path) -> None:
+    """Publish a sharded checkpoint: rename its ``.partial`` directory to its final name (atomic), after
+    fsyncing its files. An older checkpoint of the same step (resumed past as unusable) is replaced."""
+    for file in partial.iterdir():
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(partial)
+    if final.exists():
+        replaced = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+        os.rename(final, replaced)
+        os.rename(partial, final)
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        os.rename(partial, final)
+    _fsync_dir(final.parent)
 
 
 def payload_bytes(obj: Any) -> int:
@@ -221,10 +306,15 @@ def load_checkpoint(
 
     ``mmap=True`` maps tensor storages from the file instead of reading them (see ``torch.load``).
 
+    A sharded checkpoint (a directory) gives its plain state, with ``"model"`` and ``"optimizer"`` as one
+    :class:`ShardedState`: the index of its tensors, which the trainer reads into its layout.
+
     Raises ``CheckpointError`` naming ``path`` when the file is missing, truncated, corrupted (CRC), not a
     checkpoint of this format, or lacks any of ``required_keys`` in its payload.
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_sharded(path, required_keys)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     _verify_archive(path)
@@ -248,17 +338,112 @@ def load_checkpoint(
     return payload
 
 
+def _load_sharded(path: Path, required_keys: Iterable[str]) -> dict[str, Any]:
+    plain_file = path / TRAINER_FILE
+    if not plain_file.is_file():
+        raise CheckpointError(f"checkpoint {path} is incomplete: it has no {TRAINER_FILE}")
+    try:
+        record = torch.load(plain_file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {plain_file} could not be loaded: {type(e).__name__}: {e}") from e
+    if not isinstance(record, dict) or record.get("format") != SHARDED_FORMAT or "payload" not in record:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise CheckpointError(f"checkpoint {plain_file} is not an lrkit sharded checkpoint (format {found!r})")
+    payload = dict(record["payload"])
+    tensors = ShardedState.open(path, payload.get("optimizer_groups"))
+    payload["model"] = payload["optimizer"] = tensors
+    missing = [key for key in required_keys if key not in payload]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is missing key(s) {missing}; it has {sorted(payload)}")
+    return payload
+
+
+class ShardedState:
+    """The tensors of a sharded checkpoint as resuming sees them before reading them: the directory, DCP's
+    index of its tensors (full shapes and dtypes) and the optimizer's saved hyperparameters
+    (:mod:`lrkit.train.sharded` reads them into a layout)."""
+
+    def __init__(self, path: Path, metadata: Metadata, groups: list[dict[str, Any]] | None = None) -> None:
+        self.path, self.metadata, self.groups = path, metadata, list(groups or [])
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], groups: list[dict[str, Any]] | None = None) -> ShardedState:
+        """Read the index of checkpoint ``path``; ``CheckpointError`` when it is missing or unreadable, or when a
+        shard file it names is missing or shorter than the data the index places in it."""
+        path = Path(path)
+        try:
+            metadata = dcp.FileSystemReader(str(path)).read_metadata()
+        except Exception as e:  # a missing or damaged .metadata: FileNotFoundError, UnpicklingError, EOFError...
+            raise CheckpointError(
+                f"checkpoint {path} has no readable DCP index (.metadata): {type(e).__name__}: {e}"
+            ) from e
+        ends: dict[str, int] = {}
+        for info in (metadata.storage_data or {}).values():
+            relative = str(info.relative_path)
+            ends[relative] = max(ends.get(relative, 0), int(info.offset) + int(info.length))
+        for relative, end in sorted(ends.items()):
+            file = path / relative
+            size = file.stat().st_size if file.is_file() else -1
+            if size < end:
+                found = "missing" if size < 0 else f"{size} bytes"
+                raise CheckpointError(
+                    f"checkpoint {path} is incomplete: its shard file {relative} is {found}, the index needs {end}"
+                )
+        return cls(path, metadata, groups)
+
+    def tensor_meta(self, key: str) -> TensorStorageMetadata:
+        """The index entry (full shape, dtype) of tensor ``key``; ``CheckpointError`` when there is none."""
+        meta = self.metadata.state_dict_metadata.get(key)
+        if not isinstance(meta, TensorStorageMetadata):
+            raise CheckpointError(f"checkpoint {self.path} has no tensor {key!r}")
+        return meta
+
+    def shapes(self, prefix: str) -> dict[str, tuple[int, ...]]:
+        """Full shape of every tensor whose key starts with ``prefix``, keyed without it."""
+        return {
+            key[len(prefix) :]: tuple(meta.size)
+            for key, meta in self.metadata.state_dict_metadata.items()
+            if key.startswith(prefix) and isinstance(meta, TensorStorageMetadata)
+        }
+
+    def nbytes(self) -> int:
+        """Bytes of the checkpoint's files on disk."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    def load(self, target: dict[str, torch.Tensor], process_group: Any = None, no_dist: bool = False) -> None:
+        """Fill ``target``'s tensors in place (under a process group each rank reads the parts it holds)."""
+        no_dist = no_dist or not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        try:
+            reader = dcp.FileSystemReader(str(self.path))
+            dcp.load(target, storage_reader=reader, process_group=process_group, no_dist=no_dist)
+        except DCP_ERRORS as e:  # DCP wraps every rank's failure in a CheckpointException
+            raise CheckpointError(f"checkpoint {self.path} could not be read: {dcp_failure(e)}") from e
+
+
+def dcp_failure(error: BaseException) -> str:
+    """A DCP failure in one line per rank (``rank 1: OSError: ...``), without DCP's gathered tracebacks."""
+    failures = getattr(error, "failures", None)
+    if isinstance(error, CheckpointException) and isinstance(failures, dict) and failures:
+        parts = []
+        for rank, failure in sorted(failures.items()):
+            cause = failure[0] if isinstance(failure, tuple) else failure
+            parts.append(f"rank {rank}: {type(cause).__name__}: {cause}")
+        return "; ".join(parts)
+    return f"{type(error).__name__}: {error}"
+
+
 def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
-    """The ``step_*.pt`` files directly in ``directory`` (a ``checkpoints/`` folder), oldest step first."""
+    """The checkpoints (``step_*.pt`` files, ``step_*`` sharded directories) directly in ``directory`` (a
+    ``checkpoints/`` folder), oldest step first."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and p.is_file()]
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)) and is_checkpoint(p)]
     return [p for _, p in sorted(found)]
 
 
 def checkpoint_step(path: str | os.PathLike[str]) -> int | None:
-    """The step in a checkpoint's file name (``step_00000040.pt`` -> 40), or None for another name."""
+    """The step in a checkpoint's name (``step_00000040.pt`` or ``step_00000040`` -> 40), or None."""
     m = _NAME.match(Path(path).name)
     return int(m.group(1)) if m else None
 
@@ -306,8 +491,9 @@ def newest_usable(
 
 
 def stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files of saves (``.step_*.pt.tmp-PID``) in ``run_dir/checkpoints`` whose writer process is gone
-    (a save cut short by a kill): nothing reads them, they only hold disk space."""
+    """Temporary files of saves (``.step_*.pt.tmp-PID``) in ``run_dir/checkpoints`` whose writer process is gone,
+    and ``.step_*.partial`` directories of sharded saves (a save cut short by a kill): nothing reads them, they
+    only hold disk space. Call it only while holding the run directory (no save of this run is in flight)."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     if not directory.is_dir():
         return []
@@ -316,6 +502,8 @@ def stale_temp_files(run_dir: str | os.PathLike[str]) -> list[Path]:
         m = _TMP_NAME.match(p.name)
         if m and not _process_alive(int(m.group(2))):
             stale.append(p)
+        elif _PARTIAL_NAME.match(p.name) and p.is_dir():
+            stale.append(p)  # a sharded save cut short: the run directory's lock says no save runs now
     return sorted(stale)
 
 
@@ -343,14 +531,18 @@ def check_model_shapes(
     model's (``expected``: key -> shape), instead of ``load_state_dict``'s traceback. Keys on one side only are
     left to the layout's loader (some layouts name or tie tensors differently)."""
     where = f" {source}" if source is not None else ""
-    if not isinstance(saved, dict):
+    if isinstance(saved, ShardedState):
+        saved_shapes: dict[str, tuple[int, ...] | None] = dict(saved.shapes(MODEL_PREFIX))
+    elif isinstance(saved, dict):
+        saved_shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in saved.items()}
+    else:
         raise CheckpointError(f"checkpoint{where}: its model state must be a dict, got {type(saved).__name__}")
     problems = []
     for key, shape in expected.items():
-        if key not in saved:
+        if key not in saved_shapes:
             continue
-        value = saved[key]
-        got = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        value = saved[key] if isinstance(saved, dict) else None
+        got = saved_shapes[key]
         if got != tuple(shape):
             got_text = list(got) if got is not None else type(value).__name__
             problems.append(f"{key}: checkpoint {got_text}, model {list(shape)}")

@@ -17,6 +17,7 @@ from lrkit.train.errors import TrainError
 from lrkit.train.models import build_model
 from lrkit.train.parallel import DistContext, ParallelModel, all_reduce_mean, is_dtensor, wrap_model
 from lrkit.train.pipeline import build_pipeline, check_pipeline_args
+from lrkit.train.sharded import load_model, load_optimizer
 from lrkit.train.zero import ZeroOptimizer
 
 __all__ = [
@@ -195,31 +196,40 @@ def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistC
 
 
 class ModelState:
-    """The model under its layout, as its full (unsharded) state dict."""
+    """The model under its layout. ``state_dict()`` is the full (unsharded) state dict of the full checkpoint
+    format; ``load_state_dict()`` also takes a sharded checkpoint's tensors (:class:`~lrkit.train.checkpoint.
+    ShardedState`), read into this layout. ``process_group``: the group sharded loads run over."""
 
-    def __init__(self, pm: ParallelModel) -> None:
-        self.pm = pm
+    def __init__(self, pm: ParallelModel, process_group: Any = None) -> None:
+        self.pm, self.process_group = pm, process_group
 
     def state_dict(self) -> dict[str, Any]:
         """Collective: every rank takes part."""
         return self.pm.model_state_dict()
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pm.load_model_state_dict(state)
+    def load_state_dict(self, state: dict[str, Any] | ckpt.ShardedState) -> None:
+        if isinstance(state, ckpt.ShardedState):
+            load_model(self.pm, state, self.process_group)
+        else:
+            self.pm.load_model_state_dict(state)
 
 
 class OptimizerState:
-    """The optimizer under the model's layout (ZeRO-1, FSDP2, TP and pipeline stages hold shards of it)."""
+    """The optimizer under the model's layout (ZeRO-1, FSDP2, TP and pipeline stages hold shards of it);
+    full state dicts, or a sharded checkpoint's tensors on load, as :class:`ModelState`."""
 
-    def __init__(self, pm: ParallelModel, optimizer: torch.optim.Optimizer) -> None:
-        self.pm, self.optimizer = pm, optimizer
+    def __init__(self, pm: ParallelModel, optimizer: torch.optim.Optimizer, process_group: Any = None) -> None:
+        self.pm, self.optimizer, self.process_group = pm, optimizer, process_group
 
     def state_dict(self) -> dict[str, Any]:
         """Collective: every rank takes part."""
         return self.pm.optimizer_state_dict(self.optimizer)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pm.load_optimizer_state_dict(self.optimizer, state)
+    def load_state_dict(self, state: dict[str, Any] | ckpt.ShardedState) -> None:
+        if isinstance(state, ckpt.ShardedState):
+            load_optimizer(self.pm, self.optimizer, state, self.process_group)
+        else:
+            self.pm.load_optimizer_state_dict(self.optimizer, state)
 
 
 class RNGState:
@@ -240,4 +250,6 @@ class RNGState:
         return out
 
     def load_state_dict(self, states: list[Any]) -> None:
-        ckpt.restore_rng_state(states[self.ctx.rank])
+        """Rank ``r`` takes the saved rank ``r``'s generators; on another world size, those of saved rank
+        ``r mod n`` (n ranks saved). Dropout then draws other masks than an unchanged layout would."""
+        ckpt.restore_rng_state(states[self.ctx.rank % len(states)])

@@ -101,10 +101,6 @@ COMPATIBLE_KEYS = [
     "sequence_length",
     "optimizer",
     "dtype",
-    "tensor_parallel",
-    "sequence_parallel",
-    "fsdp",
-    "zero_stage",
     # The groups' peaks come from the checkpoint's optimizer state: a change here would be ignored silently.
     "lr",
     "param_groups",
@@ -378,12 +374,20 @@ class CheckpointConfig:
             directory (its newest usable checkpoint); None starts fresh, in a run directory that holds no run.
         overwrite: start over in a run directory that holds a run: its old contents move to
             ``<run_dir>/previous-<UTC time>/`` (nothing is deleted). Not with ``resume``.
+        format: ``full`` (one ``step_N.pt`` file holding the whole, gathered state, written by rank 0),
+            ``sharded`` (a ``step_N/`` directory where every rank writes its own shards with
+            torch.distributed.checkpoint) or ``auto``: sharded when more than one process trains, else full.
+            Either format resumes on any layout and world size.
+        async_save: write each sharded checkpoint in the background while training continues (DCP's
+            ``async_save``; at most one save in flight). Needs the sharded format.
     """
 
     save_interval: int = _field(0)
     keep_last: int = _field(3)
     resume: str | None = _field(None)
     overwrite: bool = _field(False)
+    format: str = _field("auto", flag="--checkpoint-format", choices=("auto", "full", "sharded"))
+    async_save: bool = _field(False, flag="--async-checkpoint")
 
 
 @dataclass(frozen=True)

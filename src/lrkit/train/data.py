@@ -272,8 +272,14 @@ class TokenLoader:
     Each call reads, for data-parallel ``rank`` of ``world_size``, the ``batch_size * seq_len + 1`` tokens
     starting at ``position + rank * batch_size * seq_len``; ``x`` is the first B*T of them and ``y`` the same
     shifted by one, both int64 of shape (B, T). Then ``position`` advances by ``B * T * world_size``, so the
-    ranks read disjoint, adjacent chunks. When the next step would read past the end, ``position`` wraps to 0
-    and ``epoch`` increments (the short tail is skipped, as in llm.c).
+    ranks read disjoint, adjacent chunks.
+
+    An optimizer update reads ``accumulation`` such calls: ``B * T * world_size * accumulation`` tokens, the
+    global batch. When the next *update* would read past the end, ``position`` wraps to 0 before its first
+    call and ``epoch`` increments (the short tail is skipped, as in llm.c). The wrap depends only on the global
+    batch, not on how it is split into ranks and micro-batches, so a run resumed on another world size with the
+    same global batch reads the same tokens in every update: none repeated, none skipped. (A data split
+    smaller than one update wraps per call instead.)
 
     ``state_dict()`` is ``{"position", "epoch", "num_tokens"}`` (plain ints, the same on every rank);
     loading it reproduces exactly the batches that would have followed.
@@ -286,8 +292,11 @@ class TokenLoader:
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        accumulation: int = 1,
     ) -> None:
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size)):
+        checked = (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size),
+                   ("accumulation", accumulation))  # fmt: skip
+        for name, value in checked:
             if value < 1:
                 raise DataError(f"{name} must be >= 1, got {name}={value}")
         if not 0 <= rank < world_size:
@@ -306,8 +315,10 @@ class TokenLoader:
         self.seq_len = seq_len
         self.rank = rank
         self.world_size = world_size
+        self.accumulation = accumulation
         self.position = 0
         self.epoch = 0
+        self._micro = 0  # calls done in the current update
 
     @property
     def tokens_per_step(self) -> int:
@@ -316,9 +327,14 @@ class TokenLoader:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next (x, y) pair for this rank, each (batch_size, seq_len) int64 on the CPU."""
-        if self.position + self.tokens_per_step + 1 > self.tokens.size:
+        update = self.tokens_per_step * self.accumulation
+        starts_update = self._micro == 0 and update + 1 <= self.tokens.size
+        if (starts_update and self.position + update + 1 > self.tokens.size) or (
+            self.position + self.tokens_per_step + 1 > self.tokens.size
+        ):
             self.position = 0
             self.epoch += 1
+        self._micro = (self._micro + 1) % self.accumulation
         start = self.position + self.rank * self.batch_size * self.seq_len
         chunk = torch.from_numpy(self.tokens[start : start + self.batch_size * self.seq_len + 1].astype(np.int64))
         self.position += self.tokens_per_step
@@ -334,6 +350,7 @@ class TokenLoader:
         """Back to the first batch (e.g. before each evaluation pass over the validation split)."""
         self.position = 0
         self.epoch = 0
+        self._micro = 0
 
     def state_dict(self) -> dict[str, int]:
         return {"position": self.position, "epoch": self.epoch, "num_tokens": int(self.tokens.size)}
@@ -353,3 +370,4 @@ class TokenLoader:
             raise DataError(f"position must be in [0, {self.tokens.size}], got position={position}")
         self.position = position
         self.epoch = int(state["epoch"])
+        self._micro = 0  # checkpoints are taken between updates

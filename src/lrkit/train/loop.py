@@ -78,6 +78,7 @@ from lrkit.train.parallel import (
 )
 from lrkit.train.pipeline import PipelineModel
 from lrkit.train.rundir import open_run_dir, supersede_after
+from lrkit.train.sharded import ShardedSaver, optimizer_groups, tensor_state
 from lrkit.train.shutdown import Shutdown, ShutdownAbandoned, TrainingStopped
 
 __all__ = ["Trainer", "save", "setup", "train", "train_step"]
@@ -102,18 +103,31 @@ class Trainer:
     lr_groups: list[str] | None = None
     step: int = 0  #: optimizer updates done (skipped ones included)
     tokens: int = 0  #: tokens read
+    saver: ShardedSaver | None = None  #: writes the sharded checkpoints (None: the full format)
 
     def parts(self) -> dict[str, Any]:
         """Every stateful part, by its key in a checkpoint: each has ``state_dict()`` / ``load_state_dict()``.
         The optimizer comes before the schedule (torch's order: the schedule's LRs win)."""
+        group = self.saver.group if self.saver is not None else None
         return {
-            "model": ModelState(self.pm),
-            "optimizer": OptimizerState(self.pm, self.optimizer),
+            "model": ModelState(self.pm, group),
+            "optimizer": OptimizerState(self.pm, self.optimizer, group),
             "schedule": self.schedule,
             "scaler": self.scaler,
             "data": self.loader,
             "rng": RNGState(self.ctx),
         }
+
+    def checkpoint_path(self, step: int) -> Path:
+        """Where this run's checkpoint of ``step`` is (or will be, once published)."""
+        run_dir = Path(self.config.logging.run_dir)
+        return ckpt.checkpoint_dir(run_dir, step) if self.saver is not None else ckpt.checkpoint_path(run_dir, step)
+
+    def layout(self) -> dict[str, Any]:
+        """The parallel layout, as a checkpoint records it."""
+        ctx = self.ctx
+        return {"name": self.pm.layout, "world_size": ctx.world_size, "dp": ctx.dp_size, "tp": ctx.tp_size,
+                "pp": ctx.pp_size, "grad_accum": self.grad_accum}  # fmt: skip
 
     def autocast(self) -> Any:
         if self.autocast_dtype is None:
@@ -167,6 +181,7 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     if payload is not None:  # a tensor of another shape: named here, not by load_state_dict's traceback
         shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
         ckpt.check_model_shapes(payload["model"], shapes, resume_path)
+    sharded, async_save = checkpoint_format(config, ctx)
     named = train_optim.named_groups(config, model)  # --param-groups: names and LR factors bind the schedule
     assert config.schedule.spec is not None
     spec = train_optim.group_spec(config, config.schedule.spec, named)
@@ -197,7 +212,10 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         optimizer=optimizer,
         schedule=schedule,
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_scaler),
-        loader=TokenLoader(train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size),
+        loader=TokenLoader(
+            train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size,
+            accumulation=grad_accum,
+        ),  # fmt: skip
         val_tokens=val_tokens,
         step_optimizer=optimizer_step(config, pm, optimizer, schedule.hparams),
         autocast_dtype={"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[config.model.dtype],
@@ -206,6 +224,8 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         flags=flags,
         lr_groups=[str(g["name"]) for g in named] if named is not None else None,
     )
+    if sharded:  # collective: its process group
+        t.saver = ShardedSaver(config.logging.run_dir, ctx, config.checkpoint.keep_last, async_save)
     if payload is not None:
         _resume(t, payload, resume_path)
     if length is not None:
@@ -215,6 +235,20 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
             f"({schedule.ticks()[length.unit]} {length.unit} per step; the last step reaches or passes the total)",
         )
     return t
+
+
+def checkpoint_format(config: TrainConfig, ctx: DistContext) -> tuple[bool, bool]:
+    """``(sharded, async)`` from ``--checkpoint-format`` and ``--async-checkpoint``: ``auto`` is sharded when
+    more than one process trains. Raises ``TrainError`` for an asynchronous full checkpoint."""
+    chosen = config.checkpoint.format
+    sharded = chosen == "sharded" or (chosen == "auto" and ctx.world_size > 1)
+    if config.checkpoint.async_save and not sharded:
+        raise TrainError(
+            f"--async-checkpoint needs sharded checkpoints, got --checkpoint-format {chosen}"
+            + (" with one process (auto is full there)" if chosen == "auto" else "")
+            + ": add --checkpoint-format sharded"
+        )
+    return sharded, config.checkpoint.async_save
 
 
 #: What a checkpoint must hold to be resumed from (``"schedule"`` may sit flat at the top level, before 0.2);
@@ -236,6 +270,8 @@ def find_resume_checkpoint(resume: str, run_dir: Path, ctx: DistContext) -> Path
             _note(ctx, f"--resume auto: {run_dir} holds no checkpoint yet; starting at step 0")
     else:
         given = Path(resume)
+        if ckpt.is_checkpoint(given):  # a checkpoint file, or a sharded checkpoint's directory
+            return given
         if given.is_dir():
             path, rejected = ckpt.newest_usable(given, RESUME_KEYS, argument=f"--resume {resume}")
             if path is None:
@@ -258,6 +294,15 @@ def find_resume_checkpoint(resume: str, run_dir: Path, ctx: DistContext) -> Path
 def _resume(t: Trainer, payload: dict[str, Any], path: Path | None) -> None:
     """Load every part from ``payload``; the schedule applies ``--lr-resume-policy`` (its notes are printed)."""
     t.step, t.tokens = int(payload["step"]), int(payload["tokens"])
+    saved_layout, now = payload.get("layout"), t.layout()
+    if saved_layout is not None and {k: saved_layout.get(k) for k in now} != now:
+        described = ", ".join(f"{k} {saved_layout.get(k)} -> {v}" for k, v in now.items() if saved_layout.get(k) != v)
+        _note(t.ctx, f"resuming {path} on another layout ({described}): the model and optimizer are resharded; "
+                     "the schedule, its clocks and the data position continue exactly")  # fmt: skip
+    rng = payload.get("rng")
+    if isinstance(rng, list) and rng and len(rng) != t.ctx.world_size:
+        _note(t.ctx, f"{path} holds the random generators of {len(rng)} rank(s) and this run has "
+                     f"{t.ctx.world_size}: rank r takes saved rank r mod {len(rng)}'s")  # fmt: skip
     for name, part in t.parts().items():
         if name == "schedule":  # after the optimizer: the schedule's LRs win
             policy = parse_policy(t.config.schedule.resume_policy)
@@ -352,13 +397,22 @@ def save(t: Trainer) -> None:
     """Collective: every part gives its state on every rank; the main rank writes the checkpoint atomically.
 
     The checkpoint is a dict of the parts' states (:meth:`Trainer.parts`) with the step, the tokens read,
-    the flat run config (``"config"``, checked on resume against :data:`~lrkit.train.config.COMPATIBLE_KEYS`)
-    and the resolved config (``"train_config"``).
+    the flat run config (``"config"``, checked on resume against :data:`~lrkit.train.config.COMPATIBLE_KEYS`),
+    the resolved config (``"train_config"``) and the layout. In the sharded format (:mod:`lrkit.train.sharded`)
+    each rank writes its own model and optimizer tensors and the main rank the rest; with
+    ``--async-checkpoint`` this returns once the state is copied, and the save completes in the background.
     """
+    head = {"step": t.step, "tokens": t.tokens, "config": t.flags, "train_config": t.config.to_dict()}
+    if t.saver is not None:  # sharded: every rank writes its own tensors, rank 0 the plain state beside them
+        tensors = tensor_state(t.pm, t.optimizer)
+        plain = {name: part.state_dict() for name, part in t.parts().items() if name not in ("model", "optimizer")}
+        extra = {"optimizer_groups": optimizer_groups(t.optimizer), "layout": t.layout()}
+        t.saver.save(t.step, tensors, {**head, **plain, **extra} if t.ctx.is_main else None)
+        return
     states = {name: part.state_dict() for name, part in t.parts().items()}
     if not t.ctx.is_main:
         return
-    payload = {"step": t.step, "tokens": t.tokens, "config": t.flags, "train_config": t.config.to_dict(), **states}
+    payload = {**head, **states, "layout": t.layout()}
     ckpt.save_checkpoint(Path(t.config.logging.run_dir), t.step, payload, keep_last=t.config.checkpoint.keep_last)
 
 
@@ -431,8 +485,13 @@ def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[st
             save(t)
             saved_step = t.step
         where[0] = f"the end of step {t.step}"
+        if t.saver is not None:
+            t.saver.poll()  # rank 0 publishes a background save that has finished
         _stop_if_asked(t, stop, start_step, saved_step, printer)
     printer.close()
+    if t.saver is not None:
+        where[0] = "the last checkpoint's save"
+        t.saver.wait()
     if ctx.is_main and logging.plot:
         try:
             plot_run(run_dir / "metrics.jsonl", run_dir / "lr_loss.png")
@@ -453,8 +512,7 @@ def _stop_if_asked(
         return
     if printer is not None:
         printer.close()
-    run_dir = Path(t.config.logging.run_dir)
-    path: Path | None = ckpt.checkpoint_path(run_dir, t.step)
+    path: Path | None = t.checkpoint_path(t.step)
     reason = ""
     if t.step == start_step:
         since = f"since it resumed at step {start_step}" if start_step else "yet"
@@ -463,4 +521,6 @@ def _stop_if_asked(
         path, reason = None, "not saved (--save-interval 0 turns checkpoints off)"
     elif saved_step != t.step:
         save(t)
+    if t.saver is not None:
+        t.saver.wait()  # the checkpoint is published before the run says it is saved
     raise TrainingStopped(signum, t.step, path, reason)

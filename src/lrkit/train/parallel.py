@@ -414,8 +414,16 @@ class ParallelModel:
     def parameters(self) -> Iterator[nn.Parameter]:
         return self.raw.parameters()
 
-    # The state protocol of the model and its optimizer under this layout. Checkpoints hold the full,
-    # unsharded state (CPU tensors); which layout changes a resume accepts is COMPATIBLE_KEYS' to say.
+    def checkpoint_parameters(self) -> list[tuple[str, nn.Parameter, bool]]:
+        """This rank's parameters as ``(name, parameter, written)``: the name of each in the single-process model
+        (the same in every layout, so a sharded checkpoint loads on another one), the parameter as this layout
+        holds it (a DTensor under FSDP2 or TP), and whether this rank writes it. A parameter held twice (a tied
+        weight's copy on another pipeline stage) is written once and loaded into both."""
+        return [(name, p, True) for name, p in self.raw.named_parameters()]
+
+    # The state protocol of the model and its optimizer under this layout, as full (unsharded) state dicts
+    # (CPU tensors), for the full checkpoint format. The sharded format (lrkit.train.sharded) reads
+    # checkpoint_parameters() instead. Either loads into any layout.
 
     def model_state_dict(self) -> dict[str, Any]:
         """Collective: the full model's state dict (CPU tensors)."""

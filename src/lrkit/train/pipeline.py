@@ -205,6 +205,11 @@ class PipelineModel(ParallelModel):
 
     # ------------------------------------------------------------------ checkpoint: full-model payloads
 
+    def checkpoint_parameters(self) -> list[tuple[str, nn.Parameter, bool]]:
+        """This rank's stage parameters by their single-process names; the tied head's copy on the last stage is
+        loaded from the embedding's entry and not written (stage 0 writes it)."""
+        return [(self._canon[id(p)], p, p is not self._tied_copy) for p in self.raw.parameters()]
+
     def _sends(self, sharded_over_dp: bool = False) -> bool:
         """Whether this rank's part goes into the gathered payload: one copy per stage, not per replica or shard."""
         return self.ctx.tp_rank == 0 and (sharded_over_dp or self.ctx.dp_rank == 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -282,8 +283,12 @@ def _prepare(run_dir: Path, resume: str | None, overwrite: bool) -> RunDir:
     opened = RunDir(run_dir, lock)
     try:
         for p in ckpt.stale_temp_files(run_dir):
-            p.unlink(missing_ok=True)
-            opened.notes.append(f"removed {p}, the temporary file of a save cut short (its process is gone)")
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                opened.notes.append(f"removed {p}, the directory of a sharded save cut short (never published)")
+            else:
+                p.unlink(missing_ok=True)
+                opened.notes.append(f"removed {p}, the temporary file of a save cut short (its process is gone)")
         held = describe_run(run_dir)
         if overwrite:
             target = move_aside(run_dir)

@@ -37,7 +37,7 @@ from lrkit.train.config import TrainConfig
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import CollectiveTimeoutError, DistContext, as_collective_timeout, unanswered_ranks
 from lrkit.train.shutdown import SIGNALS, Shutdown, TrainingStopped, exit_code
-from tests.conftest import TINY, parse, trace, train_error_of, train_run
+from tests.conftest import TINY, checkpoint_steps, parse, trace, train_error_of, train_run
 
 #: The one line of a clean stop that saved: signal, step, checkpoint (a ``.pt`` file or a directory), exit code.
 SAVED = re.compile(r"^lrkit train: (SIG\w+) at step (\d+): saved (\S+step_(\d{8})(?:\.pt)?/?); exit (\d+)$")
@@ -97,11 +97,6 @@ def _count_saves(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def _run(tmp: Path, *argv: str) -> int:
     """``lrkit train`` in this process on the tiny model; its exit code."""
     return run_train(parse(*TINY, "--run-dir", str(tmp), *RUN, *argv))
-
-
-def checkpoint_steps(run_dir: Path) -> list[int]:
-    """The steps of the run's checkpoints, oldest first, whatever their format (file or directory)."""
-    return [int(re.findall(r"step_(\d{8})", p.name)[0]) for p in ckpt.list_checkpoints(run_dir)]
 
 
 def _one_line(err: str) -> str:

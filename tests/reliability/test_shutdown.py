@@ -138,6 +138,14 @@ def test_exit_code_rules(sig: signal.Signals, lost: bool, code: int) -> None:
     assert TrainingStopped(sig, 5, None, "why", lost).exit_code == code
 
 
+def test_train_help_says_what_the_signals_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrkit.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SIGTERM and SIGUSR1" in text and "exit 0" in text and "exits 130" in text and "--resume auto" in text
+
+
 # ------------------------------------------------------------------ one process, the signal at an exact step
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from lrkit.train.arguments import add_train_arguments
+from lrkit.train.checkpoint import list_checkpoints
 from lrkit.train.command import run_train
 from lrkit.train.loop import train
 from lrkit.train.metrics import read_metrics
@@ -55,6 +57,11 @@ def chained_run(tmp: Path, *argv: str) -> list[dict[str, Any]]:
 def trace(records: list[dict[str, Any]]) -> list[tuple[int, list[float], float]]:
     """What must be identical between two runs: step, per-group LR and loss (not the timings)."""
     return [(r["step"], r["lr"], r["loss"]) for r in records]
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """The steps of the run's checkpoints, oldest first, whatever their format (a file or a directory)."""
+    return [int(re.findall(r"step_(\d{8})", p.name)[0]) for p in list_checkpoints(run_dir)]
 
 
 def torchrun(nproc: int, *argv: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -1,9 +1,12 @@
-"""Issue 18, item 4: SIGINT and SIGTERM stop a run cleanly, and ``--collective-timeout`` bounds a collective.
+"""Issue 18, item 4 and issue 15, item 5: SIGINT, SIGTERM and SIGUSR1 stop a run cleanly, and
+``--collective-timeout`` bounds a collective.
 
 A signal lets the step in progress finish, saves it through the normal atomic save path, prints one line
-(``lrkit train: SIGTERM at step 3: saved .../step_00000003.pt; exit 143``) and exits ``128 + signal``, the
-status a shell gives a process that the signal killed (the oracle of :func:`test_exit_code_is_what_a_shell_reports`).
-``--resume auto`` afterwards continues bit for bit like a run that was never interrupted.
+(``lrkit train: SIGTERM at step 3: saved .../step_00000003.pt; exit 0``) and exits. SIGTERM and SIGUSR1 (a
+scheduler's preemption) exit 0 once nothing is lost; SIGINT (Ctrl-C), and a preemption that lost steps
+(checkpoints off), exit ``128 + signal``, the status a shell gives a process that the signal killed (the
+oracle of :func:`test_exit_code_is_what_a_shell_reports`). ``--resume auto`` afterwards continues bit for bit
+like a run that was never interrupted.
 
 In-process tests send the signal to this process from inside the loop (``train_step`` wrapped), so the step
 it lands in is exact; the subprocess tests send it from outside, at a moment the metrics file shows.
@@ -33,12 +36,13 @@ from lrkit.train.command import run_train
 from lrkit.train.config import TrainConfig
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import CollectiveTimeoutError, DistContext, as_collective_timeout, unanswered_ranks
-from lrkit.train.shutdown import Shutdown, TrainingStopped, exit_code
-from tests.conftest import TINY, parse, trace, train_error_of, train_run
+from lrkit.train.shutdown import SIGNALS, Shutdown, TrainingStopped, exit_code
+from tests.conftest import TINY, checkpoint_steps, parse, trace, train_error_of, train_run
 
-SIGNALS = [signal.SIGINT, signal.SIGTERM]
-#: The one line of a clean stop that saved: signal, step, checkpoint, exit code.
-SAVED = re.compile(r"^lrkit train: (SIG\w+) at step (\d+): saved (\S+step_(\d{8})\.pt); exit (\d+)$")
+#: The one line of a clean stop that saved: signal, step, checkpoint (a ``.pt`` file or a directory), exit code.
+SAVED = re.compile(r"^lrkit train: (SIG\w+) at step (\d+): saved (\S+step_(\d{8})(?:\.pt)?/?); exit (\d+)$")
+#: The exit code of a stop that lost nothing: 0 for a preemption (SIGTERM, SIGUSR1), 130 for Ctrl-C.
+SAVED_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 0, signal.SIGUSR1: 0}
 #: A short cosine run on the tiny model (the issue's schedule), on a small corpus that loads at once (this
 #: package's loop.py as bytes) rather than the standard library's.
 RUN = [
@@ -57,7 +61,7 @@ RUN = [
 
 @pytest.fixture(autouse=True)
 def _handlers_stay_put() -> Iterator[None]:
-    """Every test leaves SIGINT's and SIGTERM's handlers as it found them (a run restores them)."""
+    """Every test leaves SIGINT's, SIGTERM's and SIGUSR1's handlers as it found them (a run restores them)."""
     before = {sig: signal.getsignal(sig) for sig in SIGNALS}
     yield
     assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
@@ -108,27 +112,55 @@ def _one_line(err: str) -> str:
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_exit_code_is_what_a_shell_reports(sig: signal.Signals) -> None:
-    """The oracle: bash's ``$?`` for a process that ``sig`` killed."""
+    """The oracle: bash's ``$?`` for a process that ``sig`` killed: SIGINT's code always, SIGTERM's and
+    SIGUSR1's when steps were lost."""
     shell = subprocess.run(["bash", "-c", f"bash -c 'kill -{sig.name} $$'; echo $?"], capture_output=True, text=True)
-    assert exit_code(sig) == int(shell.stdout.strip())
+    assert exit_code(sig, lost=True) == int(shell.stdout.strip())
+    if sig == signal.SIGINT:
+        assert exit_code(sig, lost=False) == int(shell.stdout.strip())
+
+
+@pytest.mark.parametrize(
+    ("sig", "lost", "code"),
+    [
+        (signal.SIGTERM, False, 0),
+        (signal.SIGUSR1, False, 0),
+        (signal.SIGINT, False, 130),
+        (signal.SIGTERM, True, 143),
+        (signal.SIGUSR1, True, 138),
+        (signal.SIGINT, True, 130),
+    ],
+)
+def test_exit_code_rules(sig: signal.Signals, lost: bool, code: int) -> None:
+    """A preemption (SIGTERM, SIGUSR1) that lost nothing exits 0, the SLURM requeue convention; Ctrl-C, and a
+    preemption that lost steps, exit ``128 + signal``."""
+    assert exit_code(sig, lost) == code
+    assert TrainingStopped(sig, 5, None, "why", lost).exit_code == code
+
+
+def test_train_help_says_what_the_signals_do(capsys: pytest.CaptureFixture[str]) -> None:
+    from lrkit.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "SIGTERM and SIGUSR1" in text and "exit 0" in text and "exits 130" in text and "--resume auto" in text
 
 
 # ------------------------------------------------------------------ one process, the signal at an exact step
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
-def test_signal_mid_run_saves_the_step_and_exits_128_plus_signal(
+def test_signal_mid_run_saves_the_step_and_exits_with_its_code(
     tmp_path: Path, sig: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Before: SIGTERM killed the process at once and SIGINT raised KeyboardInterrupt with a traceback; the
-    steps since the last checkpoint (here all 3: the interval is 100) were lost."""
+    """SIGTERM and SIGUSR1 exit 0 (preemption, nothing lost), SIGINT 130. Before issue 18: SIGTERM killed the
+    process at once and SIGINT raised KeyboardInterrupt with a traceback; the steps since the last checkpoint
+    (here all 3: the interval is 100) were lost. Before issue 15: SIGTERM exited 143, SIGUSR1 killed."""
     _signal_at(monkeypatch, {3: [sig]})
-    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", "100") == 128 + sig
+    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", "100") == SAVED_EXIT[sig]
     m = SAVED.match(_one_line(capsys.readouterr().err))
-    assert m is not None and (m[1], int(m[2]), int(m[4]), int(m[5])) == (sig.name, 3, 3, 128 + sig)
-    assert Path(m[3]) == ckpt.checkpoint_path(tmp_path, 3)
-    assert ckpt.list_checkpoints(tmp_path) == [ckpt.checkpoint_path(tmp_path, 3)]
-    assert ckpt.load_checkpoint(m[3])["step"] == 3  # complete and verified
+    assert m is not None and (m[1], int(m[2]), int(m[4]), int(m[5])) == (sig.name, 3, 3, SAVED_EXIT[sig])
+    assert [Path(m[3])] == ckpt.list_checkpoints(tmp_path) and checkpoint_steps(tmp_path) == [3]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
 
 
@@ -141,8 +173,8 @@ def test_in_process_train_raises_training_stopped(
     with pytest.raises(TrainingStopped) as stopped:
         train_run(tmp_path, *RUN, "--num-iterations", "6", "--save-interval", "5")
     assert (stopped.value.signum, stopped.value.step) == (sig, 2)
-    assert stopped.value.checkpoint == ckpt.checkpoint_path(tmp_path, 2)
-    assert stopped.value.exit_code == 128 + sig
+    assert [stopped.value.checkpoint] == ckpt.list_checkpoints(tmp_path) and checkpoint_steps(tmp_path) == [2]
+    assert stopped.value.exit_code == SAVED_EXIT[sig] and not stopped.value.lost
 
 
 @pytest.mark.parametrize(
@@ -162,20 +194,25 @@ def test_the_stop_saves_each_step_once(
     """A step the interval (or the run's end) saved already is not saved again; the line names it."""
     saved = _count_saves(monkeypatch)
     _signal_at(monkeypatch, {at: [signal.SIGTERM]})
-    assert _run(tmp_path, "--num-iterations", str(steps), "--save-interval", str(interval)) == 143
+    assert _run(tmp_path, "--num-iterations", str(steps), "--save-interval", str(interval)) == 0
     assert saved == saves
     m = SAVED.match(_one_line(capsys.readouterr().err))
     assert m is not None and int(m[2]) == int(m[4]) == at
 
 
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_without_checkpoints_the_line_says_nothing_was_saved(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, sig: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--save-interval 0`` turns checkpoints off: the stop saves none, and says so (never silent)."""
-    _signal_at(monkeypatch, {3: [signal.SIGINT]})
-    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", "0") == 130
+    """``--save-interval 0`` turns checkpoints off: the stop saves none, and says so (never silent). The steps
+    are lost, so a preemption exits ``128 + signal`` too (a requeued job would start over)."""
+    _signal_at(monkeypatch, {3: [sig]})
+    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", "0") == 128 + sig
     line = _one_line(capsys.readouterr().err)
-    assert line == "lrkit train: SIGINT at step 3: not saved (--save-interval 0 turns checkpoints off); exit 130"
+    assert (
+        line
+        == f"lrkit train: {sig.name} at step 3: not saved (--save-interval 0 turns checkpoints off); exit {128 + sig}"
+    )
     assert ckpt.list_checkpoints(tmp_path) == []
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 3
 
@@ -191,14 +228,16 @@ def _signal_in_setup(monkeypatch: pytest.MonkeyPatch, sig: signal.Signals) -> No
     monkeypatch.setattr(train_loop, "setup", setup)
 
 
+@pytest.mark.parametrize("interval", ["1", "0"])
 def test_a_signal_during_setup_stops_before_the_first_step(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], interval: str
 ) -> None:
+    """Nothing ran, so nothing is lost: a preemption exits 0, with checkpoints on or off."""
     saved = _count_saves(monkeypatch)
     _signal_in_setup(monkeypatch, signal.SIGTERM)
-    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", "1") == 143
+    assert _run(tmp_path, "--num-iterations", "10", "--save-interval", interval) == 0
     assert _one_line(capsys.readouterr().err) == (
-        "lrkit train: SIGTERM at step 0: no step ran yet, nothing new to save; exit 143"
+        "lrkit train: SIGTERM at step 0: no step ran yet, nothing new to save; exit 0"
     )
     assert saved == [] and not (tmp_path / "metrics.jsonl").exists()  # no step ran
 
@@ -259,7 +298,7 @@ def test_handlers_are_restored_after_a_run_and_a_stop(tmp_path: Path, monkeypatc
         _run(tmp_path / "a", "--num-iterations", "4")
         assert signal.getsignal(signal.SIGTERM) is mine
         _signal_at(monkeypatch, {1: [signal.SIGTERM]})
-        assert _run(tmp_path / "b", "--num-iterations", "4") == 143
+        assert _run(tmp_path / "b", "--num-iterations", "4") == 143  # checkpoints are off by default: lost
         assert signal.getsignal(signal.SIGTERM) is mine and seen == []  # the run had it, not mine
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -275,6 +314,22 @@ def test_an_ignored_sigint_stays_ignored(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         signal.signal(signal.SIGINT, previous)
     assert len(read_metrics(tmp_path / "metrics.jsonl")) == 4
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+def test_an_ignored_sigterm_or_sigusr1_is_handled_anyway(
+    tmp_path: Path, sig: signal.Signals, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No shell ignores them for a job, and a scheduler's SIGKILL follows them: a run that inherited them
+    ignored (a wrapper's ``trap '' USR1``) still stops cleanly and saves; the ignoring is restored after."""
+    previous = signal.signal(sig, signal.SIG_IGN)
+    try:
+        _signal_at(monkeypatch, {2: [sig]})
+        assert _run(tmp_path, "--num-iterations", "4", "--save-interval", "100") == 0
+        assert signal.getsignal(sig) is signal.SIG_IGN
+    finally:
+        signal.signal(sig, previous)
+    assert checkpoint_steps(tmp_path) == [2] and len(read_metrics(tmp_path / "metrics.jsonl")) == 2
 
 
 def test_shutdown_is_inert_outside_the_main_thread() -> None:
@@ -309,9 +364,10 @@ def _wait_for_records(path: Path, count: int, proc: subprocess.Popen[bytes], lim
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_signal_from_outside_then_resume_auto_ends_identical(tmp_path: Path, sig: signal.Signals) -> None:
-    """``python -m lrkit.train`` gets ``sig`` mid-run, stops with one line and ``128 + sig``; ``--resume auto``
-    (in this process) then ends bit for bit like the uninterrupted run (the SIGKILL test's comparison,
-    tests/train/test_train.py)."""
+    """``python -m lrkit.train`` gets ``sig`` mid-run, stops with one line and its code (0 for SIGTERM and
+    SIGUSR1: a preemption; 130 for SIGINT); ``--resume auto`` (in this process) then ends bit for bit like
+    the uninterrupted run (the SIGKILL test's comparison, tests/train/test_train.py): step, LRs and losses
+    exactly equal."""
     steps = 24
     argv = [*TINY, *RUN, "--num-iterations", str(steps), "--save-interval", "100"]
     reference = trace(train_run(tmp_path / "ref", *RUN, "--num-iterations", str(steps), "--save-interval", "100"))
@@ -327,12 +383,12 @@ def test_signal_from_outside_then_resume_auto_ends_identical(tmp_path: Path, sig
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 128 + sig, err.decode()[-2000:]
+    assert proc.returncode == SAVED_EXIT[sig], err.decode()[-2000:]
     m = SAVED.match(_one_line(err.decode()))
-    assert m is not None and m[1] == sig.name
+    assert m is not None and m[1] == sig.name and int(m[5]) == SAVED_EXIT[sig]
     stopped_at = int(m[2])
     assert 3 <= stopped_at < steps
-    assert ckpt.list_checkpoints(run_dir) == [ckpt.checkpoint_path(run_dir, stopped_at)]
+    assert checkpoint_steps(run_dir) == [stopped_at]
     assert len(read_metrics(run_dir / "metrics.jsonl")) == stopped_at
     resumed = train_run(run_dir, *RUN, "--num-iterations", str(steps), "--save-interval", "100", "--resume", "auto")
     assert trace(resumed) == reference

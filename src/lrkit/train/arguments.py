@@ -58,10 +58,21 @@ class _Recording:
         return self.group.add_argument(*names, action=_Typed, **kwargs)
 
 
+#: The end of ``lrkit train --help``: what the signals do (lrkit.train.shutdown).
+SIGNALS_EPILOG = (
+    "Signals: SIGTERM and SIGUSR1 (a cluster's preemption or time limit) finish the step, save it and exit 0; "
+    "SIGINT (Ctrl-C) does the same and exits 130. With --save-interval 0 nothing is saved and SIGTERM/SIGUSR1 "
+    "exit 128 + signal. Continue with --resume auto. Under torchrun, give the agent --signals-to-handle "
+    "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1, or SIGUSR1 kills it (docs/cluster.md)."
+)
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """All trainer flags; the schedule flags come from :mod:`lrkit.tools.flags` (one definition)."""
     d = TrainConfig()  # the defaults
     parser.set_defaults(**{TYPED_FLAGS: frozenset()})
+    if parser.epilog is None:
+        parser.epilog = SIGNALS_EPILOG
     g = _Recording(parser.add_argument_group("config file"))
     g.add_argument(
         "--config",

@@ -22,10 +22,11 @@ def run_train(args: argparse.Namespace) -> int:
     ``args`` are the parsed flags (:func:`add_train_arguments`): they become the run's config once
     (``--config``'s file, with the flags typed on top). A user's mistake (:data:`USER_ERRORS`) prints
     ``lrkit train: error: ...`` and returns 2; anything else is a bug and raises with its traceback.
-    SIGINT and SIGTERM stop the run cleanly (:mod:`lrkit.train.shutdown`): one line, and the exit code
-    ``128 + signal`` (:func:`lrkit.train.shutdown.exit_code`).
+    SIGINT, SIGTERM and SIGUSR1 stop the run cleanly (:mod:`lrkit.train.shutdown`): one line, and the exit
+    code of :func:`lrkit.train.shutdown.exit_code`: 0 for SIGTERM or SIGUSR1 (a scheduler's preemption) once
+    the step is saved, ``128 + signal`` for SIGINT (130) and for a stop that lost steps.
     """
-    with Shutdown() as shutdown:  # SIGINT and SIGTERM from here on stop cleanly (lrkit.train.shutdown)
+    with Shutdown() as shutdown:  # SIGINT, SIGTERM and SIGUSR1 from here on stop cleanly (lrkit.train.shutdown)
         try:
             return _run_train(args, shutdown)
         except ShutdownAbandoned as abandoned:  # a third signal: one line, no traceback

@@ -428,8 +428,8 @@ def train(
     :func:`add_train_arguments` is turned into its config first. The run directory is locked for the run
     (:mod:`lrkit.train.rundir`): a second trainer on it, and a fresh start over a run it holds, are refused.
 
-    SIGINT and SIGTERM stop the run cleanly (:mod:`lrkit.train.shutdown`): the step in progress finishes, every
-    rank agrees to stop after it, a checkpoint is saved (with ``--save-interval`` > 0) and
+    SIGINT, SIGTERM and SIGUSR1 stop the run cleanly (:mod:`lrkit.train.shutdown`): the step in progress
+    finishes, every rank agrees to stop after it, a checkpoint is saved (with ``--save-interval`` > 0) and
     :class:`~lrkit.train.shutdown.TrainingStopped` is raised. ``shutdown`` is the handler ``lrkit train``
     installed before the process group existed; without it one is installed here, for this call.
 
@@ -503,24 +503,25 @@ def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[st
 def _stop_if_asked(
     t: Trainer, stop: Shutdown, start_step: int, saved_step: int | None, printer: Printer | None = None
 ) -> None:
-    """Between steps: if any rank got SIGINT or SIGTERM, every rank stops here together (one all-reduce of
-    the signal's number per step), after saving the step unless it is saved already, and raises
+    """Between steps: if any rank got SIGINT, SIGTERM or SIGUSR1, every rank stops here together (one
+    all-reduce of the signal's number per step), after saving the step unless it is saved already, and raises
     :class:`TrainingStopped`. Nothing is saved when no step ran since the start (the checkpoint resumed from,
-    if any, holds this state) or when checkpoints are off (``--save-interval 0``)."""
+    if any, holds this state) or when checkpoints are off (``--save-interval 0``: the steps since the start
+    are ``lost``, which decides the exit code, :func:`lrkit.train.shutdown.exit_code`)."""
     signum = all_reduce_max(stop.requested, t.ctx)
     if not signum:
         return
     if printer is not None:
         printer.close()
     path: Path | None = t.checkpoint_path(t.step)
-    reason = ""
+    reason, lost = "", False
     if t.step == start_step:
         since = f"since it resumed at step {start_step}" if start_step else "yet"
         path, reason = None, f"no step ran {since}, nothing new to save"
     elif not t.config.checkpoint.save_interval:
-        path, reason = None, "not saved (--save-interval 0 turns checkpoints off)"
+        path, reason, lost = None, "not saved (--save-interval 0 turns checkpoints off)", True
     elif saved_step != t.step:
         save(t)
     if t.saver is not None:
         t.saver.wait()  # the checkpoint is published before the run says it is saved
-    raise TrainingStopped(signum, t.step, path, reason)
+    raise TrainingStopped(signum, t.step, path, reason, lost)

@@ -307,7 +307,7 @@ def test_help_lists_every_command_without_importing_torch():
         "assert rc == 0 and 'torch' not in sys.modules, (rc, 'torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    for command in ("preview", "plot", "train", "demo", "align", "find-lr"):
+    for command in ("preview", "plot", "train", "demo", "align", "find-lr", "checkpoint"):
         assert command in result.stdout
 
 

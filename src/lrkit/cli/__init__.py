@@ -1,4 +1,4 @@
-"""The ``lrkit`` command: ``preview``, ``plot``, ``train``, ``demo``, ``align`` and ``find-lr``.
+"""The ``lrkit`` command: ``preview``, ``plot``, ``train``, ``demo``, ``align``, ``find-lr`` and ``checkpoint``.
 
 The top layer: it only dispatches. Each command imports its module (and so torch) only when it runs, so
 ``lrkit --help`` is instant.
@@ -53,6 +53,12 @@ def _find_lr() -> Command:
     return add_find_lr_arguments, run_find_lr
 
 
+def _checkpoint() -> Command:
+    from lrkit.train.checkpoint_command import add_checkpoint_arguments, run_checkpoint
+
+    return add_checkpoint_arguments, run_checkpoint
+
+
 #: command -> (loader of (argument adder or None, runner), help); a loader imports its module when the command runs
 _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
     "preview": (_preview, "key points, sparkline and checks of a schedule (exit 1 if a check fails)"),
@@ -61,6 +67,10 @@ _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
     "demo": (_demo, "preview, train, checkpoint and resume a tiny model"),
     "align": (_align, "compare lrkit's LRs and losses with PyTorch's"),
     "find-lr": (_find_lr, "LR range test"),
+    "checkpoint": (
+        _checkpoint,
+        "inspect a checkpoint (step, clocks, spec, LR now and next, layout, size) or export its model to safetensors",
+    ),
 }
 
 

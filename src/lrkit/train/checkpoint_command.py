@@ -341,7 +341,8 @@ def _tied_groups(payload: Mapping[str, Any]) -> list[list[str]]:
     memory), says which of its names are one parameter. ``[]`` when the config does not build a model."""
     from lrkit.train.models import build_model
 
-    model_config = (payload.get("train_config") or {}).get("model") or {}
+    flat = payload.get("config") or {}
+    model_config = (payload.get("train_config") or {}).get("model") or flat  # the flat flags: an older checkpoint
     name, preset = _model_of(payload)
     if name is None or preset is None:
         return []

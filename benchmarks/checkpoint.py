@@ -262,8 +262,8 @@ def report(
         peak = rows[fmt][4]
         verdict = "met" if peak <= 1.1 * shard_mib else "NOT met"
         print(
-            f"goal: rank 0's peak during a {fmt} save holds only its shard ({shard_mib:.0f} MiB), not the model "
-            f"({full_mib:.0f} MiB): {peak:+.0f} MiB = {_ratio(peak, shard_mib)} its shard, "
+            f"goal: rank 0's peak during a sharded save ({fmt}) holds only its shard ({shard_mib:.0f} MiB), "
+            f"not the model ({full_mib:.0f} MiB): {peak:+.0f} MiB = {_ratio(peak, shard_mib)} its shard, "
             f"{_ratio(peak, full_mib)} the model ({verdict})"
         )
 

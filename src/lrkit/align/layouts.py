@@ -113,7 +113,7 @@ def layout_cases(models: tuple[str, ...] = MODELS) -> list[LayoutCase]:
 
 def _train(lc: LayoutCase, backend: str, run_dir: Path) -> tuple[list[dict[str, Any]], float | None]:
     """Train one backend; checkpoint cases also resume from ``resume_from``. Returns metrics and Δresume."""
-    from lrkit.train.checkpoint import checkpoint_path
+    from lrkit.train.checkpoint import find_checkpoint
     from lrkit.train.metrics import read_metrics
 
     case = lc.case
@@ -126,7 +126,10 @@ def _train(lc: LayoutCase, backend: str, run_dir: Path) -> tuple[list[dict[str, 
     straight = read_metrics(run_dir / "metrics.jsonl")
     shutil.copy(run_dir / "metrics.jsonl", run_dir / "metrics.straight.jsonl")
     resume_cmd = train_command(case, backend, run_dir, case.steps, resume=False, fresh=False)
-    resume_cmd += ["--resume", str(checkpoint_path(run_dir, lc.resume_from))]
+    start = find_checkpoint(run_dir, lc.resume_from)  # a file in one process, a sharded directory under torchrun
+    if start is None:
+        return straight, float("inf")
+    resume_cmd += ["--resume", str(start)]
     run_command(resume_cmd)
     resumed = read_metrics(run_dir / "metrics.jsonl")
     if [r["step"] for r in resumed] != [r["step"] for r in straight]:

@@ -53,6 +53,24 @@ def _find_lr() -> Command:
     return add_find_lr_arguments, run_find_lr
 
 
+def _fit_law() -> Command:
+    from lrkit.tools.law import add_fit_law_arguments, run_fit_law
+
+    return add_fit_law_arguments, run_fit_law
+
+
+def _predict() -> Command:
+    from lrkit.tools.law import add_predict_arguments, run_predict
+
+    return add_predict_arguments, run_predict
+
+
+def _tune() -> Command:
+    from lrkit.tools.law import add_tune_arguments, run_tune
+
+    return add_tune_arguments, run_tune
+
+
 #: command -> (loader of (argument adder or None, runner), help); a loader imports its module when the command runs
 _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
     "preview": (_preview, "key points, sparkline and checks of a schedule (exit 1 if a check fails)"),
@@ -61,6 +79,9 @@ _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
     "demo": (_demo, "preview, train, checkpoint and resume a tiny model"),
     "align": (_align, "compare lrkit's LRs and losses with PyTorch's"),
     "find-lr": (_find_lr, "LR range test"),
+    "fit-law": (_fit_law, "fit a loss law (loss from the LR schedule) to runs' metrics.jsonl"),
+    "predict": (_predict, "predict the loss curves of schedules with a fitted law"),
+    "tune": (_tune, "search a schedule family for the lowest predicted final loss"),
 }
 
 

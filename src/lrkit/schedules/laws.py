@@ -514,8 +514,8 @@ def fit_law(
     lower[0], upper[0] = -np.inf, np.inf
     lower[2], upper[2] = math.log(1e-3), math.log(5.0)  # alpha
     if form == "mpl":
-        lower[5], upper[5] = math.log(1e-3), math.log(10.0)  # beta
-        lower[6], upper[6] = math.log(1e-3), math.log(3.0)  # gamma
+        lower[5], upper[5] = math.log(0.05), math.log(5.0)  # beta
+        lower[6], upper[6] = math.log(0.05), math.log(2.0)  # gamma
     rng = np.random.default_rng(seed)
     best: Any = None
     for _ in range(restarts):

@@ -299,9 +299,35 @@ def predict(law: Law, lrs: Any, points: Any = None) -> np.ndarray:
 
 
 def predict_final(law: Law, lrs: Any) -> np.ndarray:
-    """The predicted loss after the last update of each row of ``lrs`` (``(N, T)`` -> ``(N,)``; ``(T,)`` -> ``()``)."""
+    """The predicted loss after the last update of each row of ``lrs`` (``(N, T)`` -> ``(N,)``; ``(T,)`` -> ``()``).
+
+    The fast path of ``lrkit tune``: one pass over each row, no (rows x points x terms) block. ``S2(T)`` is
+    ``sum_j d_j (1 - decay^(T-j+1)) / (1 - decay)``; ``LD(T)`` sums ``d_k G(eta_k^(-gamma) (S1(T) - S1(k-1)))``.
+    """
     a = _as_lrs(lrs)
-    return predict(law, a, [a.shape[-1]])[..., 0]
+    rows = a.reshape(-1, a.shape[-1])
+    c = law.constants
+    total = rows.shape[-1]
+    cum = np.cumsum(rows, axis=-1)
+    with np.errstate(divide="ignore"):
+        out = c["L0"] + c["A"] * cum[:, -1] ** (-c["alpha"])
+    if total > 1:
+        d = rows[:, :-1] - rows[:, 1:]  # d_k for k = 2..T (d_1 = 0)
+        d[np.arange(1, total) <= np.argmax(rows, axis=-1)[:, None]] = 0.0  # warmup: no drop
+        if law.form == "annealing":
+            lam = c["decay"]
+            j = np.arange(2, total + 1, dtype=np.float64)
+            weight = (total - j + 1) if lam == 1.0 else -np.expm1((total - j + 1) * math.log(lam)) / (1.0 - lam)
+            out = out - c["C"] * (d @ weight)
+        else:
+            x = np.maximum(rows[:, 1:], _TINY_LR)
+            np.power(x, -c["gamma"], out=x)
+            x *= c["C"]
+            x *= cum[:, -1:] - cum[:, :-1]  # S_k(T) = S1(T) - S1(k - 1)
+            x += 1.0
+            np.power(x, -c["beta"], out=x)  # 1 - G
+            out = out - c["B"] * (d.sum(axis=-1) - np.einsum("nk,nk->n", d, x))
+    return out.reshape(a.shape[:-1])
 
 
 # ----------------------------------------------------------------------------- fitting

@@ -99,10 +99,10 @@ def _as_lrs(lrs: Any) -> np.ndarray:
         raise LawError(f"expected an array of LRs (steps on the last axis), got shape {a.shape}")
     if not np.all(np.isfinite(a)):
         where = np.argwhere(~np.isfinite(a))[0]
-        raise LawError(f"the LRs must be finite; got {a[tuple(where)]!r} at update {int(where[-1]) + 1}")
+        raise LawError(f"the LRs must be finite; got {float(a[tuple(where)])!r} at update {int(where[-1]) + 1}")
     if np.any(a < 0):
         where = np.argwhere(a < 0)[0]
-        raise LawError(f"the LRs must be >= 0; got {a[tuple(where)]!r} at update {int(where[-1]) + 1}")
+        raise LawError(f"the LRs must be >= 0; got {float(a[tuple(where)])!r} at update {int(where[-1]) + 1}")
     return a
 
 
@@ -368,7 +368,8 @@ class RunCurve:
         bad = ~np.isfinite(losses)
         if np.any(bad):
             i = int(np.flatnonzero(bad)[0])
-            raise LawError(f"{self.name}: the loss at step {int(points[i])} is {losses[i]!r}; losses must be finite")
+            value = float(losses[i])
+            raise LawError(f"{self.name}: the loss at step {int(points[i])} is {value!r}; losses must be finite")
         if points.size and (points.min() < 1 or points.max() > lrs.size):
             raise LawError(f"{self.name}: loss points must be in 1..{lrs.size}, got {points.min()}..{points.max()}")
         keep = np.cumsum(lrs)[points - 1] > 0 if points.size else np.zeros(0, dtype=bool)

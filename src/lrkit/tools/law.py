@@ -301,7 +301,8 @@ def run_predict(args: argparse.Namespace) -> int:
             with open(args.csv, "w") as f:
                 f.write("schedule,update,lr,predicted_loss\n")
                 for i, (_, lrs, points, loss) in enumerate(rows, 1):
-                    f.writelines(f"{i},{t},{lrs[t - 1]!r},{v!r}\n" for t, v in zip(points.tolist(), loss.tolist()))
+                    at = lrs[points - 1].tolist()
+                    f.writelines(f"{i},{t},{lr!r},{v!r}\n" for t, lr, v in zip(points.tolist(), at, loss.tolist()))
         except OSError as err:
             return _fail(prog, f"cannot write --csv {args.csv!r}: {err.strerror or err}")
         print(f"wrote {args.csv}")

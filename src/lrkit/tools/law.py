@@ -324,14 +324,16 @@ def _plot_predictions(rows: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     for i, (label, lrs, points, loss) in enumerate(rows):
         ok = np.isfinite(loss)
-        top.plot(points[ok], loss[ok], color=f"C{i}", lw=1.5, label=f"{label[:70]}: {float(loss[-1]):.4f}")
+        short = label if len(label) <= 100 else label[:97] + "..."
+        top.plot(points[ok], loss[ok], color=f"C{i}", lw=1.5, label=f"{short}: {float(loss[-1]):.4f}")
         step = max(1, lrs.size // 4000)
         updates = np.arange(1, lrs.size + 1)[::step]
         bottom.plot(updates, lrs[::step], color=f"C{i}", lw=1.2)
-    finite = np.concatenate([r[3][np.isfinite(r[3])] for r in rows])
+    # the y range of the last 90% of each run: the first updates (a steep fall from a tiny LR area) would flatten it
+    late = [r[3][(r[2] >= 0.1 * r[1].size) & np.isfinite(r[3])] for r in rows]
+    finite = np.concatenate(late)
     if finite.size:
-        low = float(finite.min())
-        high = float(np.quantile(finite, 0.98))
+        low, high = float(finite.min()), float(finite.max())
         top.set_ylim(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9))
     top.set_ylabel("predicted loss")
     top.set_title(title, fontsize=10)

@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/component_overhead.py
 	$(BIN)/python benchmarks/bounded_tools.py
 	$(BIN)/python benchmarks/checkpoint.py
+	$(BIN)/python benchmarks/law_tune.py
 
 # The full alignment matrix (lrkit vs PyTorch's own schedulers, loss for loss), plus 3 random cases.
 align: setup

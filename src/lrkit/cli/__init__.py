@@ -59,6 +59,24 @@ def _checkpoint() -> Command:
     return add_checkpoint_arguments, run_checkpoint
 
 
+def _fit_law() -> Command:
+    from lrkit.tools.law import add_fit_law_arguments, run_fit_law
+
+    return add_fit_law_arguments, run_fit_law
+
+
+def _predict() -> Command:
+    from lrkit.tools.law import add_predict_arguments, run_predict
+
+    return add_predict_arguments, run_predict
+
+
+def _tune() -> Command:
+    from lrkit.tools.law import add_tune_arguments, run_tune
+
+    return add_tune_arguments, run_tune
+
+
 #: command -> (loader of (argument adder or None, runner), help); a loader imports its module when the command runs
 _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
     "preview": (_preview, "key points, sparkline and checks of a schedule (exit 1 if a check fails)"),
@@ -71,6 +89,9 @@ _COMMANDS: dict[str, tuple[Callable[[], Command], str]] = {
         _checkpoint,
         "inspect a checkpoint (step, clocks, spec, LR now and next, layout, size) or export its model to safetensors",
     ),
+    "fit-law": (_fit_law, "fit a loss law (loss from the LR schedule) to runs' metrics.jsonl"),
+    "predict": (_predict, "predict the loss curves of schedules with a fitted law"),
+    "tune": (_tune, "search a schedule family for the lowest predicted final loss"),
 }
 
 

@@ -675,6 +675,11 @@ def _cmd_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if curve is None:
         return 2
     checks = run_checks(curve)
+    if getattr(args, "law", None):
+        law_check = _law_check(curve, args.law)
+        if law_check is None:
+            return 2
+        checks.append(law_check)
     _print_preview(curve, checks)
     if args.csv:
         wrote = _csv_out(curve, args, parser)
@@ -682,6 +687,26 @@ def _cmd_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             return 2
         print(f"\n  {wrote}")
     return 1 if any(c.status == "FAIL" for c in checks) else 0
+
+
+def _law_check(curve: Curve, path: str) -> Check | None:
+    """``--law``: the loss the law predicts after the run's updates (update ``s`` uses the LR of step ``s - 1``);
+    None after printing why the law cannot be read."""
+    from lrkit.schedules import laws
+
+    try:
+        law = laws.load_law(path)
+    except laws.LawError as err:
+        print(f"lrkit preview: error: {err}", file=sys.stderr)
+        return None
+    if curve.run_end > 10_000_000:
+        return Check("skip", f"predicted final loss: {curve.run_end} updates is too long to predict (10^7 at most)")
+    lrs = np.asarray(curve.evaluate(np.arange(curve.run_end, dtype=np.int64)), dtype=np.float64)
+    try:
+        final = float(laws.predict_final(law, lrs))
+    except laws.LawError as err:
+        return Check("skip", f"predicted final loss: {err}")
+    return Check("ok", f"predicted final loss {final:.4f} after {curve.run_end} updates ({law.form} law, {path})")
 
 
 def _cmd_plot(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -725,6 +750,11 @@ def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``lrkit preview``: the schedule flags, ``--tokens-per-step``, ``--csv``."""
     parser.description = "Print the key points of a schedule, a sparkline and checks; exit 1 if a check fails."
     _add_schedule_flags(parser)
+    parser.add_argument(
+        "--law",
+        metavar="JSON",
+        help="a law file (lrkit fit-law): add the loss it predicts after the run's last update to the checks",
+    )
     parser.set_defaults(parser=parser)
 
 

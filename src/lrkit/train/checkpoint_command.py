@@ -54,7 +54,7 @@ EXPECTED = (
     "holding checkpoints/"
 )
 #: Errors of a schedule that cannot be rebuilt from a checkpoint's state (inspect then shows no LR, and why).
-_SCHEDULE_ERRORS: tuple[type[Exception], ...] = (ResumeError, StateError, TrainError, ValueError, TypeError, KeyError)
+_SCHEDULE_ERRORS: tuple[type[Exception], ...] = (ResumeError, StateError, TrainError, ValueError, TypeError)
 
 
 # ----------------------------------------------------------------------------- finding and reading

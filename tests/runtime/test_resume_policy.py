@@ -11,7 +11,7 @@ import torch
 
 import lrkit
 from lrkit import schedules as S
-from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, parse_policy, spec_diff
+from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, jump_report, parse_policy, spec_diff
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import train
 from lrkit.train.metrics import read_metrics
@@ -289,3 +289,17 @@ def test_cooldown_from_a_constant_run_decays_to_zero(tmp_path: Path) -> None:
     cooldown = S.Decay(LR, 2, 0.0, "1-sqrt")
     assert lrs == [LR] * 5 + [cooldown(1), cooldown(2)]
     assert lrs[6] == 0.0
+
+
+def test_the_jump_report_names_each_groups_change_even_from_zero() -> None:
+    before, after = [0.0, 0.0, 1e-3], [0.0, 2e-4, 1.5e-3]
+    change = f"{(after[2] - before[2]) / before[2]:+.1%}"  # the only group with a relative change
+    assert jump_report(6, before, after) == (
+        "--lr-resume-policy override: the LR jumps at step 6: "
+        f"group 0: {0.0:.6g} -> {0.0:.6g} (+0.0%); "
+        f"group 1: {0.0:.6g} -> {2e-4:.6g} (from 0); "
+        f"group 2: {1e-3:.6g} -> {1.5e-3:.6g} ({change})"
+    )
+    assert jump_report(6, before, list(before)) == (
+        "--lr-resume-policy override: the new schedule gives the same LR at step 6 (no jump)"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
 import json
@@ -550,3 +551,18 @@ def test_reduce_lr_on_plateau_loads_the_boundary_values_its_constructor_accepts(
     per_group = lrkit.ReduceLROnPlateau(_sgd_groups((0.1,)), min_lr=[0.0])
     scheduler.load_state_dict(per_group.state_dict())
     assert scheduler.default_min_lr is None and scheduler.state_dict() == per_group.state_dict()
+
+
+def test_the_repr_reads_as_the_constructor_call_of_the_spec() -> None:
+    for scheduler in (
+        lrkit.StepLR(_sgd_groups(), step_size=3, gamma=0.5),
+        lrkit.ReduceLROnPlateau(_sgd_groups(), mode="max", min_lr=[0.0, 1e-4]),
+    ):
+        call = ast.parse(repr(scheduler), mode="eval").body
+        assert isinstance(call, ast.Call) and not call.args
+        assert isinstance(call.func, ast.Name) and call.func.id == type(scheduler).__name__
+        spec = scheduler.to_spec()
+        assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == {
+            k: v for k, v in spec.items() if k != "type"
+        }
+        assert len(call.keywords) == len(spec) - 1 >= 2

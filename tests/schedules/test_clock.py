@@ -171,3 +171,24 @@ def test_step_view_checks_its_arguments() -> None:
         StepView(pure, 0)
     with pytest.raises(TypeError, match=r"^schedule must be a Schedule, got schedule=0\.1$"):
         StepView(0.1, 1)  # type: ignore[arg-type]
+
+
+def test_a_quantity_without_its_text_shows_amount_and_unit() -> None:
+    assert str(Quantity(10, "steps")) == "10"  # steps are the default unit: none is shown
+    assert str(Quantity(512, "tokens")) == "512tokens"
+    assert parse_quantity(str(Quantity(512, "tokens"))) == Quantity(512, "tokens", "512tokens")  # it parses back
+
+
+def test_rates_check_their_arguments_and_name_what_a_conversion_lacks() -> None:
+    assert Rates(tokens_per_step=1, sequence_length=1).per_step("samples") == 1  # 1 is allowed
+    for name in ("tokens_per_step", "sequence_length"):
+        with pytest.raises(ValueError, match=f"^{name} must be a positive int, got {name}=0$"):
+            Rates(**{name: 0})
+    with pytest.raises(ValueError, match="^unit must be one of steps, tokens, samples, got unit='dur'$"):
+        Rates().convert(Quantity(1, "steps"), "dur")
+    with pytest.raises(
+        RateError,
+        match="^--warmup 10samples is in samples but the schedule counts tokens: "
+        "converting between samples and tokens needs the sequence length$",
+    ):
+        Rates(tokens_per_step=4096).convert(Quantity(10, "samples"), "tokens", name="--warmup")

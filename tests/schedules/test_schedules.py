@@ -461,3 +461,14 @@ def test_a_tensor_argument_must_be_a_0_dim_tensor_and_is_checked_by_its_name() -
         check_real("gamma", np.array([0.5]), low=0.0, tensor_ok=True)  # 1-dim: not a scalar tensor
     with pytest.raises(ValueError, match=r"^gamma must be in \[0\.0, inf\), got gamma=-1\.0$"):
         check_real("gamma", np.asarray(-1.0), low=0.0, tensor_ok=True)
+
+
+def test_a_tensor_argument_is_checked_against_every_bound_and_an_open_bound_shows_inf() -> None:
+    from lrkit.schedules._checks import check_real
+
+    bounds = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True, "tensor_ok": True}
+    for edge in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^factor must be in \(0\.0, 1\.0\), got factor={edge}$"):
+            check_real("factor", np.asarray(edge), **bounds)
+    with pytest.raises(ValueError, match=r"^x must be in \(-inf, 1\.0\], got x=2\.0$"):
+        check_real("x", 2.0, high=1.0)

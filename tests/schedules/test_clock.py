@@ -192,3 +192,9 @@ def test_rates_check_their_arguments_and_name_what_a_conversion_lacks() -> None:
         "converting between samples and tokens needs the sequence length$",
     ):
         Rates(tokens_per_step=4096).convert(Quantity(10, "samples"), "tokens", name="--warmup")
+
+
+def test_a_conversion_without_a_name_calls_it_quantity() -> None:
+    expected = "quantity 10 is in steps but the schedule counts tokens: converting steps to tokens needs the"
+    with pytest.raises(RateError, match=f"^{expected} tokens per optimizer step$"):
+        Rates().convert(Quantity(10, "steps"), "tokens")

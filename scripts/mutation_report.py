@@ -61,6 +61,29 @@ def change_of(mutmut: str, name: str) -> tuple[str, str]:
     return f"{path}:{line}", added
 
 
+def per_module(codes: dict[str, int | None], equivalent: dict[str, object]) -> str:
+    """One line per mutated module: its mutants, killed, survivors, those listed as equivalent, and its score.
+
+    A listed survivor counts as equivalent here by its name; ``main`` checks below that it still makes its change.
+    """
+    modules: dict[str, list[str]] = {}
+    for name in codes:
+        modules.setdefault(name.split(".x", 1)[0], []).append(name)
+    lines = []
+    for module, names in sorted(modules.items()):
+        killed = sum(codes[n] in KILLED for n in names)
+        survived = [n for n in names if codes[n] == SURVIVED]
+        listed = sum(n in equivalent for n in survived)
+        not_run = sum(codes[n] is None for n in names)
+        counted = killed + len(survived) - listed
+        score = f"{killed / counted:.1%}" if counted else "-"
+        lines.append(
+            f"  {module}: mutants {len(names)}, killed {killed}, survived {len(survived)} ({listed} listed), "
+            f"not run {not_run}, score {score}"
+        )
+    return "per module:\n" + "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's working folder")
@@ -75,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     not_run = sorted(name for name, code in codes.items() if code is None)
     other = sorted(name for name, code in codes.items() if code not in KILLED and code not in (SURVIVED, None))
 
+    print(per_module(codes, equivalent))
     live, stale = [], []
     for name in survivors:
         where, added = change_of(args.mutmut, name)

@@ -11,7 +11,17 @@ import torch
 
 import lrkit
 from lrkit import schedules as S
-from lrkit.runtime.resume import Policy, ResumeError, Saved, decide, in_force, parse_policy, spec_diff
+from lrkit.runtime.resume import (
+    Policy,
+    ResumeError,
+    Saved,
+    cooldown_floors,
+    decide,
+    in_force,
+    jump_report,
+    parse_policy,
+    spec_diff,
+)
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.loop import train
 from lrkit.train.metrics import read_metrics
@@ -289,3 +299,47 @@ def test_cooldown_from_a_constant_run_decays_to_zero(tmp_path: Path) -> None:
     cooldown = S.Decay(LR, 2, 0.0, "1-sqrt")
     assert lrs == [LR] * 5 + [cooldown(1), cooldown(2)]
     assert lrs[6] == 0.0
+
+
+def test_the_jump_report_names_each_groups_change_even_from_zero() -> None:
+    before, after = [0.0, 0.0, 1e-3], [0.0, 2e-4, 1.5e-3]
+    change = f"{(after[2] - before[2]) / before[2]:+.1%}"  # the only group with a relative change
+    assert jump_report(6, before, after) == (
+        "--lr-resume-policy override: the LR jumps at step 6: "
+        f"group 0: {0.0:.6g} -> {0.0:.6g} (+0.0%); "
+        f"group 1: {0.0:.6g} -> {2e-4:.6g} (from 0); "
+        f"group 2: {1e-3:.6g} -> {1.5e-3:.6g} ({change})"
+    )
+    assert jump_report(6, before, list(before)) == (
+        "--lr-resume-policy override: the new schedule gives the same LR at step 6 (no jump)"
+    )
+
+
+def _final_lr(spec: dict[str, Any], peak: float, steps: int) -> float:
+    """The oracle of a cooldown floor: the LR the spec, built alone on one group at ``peak``, ends at."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=peak)
+    scheduler = lrkit.build_scheduler(spec, optimizer)
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+    return float(optimizer.param_groups[0]["lr"])
+
+
+def test_cooldown_floors_are_where_each_groups_schedule_ends() -> None:
+    cosine = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 10}
+    floor_a, floor_b = {**cosine, "min_lr": 1e-4}, {**cosine, "min_lr": 3e-5}
+    assert cooldown_floors(cosine, 2) == [_final_lr(cosine, 1e-3, 10)] * 2 == [0.0, 0.0]  # no min_lr: 0
+    assert cooldown_floors(floor_a, 2) == [_final_lr(floor_a, 1e-3, 10)] * 2
+    assert cooldown_floors({**cosine, "min_lr": [1e-4, 3e-5]}, 2) == [1e-4, 3e-5]  # one per group, as given
+    with pytest.raises(ValueError, match=r"^min_lr must have one value per param group \(3\), got 2 values"):
+        cooldown_floors({**cosine, "min_lr": [1e-4, 3e-5]}, 3)
+    # PerGroup: each group's child, found by the group's name; a child without min_lr ends at 0.
+    per_group = {"type": "PerGroup", "schedulers": {"head": floor_b, "body": floor_a, "embed": cosine}}
+    names = ["body", "embed", "head"]
+    expected = [_final_lr(child, 1e-3, 10) for child in (floor_a, cosine, floor_b)]
+    assert cooldown_floors(per_group, 3, names) == expected == [1e-4, 0.0, 3e-5]
+    clocked = {"type": "Clocked", "unit": "tokens", "schedule": per_group}
+    assert cooldown_floors(clocked, 3, names) == expected  # a clocked spec: the schedule it wraps
+    assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": floor_a}, 1) == [1e-4]
+    with pytest.raises(ValueError, match=r"^min_lr must have one value per param group \(1\), got 2 values"):
+        cooldown_floors({"type": "PerGroup", "schedulers": [{**cosine, "min_lr": [1e-4, 1e-5]}]}, 1)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import io
 import json
 import math
+import re
+import warnings
 from typing import Any
 
 import pytest
@@ -431,3 +434,135 @@ def test_cyclic_custom_scale_fn_rebuild_then_load() -> None:
     resumed_optimizer.load_state_dict(optimizer_state)
     resumed.load_state_dict(state)
     assert lrs_after(resumed, resumed_optimizer, 11, 20) == expected
+
+
+# --------------------------------------------------------------------------- ReduceLROnPlateau, against torch
+
+PLATEAU_METRICS = [5.0, 4.0, 4.0, 4.0, 3.99, 4.5, 4.5, 2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0] * 3
+PLATEAU_ATTRS = ("last_epoch", "num_bad_epochs", "cooldown_counter", "best", "mode_worse", "min_lrs", "default_min_lr")
+
+
+def _sgd_groups(lrs: tuple[float, ...] = (0.1, 0.05)) -> torch.optim.SGD:
+    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"patience": 2},
+        {"mode": "max", "threshold_mode": "abs", "threshold": 0.5, "patience": 0, "cooldown": 2, "factor": 0.5},
+        {"patience": 1, "cooldown": 1, "min_lr": [0.02, 0.0], "eps": 0.01, "factor": 0.3},
+        {"patience": 0, "min_lr": 0.004, "eps": 0.0},
+    ],
+    ids=["defaults", "patience-2", "max-abs-cooldown", "per-group-min-eps", "scalar-min-no-eps"],
+)
+def test_reduce_lr_on_plateau_steps_like_torchs(kwargs: dict[str, Any]) -> None:
+    """torch's ReduceLROnPlateau is the oracle: the LRs and every counter, exactly, after each step."""
+    ours_opt, theirs_opt = _sgd_groups(), _sgd_groups()
+    ours = lrkit.ReduceLROnPlateau(ours_opt, **kwargs)
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs_opt, **kwargs)
+    metrics = [-m for m in PLATEAU_METRICS] if kwargs.get("mode") == "max" else PLATEAU_METRICS
+    for metric in metrics:
+        ours.step(metric)
+        theirs.step(metric)
+        assert ours.get_last_lr() == theirs.get_last_lr()
+        assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in theirs_opt.param_groups]
+        assert {a: getattr(ours, a) for a in PLATEAU_ATTRS} == {a: getattr(theirs, a) for a in PLATEAU_ATTRS}
+    assert ours.get_last_lr() != [0.1, 0.05]  # the metrics did reduce the LR
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's deprecation warning for the epoch argument
+        ours.step(0.5, 40)
+        theirs.step(0.5, 40)
+    assert ours.last_epoch == theirs.last_epoch == 40
+
+
+def test_reduce_lr_on_plateau_loads_torchs_state_with_tensor_arguments() -> None:
+    """torch keeps Tensor arguments as Tensors in its state; lrkit loads that state and continues as torch does."""
+    tensors = {
+        "factor": torch.tensor(0.5),
+        "threshold": torch.tensor(0.01),
+        "eps": torch.tensor(1e-6),
+        "min_lr": torch.tensor(0.001),
+        "patience": 1,
+    }
+    theirs_opt, ours_opt = _sgd_groups((0.1,)), _sgd_groups((0.1,))
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs_opt, **tensors)
+    ours = lrkit.ReduceLROnPlateau(ours_opt)
+    ours.load_state_dict(theirs.state_dict())
+    for metric in PLATEAU_METRICS:
+        ours.step(metric)
+        theirs.step(metric)
+        assert ours.get_last_lr() == pytest.approx([float(lr) for lr in theirs.get_last_lr()], rel=1e-6)
+    assert ours.num_bad_epochs == theirs.num_bad_epochs and ours.best == theirs.best
+
+
+#: (state key, refused value, the constructor arguments that refuse it, the constructor's name for the key)
+PLATEAU_BAD_STATE: list[tuple[str, Any, dict[str, Any] | None, str]] = [
+    ("mode", "up", {"mode": "up"}, "mode"),
+    ("factor", 1.0, {"factor": 1.0}, "factor"),
+    ("factor", 0.0, {"factor": 0.0}, "factor"),
+    ("factor", 2.0, {"factor": 2.0}, "factor"),
+    ("patience", -1, {"patience": -1}, "patience"),
+    ("patience", 1.5, {"patience": 1.5}, "patience"),
+    ("threshold", -0.1, {"threshold": -0.1}, "threshold"),
+    ("threshold_mode", "pct", {"threshold_mode": "pct"}, "threshold_mode"),
+    ("cooldown", -1, {"cooldown": -1}, "cooldown"),
+    ("cooldown", 0.5, {"cooldown": 0.5}, "cooldown"),
+    ("eps", -1.0, {"eps": -1.0}, "eps"),
+    ("min_lrs", [-1.0], {"min_lr": [-1.0]}, "min_lr"),
+    ("default_min_lr", -1.0, {"min_lr": -1.0}, "min_lr[0]"),
+    ("best", "nan", None, ""),
+    ("num_bad_epochs", -1, None, ""),
+    ("cooldown_counter", -1, None, ""),
+]
+
+
+@pytest.mark.parametrize(
+    "key,value,refused_by,named", PLATEAU_BAD_STATE, ids=[f"{k}={v!r}" for k, v, _, _ in PLATEAU_BAD_STATE]
+)
+def test_reduce_lr_on_plateau_refuses_a_state_value_its_constructor_refuses(
+    key: str, value: Any, refused_by: dict[str, Any] | None, named: str
+) -> None:
+    optimizer = _sgd_groups((0.1,))
+    scheduler = lrkit.ReduceLROnPlateau(optimizer)
+    before = json.dumps(scheduler.state_dict())
+    if refused_by is not None:  # the oracle: the constructor's own message, with the state's name for the key
+        with pytest.raises((TypeError, ValueError)) as refused:
+            lrkit.ReduceLROnPlateau(_sgd_groups((0.1,)), **refused_by)
+        reason = str(refused.value).replace(named, key)
+    else:
+        shown = "nan" if value == "nan" else repr(value)
+        what = "a number or +-inf" if key == "best" else "an int >= 0"
+        reason = f"{key} must be {what}, got {key}={shown}"
+    expected = f"state[{key!r}]={value!r} is refused: {reason}"
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**json.loads(before), key: value})
+    assert json.dumps(scheduler.state_dict()) == before
+
+
+def test_reduce_lr_on_plateau_loads_the_boundary_values_its_constructor_accepts() -> None:
+    edge = {"patience": 0, "cooldown": 0, "eps": 0.0, "threshold": 0.0, "factor": 0.999, "min_lr": 0.0}
+    built = lrkit.ReduceLROnPlateau(_sgd_groups((0.1,)), mode="max", threshold_mode="abs", **edge)
+    scheduler = lrkit.ReduceLROnPlateau(_sgd_groups((0.1,)))
+    scheduler.load_state_dict(built.state_dict())
+    assert scheduler.state_dict() == built.state_dict()
+    assert scheduler.mode_worse == -math.inf  # set from the loaded mode, as the constructor does
+    per_group = lrkit.ReduceLROnPlateau(_sgd_groups((0.1,)), min_lr=[0.0])
+    scheduler.load_state_dict(per_group.state_dict())
+    assert scheduler.default_min_lr is None and scheduler.state_dict() == per_group.state_dict()
+
+
+def test_the_repr_reads_as_the_constructor_call_of_the_spec() -> None:
+    for scheduler in (
+        lrkit.StepLR(_sgd_groups(), step_size=3, gamma=0.5),
+        lrkit.ReduceLROnPlateau(_sgd_groups(), mode="max", min_lr=[0.0, 1e-4]),
+    ):
+        call = ast.parse(repr(scheduler), mode="eval").body
+        assert isinstance(call, ast.Call) and not call.args
+        assert isinstance(call.func, ast.Name) and call.func.id == type(scheduler).__name__
+        spec = scheduler.to_spec()
+        assert {k.arg: ast.literal_eval(k.value) for k in call.keywords} == {
+            k: v for k, v in spec.items() if k != "type"
+        }
+        assert len(call.keywords) == len(spec) - 1 >= 2

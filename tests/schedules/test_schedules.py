@@ -450,3 +450,25 @@ def test_the_later_piece_of_a_sequence_owns_its_boundary_step_on_both_paths():
     assert [joined(t) for t in steps] == expected  # the scalar path
     assert joined(np.asarray(steps, dtype=np.float64)).tolist() == expected  # the array path
     assert joined(np.asarray(boundaries)).tolist() == [joined(b) for b in boundaries] == [0.25, 0.1, 0.8]
+
+
+def test_a_tensor_argument_must_be_a_0_dim_tensor_and_is_checked_by_its_name() -> None:
+    from lrkit.schedules._checks import check_real
+
+    half = np.float64(0.5).reshape(())  # a 0-dim numpy array: accepted as it is
+    assert check_real("gamma", np.asarray(half), low=0.0, tensor_ok=True) is not None
+    with pytest.raises(TypeError, match=r"^gamma must be a real number, got gamma=array\(\[0\.5\]\) \(ndarray\)$"):
+        check_real("gamma", np.array([0.5]), low=0.0, tensor_ok=True)  # 1-dim: not a scalar tensor
+    with pytest.raises(ValueError, match=r"^gamma must be in \[0\.0, inf\), got gamma=-1\.0$"):
+        check_real("gamma", np.asarray(-1.0), low=0.0, tensor_ok=True)
+
+
+def test_a_tensor_argument_is_checked_against_every_bound_and_an_open_bound_shows_inf() -> None:
+    from lrkit.schedules._checks import check_real
+
+    bounds = {"low": 0.0, "high": 1.0, "low_open": True, "high_open": True, "tensor_ok": True}
+    for edge in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^factor must be in \(0\.0, 1\.0\), got factor={edge}$"):
+            check_real("factor", np.asarray(edge), **bounds)
+    with pytest.raises(ValueError, match=r"^x must be in \(-inf, 1\.0\], got x=2\.0$"):
+        check_real("x", 2.0, high=1.0)

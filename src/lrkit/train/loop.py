@@ -295,7 +295,8 @@ def _resume(t: Trainer, payload: dict[str, Any], path: Path | None) -> None:
     """Load every part from ``payload``; the schedule applies ``--lr-resume-policy`` (its notes are printed)."""
     t.step, t.tokens = int(payload["step"]), int(payload["tokens"])
     saved_layout, now = payload.get("layout"), t.layout()
-    if saved_layout is not None and {k: saved_layout.get(k) for k in now} != now:
+    moved = isinstance(saved_layout, dict) and any(saved_layout.get(k) != now[k] for k in now if k != "grad_accum")
+    if moved and isinstance(saved_layout, dict):  # (a new --total-batch-size alone is the clocks' note)
         described = ", ".join(f"{k} {saved_layout.get(k)} -> {v}" for k, v in now.items() if saved_layout.get(k) != v)
         _note(t.ctx, f"resuming {path} on another layout ({described}): the model and optimizer are resharded; "
                      "the schedule, its clocks and the data position continue exactly")  # fmt: skip

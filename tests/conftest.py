@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,13 @@ def run_schedule(scheduler: Any, optimizer: Any, steps: int) -> list[list[float]
         scheduler.step()
         out.append([float(g["lr"]) for g in optimizer.param_groups])
     return out
+
+
+def wait_for_records(path: Path, count: int, proc: subprocess.Popen[Any], limit_s: float = 180) -> None:
+    """Until ``path`` holds ``count`` records (or ``proc`` ended, or ``limit_s`` passed: the test then fails)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} did not reach {count} records (exit code {proc.poll()})")

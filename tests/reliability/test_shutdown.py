@@ -21,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from lrkit.train.config import TrainConfig
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import CollectiveTimeoutError, DistContext, as_collective_timeout, unanswered_ranks
 from lrkit.train.shutdown import SIGNALS, Shutdown, TrainingStopped, exit_code
-from tests.conftest import TINY, checkpoint_steps, parse, trace, train_error_of, train_run
+from tests.conftest import TINY, checkpoint_steps, parse, trace, train_error_of, train_run, wait_for_records
 
 #: The one line of a clean stop that saved: signal, step, checkpoint (a ``.pt`` file or a directory), exit code.
 SAVED = re.compile(r"^lrkit train: (SIG\w+) at step (\d+): saved (\S+step_(\d{8})(?:\.pt)?/?); exit (\d+)$")
@@ -351,14 +350,6 @@ def test_shutdown_is_inert_outside_the_main_thread() -> None:
 # ------------------------------------------------------------------ from outside: a real process, then resume
 
 
-def _wait_for_records(path: Path, count: int, proc: subprocess.Popen[bytes], limit_s: float = 120) -> None:
-    """Until ``path`` holds ``count`` records (or ``proc`` ended, or ``limit_s`` passed: the test then fails)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= count:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{path} did not reach {count} records (exit code {proc.poll()})")
 
 
 @pytest.mark.slow
@@ -376,7 +367,7 @@ def test_signal_from_outside_then_resume_auto_ends_identical(tmp_path: Path, sig
     cmd = [sys.executable, "-m", "lrkit.train", *argv, "--run-dir", str(run_dir)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        _wait_for_records(run_dir / "metrics.jsonl", 3, proc)
+        wait_for_records(run_dir / "metrics.jsonl", 3, proc)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
     finally:

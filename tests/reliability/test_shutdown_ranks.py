@@ -22,7 +22,7 @@ import pytest
 
 from lrkit.train import loop as train_loop
 from lrkit.train.metrics import read_metrics
-from tests.conftest import TINY, checkpoint_steps, torchrun, trace
+from tests.conftest import TINY, checkpoint_steps, torchrun, trace, wait_for_records
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -61,13 +61,6 @@ def _torchrun(run_dir: Path, *argv: str, launcher: tuple[str, ...] = ()) -> Iter
         proc.communicate(timeout=30)
 
 
-def _wait_for_records(path: Path, count: int, proc: subprocess.Popen[str], limit_s: float = 180) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= count:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{path} did not reach {count} records (exit code {proc.poll()})")
 
 
 def _workers(agent: int) -> dict[int, int]:
@@ -110,7 +103,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_after_the_same_step(tmp_path: Path
     the ranks' codes (measured with torch 2.13; docs/cluster.md relies on it)."""
     run_dir = tmp_path / "run"
     with _torchrun(run_dir) as proc:
-        _wait_for_records(run_dir / "metrics.jsonl", 3, proc)
+        wait_for_records(run_dir / "metrics.jsonl", 3, proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     step = _stopped_at(err, "SIGTERM")
@@ -167,7 +160,7 @@ def test_a_slurm_preemption_saves_exits_0_and_resume_auto_continues_exactly(
     then kills the ranks, which are left without their parent)."""
     run_dir = tmp_path / "run"
     with _torchrun(run_dir, "--num-iterations", PREEMPTED_STEPS, launcher=launcher) as proc:
-        _wait_for_records(run_dir / "metrics.jsonl", 3, proc)
+        wait_for_records(run_dir / "metrics.jsonl", 3, proc)
         workers = _workers(proc.pid)
         assert sorted(workers) == [0, 1], workers
         for pid in [proc.pid, *workers.values()]:
@@ -189,7 +182,7 @@ def test_a_stopped_rank_ends_the_job_with_an_error_naming_it(tmp_path: Path) -> 
     later: the test does not wait for that). Before: rank 0 waited silently (the issue killed it at 91 s)."""
     run_dir = tmp_path / "run"
     with _torchrun(run_dir, "--collective-timeout", "3") as proc:
-        _wait_for_records(run_dir / "metrics.jsonl", 3, proc)
+        wait_for_records(run_dir / "metrics.jsonl", 3, proc)
         workers = _workers(proc.pid)
         assert sorted(workers) == [0, 1], workers
         os.kill(workers[1], signal.SIGSTOP)

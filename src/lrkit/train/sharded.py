@@ -234,7 +234,6 @@ class ShardedSaver:
         self.ctx, self.keep_last, self.async_save = ctx, keep_last, async_save
         self.group = dist.new_group(backend="gloo") if ctx.distributed else None
         self.in_flight: _InFlight | None = None
-        self.last_committed: Path | None = None
 
     def save(self, step: int, tensors: dict[str, torch.Tensor], plain: dict[str, Any] | None) -> Path:
         """Write checkpoint ``step``: every rank its ``tensors``, rank 0 the ``plain`` state (``None`` elsewhere).
@@ -314,11 +313,10 @@ class ShardedSaver:
     def _commit(self) -> Path | None:
         flight, self.in_flight = self.in_flight, None
         if flight is None:
-            return self.last_committed
+            return None
         if self.ctx.is_main:
             ckpt.publish_dir(flight.partial, flight.final)
             ckpt.prune(self.directory.parent, self.keep_last, flight.final)
-        self.last_committed = flight.final
         return flight.final
 
     def close(self) -> None:

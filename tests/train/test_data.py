@@ -282,3 +282,140 @@ def test_loader_arguments_are_validated() -> None:
         TokenLoader(np.arange(1000), batch_size=1, seq_len=8, rank=2, world_size=2)
     with pytest.raises(ValueError, match="seq_len must be >= 1, got seq_len=0"):
         TokenLoader(np.arange(1000), batch_size=1, seq_len=0)
+
+
+# ----------------------------------------------------------------------------- the random order
+
+
+def _window_starts(x: torch.Tensor, seq_len: int) -> list[int]:
+    """With tokens = arange, each row of x starts at its window's first token: the window index times seq_len."""
+    starts = x[:, 0].tolist()
+    assert all(s % seq_len == 0 for s in starts)
+    return [s // seq_len for s in starts]
+
+
+def test_the_random_order_reads_whole_windows_each_once_per_epoch() -> None:
+    """Every row is a window of seq_len + 1 consecutive tokens; an epoch reads every window once, in an order that is
+    not the sequential one, and the next epoch reads them in another order."""
+    B, T = 4, 8
+    tokens = np.arange(B * T * 10 + 1)  # 40 windows, 10 updates per epoch, no tail
+    loader = TokenLoader(tokens, B, T, order="random", seed=3)
+    epochs: list[list[int]] = [[], []]
+    for epoch in range(2):
+        for _ in range(10):
+            x, y = loader.next_batch()
+            assert torch.equal(y, x + 1)  # tokens = arange: targets are the inputs shifted by one, row by row
+            epochs[epoch] += _window_starts(x, T)
+            assert loader.epoch == epoch
+    for order in epochs:
+        assert sorted(order) == list(range(40)) and order != list(range(40))
+    assert epochs[0] != epochs[1]
+    assert loader.next_batch() and loader.epoch == 2
+
+
+def test_the_random_order_is_a_seeded_permutation_of_the_sequential_order() -> None:
+    """The k-th sequence of the random order is window perm[k] of numpy's permutation for (seed, epoch): the
+    sequential order's rows, reordered."""
+    B, T = 3, 16
+    tokens = np.random.default_rng(1).integers(0, 256, size=2_000).astype(np.uint8)
+    windows = (tokens.size - 1) // T
+    sequential = TokenLoader(tokens, 1, T)
+    rows = {}
+    for k in range(windows):  # every whole window of the split, in order, one per batch
+        x, y = sequential.next_batch()
+        rows[k] = (x[0], y[0])
+    shuffled = TokenLoader(tokens, B, T, order="random", seed=7)
+    perm = np.random.default_rng([7, 0]).permutation(windows)
+    for call in range(windows // B):
+        x, y = shuffled.next_batch()
+        for i in range(B):
+            want_x, want_y = rows[int(perm[call * B + i])]
+            assert torch.equal(x[i], want_x) and torch.equal(y[i], want_y)
+    seeds = [TokenLoader(tokens, B, T, order="random", seed=seed).next_batch()[0] for seed in (7, 8)]
+    assert not torch.equal(*seeds)
+
+
+@pytest.mark.parametrize(("world_size", "accumulation"), [(1, 4), (2, 2), (4, 1)])
+def test_the_random_order_reads_the_same_update_on_any_split_into_ranks_and_micro_batches(
+    world_size: int, accumulation: int
+) -> None:
+    """An update of 8 sequences, read as world_size ranks x accumulation micro-batches, holds the same rows as one
+    rank reading all 8 at once, across the epoch wrap."""
+    B_total, T = 8, 10
+    tokens = np.arange(1_000)  # 99 windows: 12 updates per epoch, then a wrap
+    B = B_total // (world_size * accumulation)
+    whole = TokenLoader(tokens, B_total, T, order="random", seed=5)
+    loaders = [
+        TokenLoader(tokens, B, T, rank=r, world_size=world_size, accumulation=accumulation, order="random", seed=5)
+        for r in range(world_size)
+    ]
+    for _ in range(30):
+        want = whole.next_batch()[0]
+        got = [loader.next_batch()[0] for _ in range(accumulation) for loader in loaders]
+        # micro-batch-major, then rank: the order in which the sequential loader lays out an update
+        assert sorted(torch.cat(got)[:, 0].tolist()) == sorted(want[:, 0].tolist())
+    assert {loader.epoch for loader in loaders} == {whole.epoch} == {2}
+
+
+def test_the_random_order_resumes_exactly_and_refuses_another_order_or_seed() -> None:
+    tokens = np.random.default_rng(0).integers(0, 256, size=5_000).astype(np.uint8)
+    loader = TokenLoader(tokens, batch_size=3, seq_len=50, rank=1, world_size=2, order="random", seed=11)
+    for _ in range(20):  # crosses an epoch boundary
+        loader.next_batch()
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["order"] == "random" and state["seed"] == 11 and state["epoch"] == 1
+    expected = [loader.next_batch() for _ in range(30)]
+    resumed = TokenLoader(tokens, batch_size=3, seq_len=50, rank=1, world_size=2, order="random", seed=11)
+    resumed.load_state_dict(state)
+    for want, got in zip(expected, (resumed.next_batch() for _ in range(30))):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    before = resumed.state_dict()
+    for other in (
+        TokenLoader(tokens, batch_size=3, seq_len=50, order="random", seed=12),
+        TokenLoader(tokens, batch_size=3, seq_len=50),
+    ):
+        with pytest.raises(DataError, match=r"saved with --data-order random \(--data-seed 11\)"):
+            other.load_state_dict(state)
+    with pytest.raises(DataError, match=r"saved with --data-order sequential .* reads --data-order random"):
+        resumed.load_state_dict({"position": 0, "epoch": 0, "num_tokens": tokens.size})
+    with pytest.raises(DataError, match="position must be a multiple of seq_len=50 in the random order, got 75"):
+        resumed.load_state_dict({**state, "position": 75})
+    assert resumed.state_dict() == before
+    with pytest.raises(DataError, match=r"order must be one of \['sequential', 'random'\], got order='shuffled'"):
+        TokenLoader(tokens, batch_size=3, seq_len=50, order="shuffled")
+
+
+def test_a_run_in_the_random_order_resumes_exactly_and_differs_from_the_sequential_one(tmp_path: Path) -> None:
+    from tests.conftest import chained_run, trace
+
+    flags = ("--data-order", "random", "--data-seed", "2", "--eval-interval", "4", "--eval-iters", "3")
+    straight = chained_run(tmp_path / "a", "--num-iterations", "8", *flags)
+    chained_run(tmp_path / "b", "--num-iterations", "4", "--save-interval", "4", *flags)
+    resumed = chained_run(tmp_path / "b", "--num-iterations", "8", "--resume", "auto", *flags)
+    assert trace(resumed) == trace(straight)
+    sequential = chained_run(tmp_path / "c", "--num-iterations", "8", "--eval-interval", "4", "--eval-iters", "3")
+    assert [r["loss"] for r in sequential] != [r["loss"] for r in straight]
+    assert [r["step"] for r in straight if "val_loss" in r] == [4, 8]
+
+
+def test_the_validation_loss_and_its_standard_error_are_those_of_the_micro_batch_losses(tmp_path: Path) -> None:
+    """evaluate() against a direct computation: the micro-batches of the split's start, in order, their mean and
+    the standard error of the mean (numpy's sample standard deviation / sqrt(n))."""
+    from lrkit.train.arguments import config_from_args
+    from lrkit.train.components import evaluate
+    from lrkit.train.loop import setup
+    from lrkit.train.parallel import DistContext
+    from tests.conftest import TINY, parse
+
+    config = config_from_args(parse(*TINY, "--run-dir", str(tmp_path), "--eval-iters", "5"))
+    t = setup(config, DistContext())
+    mean, stderr = evaluate(t.pm, t.val_tokens, t.config, t.ctx, None)
+    B, T = t.config.batch.batch_size, t.config.batch.sequence_length
+    losses = []
+    with torch.no_grad():
+        for i in range(5):
+            chunk = torch.from_numpy(np.asarray(t.val_tokens[i * B * T : (i + 1) * B * T + 1]).astype(np.int64))
+            losses.append(float(t.pm.module(chunk[:-1].view(B, T), chunk[1:].view(B, T))[1]))
+    assert mean == pytest.approx(np.mean(losses), rel=1e-12)
+    assert stderr == pytest.approx(np.std(losses, ddof=1) / np.sqrt(5), rel=1e-9)
+    assert stderr > 0

@@ -15,6 +15,7 @@ from lrkit.runtime import resume as resume_policy
 from lrkit.tools.flags import add_schedule_arguments
 from lrkit.train import optim as train_optim
 from lrkit.train.config import TrainConfig
+from lrkit.train.data import DATA_ORDERS
 from lrkit.train.models import MODEL_NAMES
 
 __all__ = ["TYPED_FLAGS", "add_train_arguments", "config_from_args"]
@@ -103,6 +104,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--val-fraction", type=float, default=d.data.val_fraction, help="tail fraction held out for validation"
     )
+    g.add_argument(
+        "--data-order",
+        choices=DATA_ORDERS,
+        default=d.data.order,
+        help="'sequential' reads the training split in order, as llm.c (the default); 'random' reads its sequences "
+        "shuffled, a new permutation per epoch, so consecutive batches come from different files",
+    )
+    g.add_argument("--data-seed", type=int, default=d.data.seed, help="seed of the random data order (default 0)")
     g = _Recording(parser.add_argument_group("batch"))
     g.add_argument("--batch-size", type=int, default=d.batch.batch_size, help="micro-batch size per rank (sequences)")
     g.add_argument("--sequence-length", type=int, default=d.batch.sequence_length, help="tokens per sequence")

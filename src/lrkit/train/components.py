@@ -3,6 +3,7 @@ protocol of each stateful part (``state_dict()`` / ``load_state_dict()``), so a 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -175,12 +176,20 @@ def optimizer_step(
 
 
 @torch.no_grad()
-def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistContext, autocast_dtype: Any) -> float:
-    """Mean validation loss over ``--eval-iters`` micro-batches from the start of the split (deterministic)."""
+def evaluate(
+    pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistContext, autocast_dtype: Any
+) -> tuple[float, float]:
+    """The mean validation loss over ``--eval-iters`` micro-batches per data-parallel rank, from the start of the
+    split (deterministic), and its standard error.
+
+    With ``n = eval_iters * dp_size`` micro-batch losses ``l_i`` (each the mean over ``B * T`` tokens), the mean is
+    ``m = sum(l_i) / n`` and the standard error ``sqrt((mean(l_i^2) - m^2) / (n - 1))``: the noise of ``m`` as an
+    estimate of the loss over all the text the split was drawn from (0 when ``n = 1``). Units: nats per token.
+    """
     batch, eval_iters = config.batch, config.logging.eval_iters
     loader = TokenLoader(val_tokens, batch.batch_size, batch.sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size)
     pm.module.eval()
-    total = 0.0
+    total = squares = 0.0
     for _ in range(eval_iters):
         x, y = loader.next_batch()
         amp = torch.autocast(ctx.device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
@@ -188,8 +197,13 @@ def evaluate(pm: ParallelModel, val_tokens: Any, config: TrainConfig, ctx: DistC
             _, loss = pm.module(x.to(ctx.device), y.to(ctx.device))
         assert loss is not None
         total += float(loss)
+        squares += float(loss) ** 2
     pm.module.train()
-    return all_reduce_mean(total / eval_iters, ctx)
+    mean = all_reduce_mean(total / eval_iters, ctx)
+    mean_square = all_reduce_mean(squares / eval_iters, ctx)
+    n = eval_iters * ctx.dp_size
+    stderr = math.sqrt(max(mean_square - mean * mean, 0.0) / (n - 1)) if n > 1 else 0.0
+    return mean, stderr
 
 
 # --------------------------------------------------------------------------- the state protocol

@@ -43,6 +43,7 @@ from typing import Any
 from lrkit.runtime.resume import parse_policy
 from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
 from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
+from lrkit.train.data import DATA_ORDERS
 from lrkit.train.errors import ConfigError, TrainError
 from lrkit.train.models import GPT2_PRESETS, LLAMA3_PRESETS, MODEL_NAMES
 
@@ -80,7 +81,6 @@ DEFAULT_NUM_ITERATIONS = 100
 def _field(default: Any, flag: str | None = None, choices: tuple[Any, ...] | None = None, **meta: Any) -> Any:
     """A config field: its default, its flag (default ``--<name-with-dashes>``) and its allowed values."""
     return field(default=default, metadata={"flag": flag, "choices": choices, **meta})
-
 
 
 #: The model presets by ``--model``: what :func:`compatible_values` resolves ``--preset`` and its overrides with.
@@ -177,10 +177,15 @@ class DataConfig:
         path: ``stdlib`` (the Python standard library's ``.py`` files), a text file or directory, or llm.c
             ``.bin`` token shards (a file, directory or glob) (``--data``).
         val_fraction: the tail fraction of the tokens held out for validation, in [0, 1).
+        order: ``sequential`` reads the training split in order, as llm.c does; ``random`` reads its sequences
+            in a shuffled order, a new permutation per epoch (:class:`~lrkit.train.data.TokenLoader`).
+        seed: the seed of the random order's permutations (``--data-seed``).
     """
 
     path: str = _field("stdlib", flag="--data")
     val_fraction: float = _field(0.05)
+    order: str = _field("sequential", flag="--data-order", choices=DATA_ORDERS)
+    seed: int = _field(0, flag="--data-seed")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Training data: a byte tokenizer, corpora (the Python standard library, text, llm.c shards), a train/val
-split, and an llm.c-style sequential loader whose position is plain, resumable data.
+split, and a loader (llm.c's sequential order, or a shuffled one) whose position is plain, resumable data.
 
 Nothing is downloaded: the default corpus is the running interpreter's own standard library source.
 """
@@ -20,6 +20,8 @@ from lrkit.train.errors import TrainError
 
 BYTE_VOCAB_SIZE = 256
 DEFAULT_STDLIB_BYTES = 8 * 2**20  # 8 MiB: ~0.1 s to load, minutes per epoch for the tiny GPT-2 on 2 CPU cores
+#: ``--data-order`` choices (:class:`TokenLoader`).
+DATA_ORDERS = ("sequential", "random")
 
 # llm.c token shards: a header of 256 little-endian int32 (magic, version, num_tokens, 0...), then the tokens.
 LLMC_HEADER_INTS = 256
@@ -267,7 +269,7 @@ def check_split_fits(
 
 
 class TokenLoader:
-    """Sequential (x, y) batches over a 1-D token array, as llm.c and InfiniTrain read their shards.
+    """(x, y) batches over a 1-D token array: in order, as llm.c and InfiniTrain read their shards, or shuffled.
 
     Each call reads, for data-parallel ``rank`` of ``world_size``, the ``batch_size * seq_len + 1`` tokens
     starting at ``position + rank * batch_size * seq_len``; ``x`` is the first B*T of them and ``y`` the same
@@ -281,8 +283,16 @@ class TokenLoader:
     same global batch reads the same tokens in every update: none repeated, none skipped. (A data split
     smaller than one update wraps per call instead.)
 
-    ``state_dict()`` is ``{"position", "epoch", "num_tokens"}`` (plain ints, the same on every rank);
-    loading it reproduces exactly the batches that would have followed.
+    ``order="random"`` reads the same stream of sequences in a shuffled order: the split is cut into
+    ``n = (len - 1) // seq_len`` windows of ``seq_len + 1`` tokens (window ``k`` starts at token ``k * seq_len``),
+    and the ``k``-th sequence of epoch ``e`` is window ``perm_e[k]``, with ``perm_e`` a permutation of ``range(n)``
+    drawn from ``numpy.random.default_rng([seed, e])``. Each row of a batch is then its own window, so
+    consecutive batches come from anywhere in the corpus (in order they come from the same files). Positions,
+    the wrap and the state are those of the sequential order, counted in ``seq_len`` tokens per sequence.
+
+    ``state_dict()`` is ``{"position", "epoch", "num_tokens"}`` (plain ints, the same on every rank), plus
+    ``"order"`` and ``"seed"`` in the random order; loading it reproduces exactly the batches that would have
+    followed.
     """
 
     def __init__(
@@ -293,7 +303,11 @@ class TokenLoader:
         rank: int = 0,
         world_size: int = 1,
         accumulation: int = 1,
+        order: str = "sequential",
+        seed: int = 0,
     ) -> None:
+        if order not in DATA_ORDERS:
+            raise DataError(f"order must be one of {list(DATA_ORDERS)}, got order={order!r}")
         checked = (("batch_size", batch_size), ("seq_len", seq_len), ("world_size", world_size),
                    ("accumulation", accumulation))  # fmt: skip
         for name, value in checked:
@@ -316,9 +330,12 @@ class TokenLoader:
         self.rank = rank
         self.world_size = world_size
         self.accumulation = accumulation
+        self.order = order
+        self.seed = seed
         self.position = 0
         self.epoch = 0
         self._micro = 0  # calls done in the current update
+        self._perm: tuple[int, np.ndarray] | None = None  # (epoch, its permutation of the windows)
 
     @property
     def tokens_per_step(self) -> int:
@@ -336,11 +353,25 @@ class TokenLoader:
             self.epoch += 1
         self._micro = (self._micro + 1) % self.accumulation
         start = self.position + self.rank * self.batch_size * self.seq_len
-        chunk = torch.from_numpy(self.tokens[start : start + self.batch_size * self.seq_len + 1].astype(np.int64))
         self.position += self.tokens_per_step
+        if self.order == "random":
+            first = start // self.seq_len  # the sequence index of this rank's first row
+            windows = self.permutation(self.epoch)[first : first + self.batch_size] * self.seq_len
+            rows = self.tokens[windows[:, None] + np.arange(self.seq_len + 1)].astype(np.int64)
+            chunk = torch.from_numpy(rows)
+            return chunk[:, :-1].contiguous(), chunk[:, 1:].contiguous()
+        chunk = torch.from_numpy(self.tokens[start : start + self.batch_size * self.seq_len + 1].astype(np.int64))
         x = chunk[:-1].view(self.batch_size, self.seq_len)
         y = chunk[1:].view(self.batch_size, self.seq_len)
         return x, y
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """The random order's window of each sequence in ``epoch``: a permutation of ``range((len - 1) // seq_len)``,
+        the same on every rank and after a resume (it depends only on ``seed``, ``epoch`` and the split's size)."""
+        if self._perm is None or self._perm[0] != epoch:
+            windows = (self.tokens.size - 1) // self.seq_len
+            self._perm = (epoch, np.random.default_rng([self.seed, epoch]).permutation(windows))
+        return self._perm[1]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
@@ -352,8 +383,11 @@ class TokenLoader:
         self.epoch = 0
         self._micro = 0
 
-    def state_dict(self) -> dict[str, int]:
-        return {"position": self.position, "epoch": self.epoch, "num_tokens": int(self.tokens.size)}
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"position": self.position, "epoch": self.epoch, "num_tokens": int(self.tokens.size)}
+        if self.order != "sequential":
+            state.update(order=self.order, seed=self.seed)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``; the token array must be the same length as when it was saved."""
@@ -365,9 +399,20 @@ class TokenLoader:
                 f"loader state was saved for num_tokens={state['num_tokens']}, "
                 f"but this loader has {self.tokens.size} tokens: the data changed"
             )
+        saved = (state.get("order", "sequential"), int(state.get("seed", 0)))
+        if saved[0] != self.order or (self.order != "sequential" and saved[1] != self.seed):
+            raise DataError(
+                f"loader state was saved with --data-order {saved[0]} (--data-seed {saved[1]}), but this loader reads "
+                f"--data-order {self.order} (--data-seed {self.seed}): resuming would read other batches; expected "
+                "the saved order and seed"
+            )
         position = int(state["position"])
         if not 0 <= position <= self.tokens.size:
             raise DataError(f"position must be in [0, {self.tokens.size}], got position={position}")
+        if self.order == "random" and position % self.seq_len:
+            raise DataError(
+                f"position must be a multiple of seq_len={self.seq_len} in the random order, got {position}"
+            )
         self.position = position
         self.epoch = int(state["epoch"])
         self._micro = 0  # checkpoints are taken between updates

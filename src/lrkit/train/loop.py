@@ -10,8 +10,8 @@ Per step the last rank prints (InfiniTrain's format)::
 
 and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
 ``{"step", "lr": [per group], "loss", "tokens", "samples", "ms", "tok_per_s", "grad_norm", "skipped"}``;
-eval records add ``"val_loss"`` and ``"val_ppl"``. ``"lr"`` is the LR this step used, ``"tokens"`` and
-``"samples"`` count what was read up to the end of this step.
+eval records add ``"val_loss"``, its standard error ``"val_loss_se"`` and ``"val_ppl"``. ``"lr"`` is the LR this
+step used, ``"tokens"`` and ``"samples"`` count what was read up to the end of this step.
 
 Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or sample) clock, the scheduler
 advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
@@ -214,7 +214,7 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_scaler),
         loader=TokenLoader(
             train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size,
-            accumulation=grad_accum,
+            accumulation=grad_accum, order=config.data.order, seed=config.data.seed,
         ),  # fmt: skip
         val_tokens=val_tokens,
         step_optimizer=optimizer_step(config, pm, optimizer, schedule.hparams),
@@ -477,7 +477,7 @@ def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[st
         record = train_step(t)
         loss = record["loss"]
         if logging.eval_interval and (t.step % logging.eval_interval == 0 or t.step == num_iterations):
-            record["val_loss"] = evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)
+            record["val_loss"], record["val_loss_se"] = evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)
             record["val_ppl"] = math.exp(min(record["val_loss"], 700.0))
         metrics.write(record)
         printer.step(step_line(record, num_iterations, ctx.dp_size, ctx.tp_size, ctx.pp_size))

@@ -1,0 +1,318 @@
+"""``make law-check``: does a loss law fitted on two runs predict the final loss of other schedules?
+
+The evidence of issue #12, end to end on this machine, from nothing but the trainer and the CLI:
+
+1. Train the tiny GPT-2 on the default corpus (the Python standard library) with a shuffled sampler
+   (``--data-order random``) under several schedules of the same peak LR, each evaluated every
+   ``--eval-interval`` updates on the same held-out validation tokens (``--eval-iters`` micro-batches of
+   ``--batch-size x --sequence-length`` tokens; the trainer logs the standard error of each evaluation).
+2. ``lrkit fit-law`` on two of them (constant and cosine), on the validation loss.
+3. Predict every other schedule's validation curve from its LRs alone (:func:`lrkit.schedules.laws.predict`) and
+   compare with what training measured: the final loss's relative error, the RMS relative error over the
+   evaluations, and the ranking of the schedules by final loss.
+4. ``lrkit tune --family wsd`` on the same budget, train the schedule it picks, and compare it with cosine.
+
+The goals (issue #12): a final-loss error of at most 1% on every held-out schedule, the schedules ranked as
+measured, and the tuned schedule no worse than cosine. The table is printed and written as Markdown, with the
+numbers as JSON and a plot, under ``--out``. It exits 1 when a goal is missed.
+
+Runs that already finished under ``--out`` with the same flags are reused (``--fresh`` retrains them).
+
+    python scripts/law_check.py [--out runs/law-check] [--steps 1000] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lrkit.schedules import laws
+from lrkit.tools.law import read_run
+
+GOAL_FINAL_REL = 0.01  # the largest final-loss error the issue accepts on a held-out schedule
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the check: its name, its schedule flags, its length and its role."""
+
+    name: str
+    schedule: tuple[str, ...]
+    steps: int
+    role: str  # "fit", "held-out" or "tuned"
+
+
+def plan(steps: int, lr: float, warmup: int) -> list[Run]:
+    """The schedules: two to fit the law on, five held out (the issue's list), all at peak ``lr``."""
+    w = ("--lr", f"{lr:g}", "--warmup-steps", str(warmup))
+    floor = ("--min-lr", f"{lr / 10:g}")
+
+    def wsd(fraction: float) -> tuple[str, ...]:
+        return ("--lr-scheduler", "wsd", *w, "--decay-steps", str(round(fraction * steps)), "--decay-shape", "1-sqrt")
+
+    return [
+        Run("constant", ("--lr-scheduler", "constant", *w), steps, "fit"),
+        Run("cosine", ("--lr-scheduler", "cosine", *w, *floor), steps, "fit"),
+        Run("wsd-10%-1-sqrt", wsd(0.1), steps, "held-out"),
+        Run("wsd-20%-1-sqrt", wsd(0.2), steps, "held-out"),
+        Run("linear", ("--lr-scheduler", "linear", *w), steps, "held-out"),
+        Run(
+            "step", ("--lr-scheduler", "step", *w, "--step-size", str(steps // 3), "--gamma", "0.3"), steps, "held-out"
+        ),
+        Run("cosine-1.5x", ("--lr-scheduler", "cosine", *w, *floor), steps * 3 // 2, "held-out"),
+    ]
+
+
+def train_argv(run: Run, args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable, "-m", "lrkit.train", "--run-dir", str(args.out / run.name),
+        "--preset", "tiny", "--batch-size", str(args.batch_size), "--sequence-length", str(args.sequence_length),
+        "--num-iterations", str(run.steps), "--data-order", "random", "--data-seed", str(args.data_seed),
+        "--eval-interval", str(args.eval_interval), "--eval-iters", str(args.eval_iters),
+        "--threads", "1", "--quiet", "--no-plot", *run.schedule,
+    ]  # fmt: skip
+
+
+def finished(run: Run, argv: list[str], out: Path) -> bool:
+    """The run under ``out`` reached its last step with these very flags (kept in ``argv.json`` beside it)."""
+    run_dir = out / run.name
+    try:
+        same = json.loads((run_dir / "argv.json").read_text()) == argv[1:]
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    except (OSError, ValueError):
+        return False
+    return same and bool(records) and records[-1].get("step") == run.steps and "val_loss" in records[-1]
+
+
+def train_all(runs: list[Run], args: argparse.Namespace) -> None:
+    """Train the runs that are not finished yet, ``--jobs`` at a time, printing each start and end."""
+    todo = []
+    for run in runs:
+        argv = train_argv(run, args)
+        if not args.fresh and finished(run, argv, args.out):
+            print(f"  {run.name:<16} done already, reused", flush=True)
+            continue
+        todo.append((run, argv))
+    running: list[tuple[Run, subprocess.Popen[bytes], float, Any]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while todo or running:
+        while todo and len(running) < args.jobs:
+            run, argv = todo.pop(0)
+            run_dir = args.out / run.name
+            if run_dir.exists():
+                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+            run_dir.mkdir(parents=True)
+            log = (args.out / f"{run.name}.log").open("wb")
+            print(f"  {run.name:<16} training {run.steps} updates ...", flush=True)
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((run, proc, time.monotonic(), log))
+            (run_dir / "argv.json").write_text(json.dumps(argv[1:]))
+        time.sleep(1.0)
+        for item in list(running):
+            run, proc, started, log = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            log.close()
+            if proc.returncode != 0:
+                tail = (args.out / f"{run.name}.log").read_text(errors="replace")[-2000:]
+                sys.exit(f"law-check: training {run.name} failed (exit {proc.returncode}):\n{tail}")
+            print(f"  {run.name:<16} done in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def lrkit_cli(*argv: str) -> str:
+    """``lrkit ARGV`` as a user runs it; its output (echoed), or exit with its error."""
+    done = subprocess.run([sys.executable, "-m", "lrkit.cli", *argv], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"law-check: lrkit {' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
+    print("\n".join("    " + line for line in done.stdout.splitlines()), flush=True)
+    return done.stdout
+
+
+def compare(run: Run, law: laws.Law, out: Path) -> dict[str, Any]:
+    """The measured and predicted validation curve of one run, and their errors."""
+    curve = read_run(out / run.name, loss="val")
+    predicted = laws.predict(law, curve.lrs, curve.points)
+    rel = (predicted - curve.losses) / curve.losses
+    last = json.loads((out / run.name / "metrics.jsonl").read_text().splitlines()[-1])
+    return {
+        "name": run.name,
+        "role": run.role,
+        "steps": run.steps,
+        "flags": " ".join(run.schedule),
+        "measured": float(curve.losses[-1]),
+        "measured_se": float(last.get("val_loss_se", float("nan"))),
+        "predicted": float(predicted[-1]),
+        "final_rel": float(rel[-1]),
+        "rms_rel": float(np.sqrt(np.mean(rel**2))),
+        "points": curve.points.tolist(),
+        "losses": curve.losses.tolist(),
+        "predicted_curve": predicted.tolist(),
+        "lrs": curve.lrs.tolist(),
+    }
+
+
+def discordant_pairs(rows: list[dict[str, Any]]) -> list[str]:
+    """The pairs of schedules of the same length that the prediction orders otherwise than the measurement, each
+    with its measured gap and the larger of the two evaluations' standard errors (to judge it against)."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if a["steps"] != b["steps"]:
+                continue
+            measured, predicted = a["measured"] - b["measured"], a["predicted"] - b["predicted"]
+            if measured * predicted < 0 or (measured == 0) != (predicted == 0):
+                se = max(a["measured_se"], b["measured_se"])
+                out.append(f"{a['name']} vs {b['name']}: measured gap {measured:+.4f} (s.e. {se:.4f}), "
+                           f"predicted gap {predicted:+.4f}")  # fmt: skip
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = [
+        "| schedule | role | updates | measured val loss (± s.e.) | predicted | final error | RMS error |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    body = [
+        f"| {r['name']} | {r['role']} | {r['steps']} | {r['measured']:.4f} ± {r['measured_se']:.4f} | "
+        f"{r['predicted']:.4f} | {r['final_rel']:+.2%} | {r['rms_rel']:.2%} |"
+        for r in rows
+    ]
+    return "\n".join(head + body)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Measured (dots) and predicted (line) validation curves, with the LRs beneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True, height_ratios=(3, 1.3))
+    for i, r in enumerate(rows):
+        color = f"C{i}"
+        top.plot(r["points"], r["losses"], "o", ms=3, color=color)
+        top.plot(r["points"], r["predicted_curve"], "-", color=color, label=f"{r['name']} ({r['role']})")
+        bottom.plot(np.arange(1, len(r["lrs"]) + 1), r["lrs"], color=color)
+    top.set_ylabel("validation loss (nats/token)")
+    top.set_title("dots: measured; lines: the law fitted on constant + cosine")
+    top.legend(fontsize=8)
+    top.set_ylim(min(min(r["losses"]) for r in rows) - 0.05, np.percentile([r["losses"][0] for r in rows], 50) + 0.1)
+    bottom.set_ylabel("LR")
+    bottom.set_xlabel("update")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/law-check"), help="runs and results (default: %(default)s)"
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="updates per run (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="the peak LR of every schedule (default: %(default)s)")
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="warmup updates of every schedule (default: %(default)s)"
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="sequences per update (default: %(default)s)")
+    parser.add_argument("--sequence-length", type=int, default=128, help="tokens per sequence (default: %(default)s)")
+    parser.add_argument(
+        "--eval-interval", type=int, default=50, help="updates between evaluations (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--eval-iters", type=int, default=100,
+        help="validation micro-batches per evaluation (default: %(default)s, i.e. 204,800 tokens at 16 x 128)",
+    )  # fmt: skip
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the shuffled order (default: %(default)s)")
+    parser.add_argument("--form", choices=laws.FORMS, default="mpl", help="the law's form (default: %(default)s)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="runs trained at once, one thread each (default: %(default)s)"
+    )
+    parser.add_argument("--fresh", action="store_true", help="retrain runs that are already finished under --out")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    runs = plan(args.steps, args.lr, args.warmup)
+
+    print(f"law-check: {len(runs)} schedules of the tiny GPT-2, {args.steps} updates of "
+          f"{args.batch_size} x {args.sequence_length} tokens, shuffled, into {args.out}", flush=True)  # fmt: skip
+    train_all(runs, args)
+
+    law_path = args.out / "law.json"
+    fit_on = [str(args.out / r.name) for r in runs if r.role == "fit"]
+    print(f"law-check: lrkit fit-law --form {args.form} --loss val on {', '.join(Path(f).name for f in fit_on)}")
+    lrkit_cli("fit-law", *fit_on, "--form", args.form, "--loss", "val", "-o", str(law_path))
+    law = laws.load_law(str(law_path))
+
+    print(f"law-check: lrkit tune --family wsd --budget {args.steps} (warmup fixed at {args.warmup} updates)")
+    tuned = lrkit_cli(
+        "tune", "--law", str(law_path), "--family", "wsd", "--budget", str(args.steps), "--lr", f"{args.lr:g}",
+        "--warmups", f"{args.warmup / args.steps:g}",
+    )  # fmt: skip
+    tuned_flags = tuned.split("best:")[-1].split()  # the flags lrkit tune prints, as a user copies them
+    tuned_run = Run("tuned-wsd", tuple(tuned_flags), args.steps, "tuned")
+    train_all([tuned_run], args)
+
+    rows = [compare(run, law, args.out) for run in [*runs, tuned_run]]
+    held_out = [r for r in rows if r["role"] == "held-out"]
+    worst = max(abs(r["final_rel"]) for r in held_out)
+    discordant = discordant_pairs([r for r in rows if r["role"] != "tuned"])
+    cosine = next(r for r in rows if r["name"] == "cosine")
+    tuned_row = rows[-1]
+    goals = [
+        (f"final-loss error <= {GOAL_FINAL_REL:.0%} on every held-out schedule (worst {worst:.2%})",
+         worst <= GOAL_FINAL_REL),
+        (f"schedules of the same length ranked by final loss as measured ({len(discordant)} pairs out of order)",
+         not discordant),
+        (f"tuned WSD no worse than cosine ({tuned_row['measured']:.4f} vs {cosine['measured']:.4f})",
+         tuned_row["measured"] <= cosine["measured"]),
+    ]  # fmt: skip
+    markdown = table(rows)
+    minutes = (time.monotonic() - started) / 60
+    print()
+    print(markdown)
+    print()
+    for text, ok in goals:
+        print(f"  [{'x' if ok else ' '}] {text}")
+    for pair in discordant:
+        print(f"      out of order: {pair}")
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_minutes = (cpu.ru_utime + cpu.ru_stime) / 60
+    print(f"law-check: {minutes:.1f} min wall, {cpu_minutes:.1f} min of CPU in the runs and the CLI calls "
+          f"(machine load shows as wall above CPU / {args.jobs})")  # fmt: skip
+    print(f"law-check: tuned schedule: {' '.join(tuned_flags)}")
+    (args.out / "law_check.md").write_text(markdown + "\n")
+    (args.out / "law_check.json").write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "law": law.to_dict(),
+                "rows": rows,
+                "goals": [{"goal": t, "met": ok} for t, ok in goals],
+                "discordant": discordant,
+                "minutes": minutes,
+                "cpu_minutes": cpu_minutes,
+            },
+            indent=1,
+        )  # fmt: skip
+    )
+    plot(rows, args.out / "law_check.png")
+    print(f"wrote {args.out / 'law_check.md'}, law_check.json and law_check.png")
+    return 0 if all(ok for _, ok in goals) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-layouts upstream mutate docs clean
+.PHONY: setup test lint demo bench align align-layouts law-check upstream mutate docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ align: setup
 # Every parallel layout (InfiniTrain's scenario matrix) at 8 ranks, gpt2 and llama3, both backends.
 align-layouts: setup
 	$(BIN)/lrkit align --layouts
+
+# The loss-law evidence (docs/loss-laws.md): 9 runs of the tiny GPT-2 with a shuffled sampler, a law fitted on two,
+# the other schedules predicted and the tuned one trained; prints the table. Finished runs in runs/law-check are reused.
+law-check: setup
+	$(BIN)/python scripts/law_check.py --out runs/law-check
 
 # PyTorch's and transformers' own scheduler tests, with only their imports swapped to lrkit.
 # The test files are public and stay out of the repo; pass their paths:

@@ -5,6 +5,7 @@ optimizer made, the GradScaler's own schedule, and the event files read back wit
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ import pytest
 import torch
 
 from lrkit.train.arguments import config_from_args
-from lrkit.train.loop import setup, train_step
+from lrkit.train.loop import setup, train, train_step
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
+from lrkit.train.shutdown import TrainingStopped
 from lrkit.train.telemetry import group_labels
 from lrkit.train.tensorboard import scalars
 from tests.conftest import TINY, parse, torchrun, train_error_of, train_run
@@ -161,6 +163,45 @@ def test_tensorboard_resume_hides_the_replaced_steps(tmp_path: Path) -> None:
     losses = _events(board)["loss/train"]
     assert [s for s, _ in losses] == [1, 2, 3, 4]
     assert losses == [(r["step"], _as_float32(r["loss"])) for r in records]
+
+
+class _SignalAfter:
+    """A stand-in for :class:`lrkit.train.shutdown.Shutdown`: SIGTERM arrives once ``steps`` steps are done."""
+
+    def __init__(self, metrics: Path, steps: int) -> None:
+        self.metrics, self.steps = metrics, steps
+
+    @property
+    def requested(self) -> int:
+        done = len(read_metrics(self.metrics)) if self.metrics.exists() else 0
+        return int(signal.SIGTERM) if done >= self.steps else 0
+
+
+def test_tensorboard_events_are_on_disk_after_a_clean_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signal stops the run after step 3 of 50: the writer is closed on the way out, and every scalar of the
+    steps done is in the event files."""
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    closed: list[str] = []
+    real_close = SummaryWriter.close
+
+    def close(writer: SummaryWriter) -> None:
+        closed.append(writer.log_dir)
+        real_close(writer)
+
+    monkeypatch.setattr(SummaryWriter, "close", close)
+    args = parse(*TINY, "--run-dir", str(tmp_path), "--num-iterations", "50", "--tensorboard", "--save-interval", "0")
+    with pytest.raises(TrainingStopped):
+        train(args, DistContext(), _SignalAfter(tmp_path / "metrics.jsonl", 3))  # type: ignore[arg-type]
+    assert closed == [str(tmp_path / "tensorboard")]
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    events = _events(tmp_path / "tensorboard")
+    for record in records:
+        step = record["step"]
+        written = {tag: value for tag, pairs in events.items() for s, value in pairs if s == step}
+        assert written == {tag: _as_float32(v) for tag, v in scalars(record).items()}
 
 
 def test_tensorboard_without_the_package_fails_at_startup(

@@ -19,9 +19,10 @@ DTensor by those ranks divided by the number of its shards. A weight held twice 
 head's copy on the last pipeline stage) counts once: the parameters a layout does not write
 (:meth:`~lrkit.train.parallel.ParallelModel.checkpoint_parameters`) are left out.
 
-Cost per update: one copy of this rank's parameters (its local shards) before the step, three fused norm
-passes (gradients, parameters, their difference) and, with more than one rank, one all-reduce of
-``3 x groups`` float64 values.
+Cost per update: one copy of this rank's parameters (its local shards) before the step, three norm passes
+(``torch.nn.utils.get_total_norm`` of the gradients, the parameters and their difference) and, with more
+than one rank, one all-reduce of ``3 x groups`` float64 values (plus, under sequence parallelism, the
+reduction of the gradients still partial over the tensor-parallel group).
 """
 
 from __future__ import annotations
@@ -62,11 +63,15 @@ def _copies(tensor: torch.Tensor, holders: int) -> int:
 
 
 def _squared(tensors: list[torch.Tensor], weights: list[float], device: torch.device) -> torch.Tensor:
-    """``sum_i weights[i] * ||tensors[i]||²`` as a float64 scalar (one fused norm kernel)."""
-    if not tensors:
-        return torch.zeros((), dtype=torch.float64, device=device)
-    norms = torch.stack(torch._foreach_norm(tensors)).double()
-    return (norms.square() * torch.tensor(weights, dtype=torch.float64, device=device)).sum()
+    """``sum_i weights[i] * ||tensors[i]||²`` as a float64 scalar: one ``torch.nn.utils.get_total_norm`` (a
+    fused kernel) per distinct weight, of which a layout has one or two."""
+    squared = torch.zeros((), dtype=torch.float64, device=device)
+    by_weight: dict[float, list[torch.Tensor]] = {}
+    for tensor, weight in zip(tensors, weights):
+        by_weight.setdefault(weight, []).append(tensor)
+    for weight, same in by_weight.items():
+        squared += weight * torch.nn.utils.get_total_norm(same).double() ** 2
+    return squared
 
 
 class StepNorms:
@@ -77,6 +82,7 @@ class StepNorms:
     the record's fields. Both halves run on every rank (:meth:`after_step` is collective with more than one).
     """
 
+    @torch.no_grad()
     def __init__(self, optimizer: torch.optim.Optimizer, pm: ParallelModel) -> None:
         ctx = pm.ctx
         self.device = ctx.device
@@ -107,7 +113,7 @@ class StepNorms:
                 torch._foreach_sub_(before, tensors)  # before - after: the change, negated, in the copy
             delta_squared.append(_squared(before, weights, self.device))
         n = len(self.groups)
-        sums = torch.stack([*self.grad_squared, *delta_squared, *param_squared]) if n else torch.zeros(0)
+        sums = torch.stack([*self.grad_squared, *delta_squared, *param_squared])
         if self.distributed:
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
         values = sums.tolist()

@@ -22,6 +22,9 @@ from lrkit.train.telemetry import group_labels
 from lrkit.train.tensorboard import scalars
 from tests.conftest import TINY, parse, torchrun, train_error_of, train_run
 
+TWO_MICRO = ["--total-batch-size", str(2 * 2 * 32)]  # 2 micro-batches of 2 x 32 tokens per update
+FOUR_MICRO = ["--total-batch-size", str(4 * 2 * 32)]
+
 
 def _norm64(tensors: list[torch.Tensor]) -> torch.Tensor:
     """The L2 norm of the tensors as one vector, summed in float64 (a float32 sum over the model drifts by 1e-4)."""
@@ -225,21 +228,39 @@ def test_tensorboard_dir_needs_tensorboard(tmp_path: Path, capsys: pytest.Captur
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("layout", "single"),
+    ("nproc", "layout", "single"),
     [
-        (["--fsdp"], ["--batch-size", "4"]),
-        (["--tensor-parallel", "2", "--sequence-parallel"], []),
-        (["--pipeline-parallel", "2", "--total-batch-size", "128"], ["--total-batch-size", "128"]),
-        (["--zero-stage", "1"], ["--batch-size", "4"]),
-    ],
-    ids=["fsdp2", "tp2-sp", "pp2-tied", "zero1"],
+        (2, ["--fsdp"], ["--batch-size", "4"]),
+        (2, ["--tensor-parallel", "2", "--sequence-parallel"], []),
+        (2, ["--pipeline-parallel", "2", *TWO_MICRO], TWO_MICRO),
+        (2, ["--zero-stage", "1"], ["--batch-size", "4"]),
+        (
+            4,
+            [
+                "--model",
+                "llama3",
+                "--pipeline-parallel",
+                "2",
+                "--tensor-parallel",
+                "2",
+                "--sequence-parallel",
+                *TWO_MICRO,
+            ],
+            ["--model", "llama3", *TWO_MICRO],
+        ),
+        (4, ["--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO], FOUR_MICRO),
+    ],  # fmt: skip
+    ids=["fsdp2", "tp2-sp", "pp2-tied", "zero1", "pp2-tp2-sp-llama3", "tp2-dp2-zero1"],
 )
-def test_norms_on_two_ranks_equal_the_single_process_run(tmp_path: Path, layout: list[str], single: list[str]) -> None:
-    """The same updates on 2 gloo ranks (FSDP2 and ZeRO-1: 2 sequences per rank against 4 in one process; TP:
-    the same batch; PP: two stages, GPT-2's tied embedding held by both) give the single process's per-group
-    norms: DTensor shards, replicated copies and the tied weight's copy each count once."""
+def test_norms_on_several_ranks_equal_the_single_process_run(
+    tmp_path: Path, nproc: int, layout: list[str], single: list[str]
+) -> None:
+    """The same updates on gloo ranks give the single process's per-group norms: FSDP2 and ZeRO-1 with 2
+    sequences per rank against 4 in one process; TP with the same batch; two pipeline stages holding GPT-2's
+    tied embedding both; and on 4 ranks, tensor-parallel pipeline stages, and ZeRO-1 over DTensors. DTensor
+    shards, replicated copies, partial gradients and the tied weight's copy each count once."""
     flags = ["--num-iterations", "3", "--weight-decay", "0.1"]
-    torchrun(2, "--run-dir", str(tmp_path / "dist"), *flags, *layout)
+    torchrun(nproc, "--run-dir", str(tmp_path / "dist"), *flags, *layout)
     distributed = read_metrics(tmp_path / "dist" / "metrics.jsonl")
     reference = train_run(tmp_path / "one", *flags, *single)
     assert len(distributed) == len(reference) == 3

@@ -24,6 +24,7 @@ from tests.conftest import TINY, parse, torchrun, train_error_of, train_run
 
 TWO_MICRO = ["--total-batch-size", str(2 * 2 * 32)]  # 2 micro-batches of 2 x 32 tokens per update
 FOUR_MICRO = ["--total-batch-size", str(4 * 2 * 32)]
+PP2_TP2_SP = ["--pipeline-parallel", "2", "--tensor-parallel", "2", "--sequence-parallel"]
 
 
 def _norm64(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -234,22 +235,9 @@ def test_tensorboard_dir_needs_tensorboard(tmp_path: Path, capsys: pytest.Captur
         (2, ["--tensor-parallel", "2", "--sequence-parallel"], []),
         (2, ["--pipeline-parallel", "2", *TWO_MICRO], TWO_MICRO),
         (2, ["--zero-stage", "1"], ["--batch-size", "4"]),
-        (
-            4,
-            [
-                "--model",
-                "llama3",
-                "--pipeline-parallel",
-                "2",
-                "--tensor-parallel",
-                "2",
-                "--sequence-parallel",
-                *TWO_MICRO,
-            ],
-            ["--model", "llama3", *TWO_MICRO],
-        ),
+        (4, ["--model", "llama3", *PP2_TP2_SP, *TWO_MICRO], ["--model", "llama3", *TWO_MICRO]),
         (4, ["--tensor-parallel", "2", "--zero-stage", "1", *FOUR_MICRO], FOUR_MICRO),
-    ],  # fmt: skip
+    ],
     ids=["fsdp2", "tp2-sp", "pp2-tied", "zero1", "pp2-tp2-sp-llama3", "tp2-dp2-zero1"],
 )
 def test_norms_on_several_ranks_equal_the_single_process_run(

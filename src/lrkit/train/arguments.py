@@ -272,6 +272,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--check-lr-sync", action="store_true", help="all-gather the LR each step and assert equality")
     g.add_argument("--no-plot", action="store_true", help="skip lr_loss.png")
+    g.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write each step's scalars (lr/<group>, loss/train, grad_norm/..., update_ratio/...) to "
+        "TensorBoard event files; needs the tensorboard package",
+    )
+    g.add_argument(
+        "--tensorboard-dir",
+        default=d.logging.tensorboard_dir,
+        metavar="DIR",
+        help="where --tensorboard writes its event files (default: <run-dir>/tensorboard)",
+    )
     g.add_argument("--quiet", action="store_true", help="no per-step lines")
     g.add_argument("--inject-inf-grad-at", type=int, default=None, help=argparse.SUPPRESS)
 

@@ -406,6 +406,8 @@ class LoggingConfig:
         plot: write ``lr_loss.png`` at the end (``--no-plot`` turns it off).
         quiet: no per-step lines.
         check_lr_sync: all-gather the LR each step and fail if the ranks disagree.
+        tensorboard: also write each step's scalars to TensorBoard event files (:mod:`lrkit.train.tensorboard`).
+        tensorboard_dir: where they go with ``tensorboard``; None: ``<run_dir>/tensorboard``.
     """
 
     run_dir: str = _field("runs/default")
@@ -414,6 +416,8 @@ class LoggingConfig:
     plot: bool = _field(True, flag="--no-plot", negated=True)
     quiet: bool = _field(False)
     check_lr_sync: bool = _field(False)
+    tensorboard: bool = _field(False)
+    tensorboard_dir: str | None = _field(None)
 
 
 #: section name -> its class, in the order of the TOML file

@@ -11,7 +11,10 @@ Per step the last rank prints (InfiniTrain's format)::
 and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
 ``{"step", "lr": [per group], "loss", "tokens", "samples", "ms", "tok_per_s", "grad_norm", "skipped"}``;
 eval records add ``"val_loss"``, its standard error ``"val_loss_se"`` and ``"val_ppl"``. ``"lr"`` is the LR this
-step used, ``"tokens"`` and ``"samples"`` count what was read up to the end of this step.
+step used, ``"tokens"`` and ``"samples"`` count what was read up to the end of this step. The update's norms
+(:mod:`lrkit.train.telemetry`): ``"grad_norm_groups"`` and ``"update_ratio"`` (``||Δθ||/||θ||``), one per
+group in the order of ``"lr"``, and ``"update_ratio_total"``; with fp16, ``"loss_scale"`` (the GradScaler's
+scale of this update's backward).
 
 Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or sample) clock, the scheduler
 advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
@@ -80,6 +83,8 @@ from lrkit.train.pipeline import PipelineModel
 from lrkit.train.rundir import open_run_dir, supersede_after
 from lrkit.train.sharded import ShardedSaver, optimizer_groups, tensor_state
 from lrkit.train.shutdown import Shutdown, ShutdownAbandoned, TrainingStopped
+from lrkit.train.telemetry import StepNorms
+from lrkit.train.tensorboard import TensorBoardLog
 
 __all__ = ["Trainer", "save", "setup", "train", "train_step"]
 
@@ -356,16 +361,19 @@ def train_step(t: Trainer) -> dict[str, Any]:
     if t.config.optimizer.inject_inf_grad_at == t.step:
         [p for p in pm.raw.parameters() if p.requires_grad][0].grad.fill_(float("inf"))  # type: ignore[union-attr]
     t.scaler.unscale_(optimizer)
+    norms = StepNorms(optimizer, pm)  # the groups' gradients before clipping, the parameters before the update
     max_norm = train_optim.grad_clip(schedule.hparams, t.config.optimizer.grad_clip)
     if isinstance(pm, PipelineModel):
         grad_norm = pm.clip_grad_norm(max_norm)  # global over all stages
     else:
         grad_norm = clip_grad_norm([p for p in pm.raw.parameters() if p.requires_grad], max_norm)
     skipped = False
+    loss_scale = t.scaler.get_scale() if t.scaler.is_enabled() else None  # the scale of this update's backward
     if t.scaler.is_enabled():
         skipped = scaler_step(t.scaler, optimizer)
     else:
         t.step_optimizer()
+    update_norms = norms.after_step()
     optimizer.zero_grad(set_to_none=True)
     loss = all_reduce_mean(float(loss_sum), ctx)
     schedule.step(skipped=skipped, metric=loss)
@@ -383,6 +391,9 @@ def train_step(t: Trainer) -> dict[str, Any]:
         skipped=skipped,
         scheduler_steps=schedule.steps,
     )
+    record.update(update_norms)
+    if loss_scale is not None:
+        record["loss_scale"] = loss_scale
     if t.lr_groups is not None:
         record["lr_groups"] = t.lr_groups
     record.update(hparam_values)
@@ -443,20 +454,23 @@ def train(
     with nullcontext(shutdown) if shutdown is not None else Shutdown() as stop:
         try:
             with (
+                TensorBoardLog(config.logging, enabled=ctx.is_main) as board,  # a missing package fails first
                 collective_timeouts(ctx, config.parallel.collective_timeout) as where,
                 open_run_dir(config.logging.run_dir, resume, overwrite, ctx) as opened,
             ):
                 for note in opened.notes:
                     _note(ctx, note)
-                return _train(config, ctx, stop, where)
+                return _train(config, ctx, stop, where, board)
         except ShutdownAbandoned:
             leave_distributed()  # peers may be anywhere: no barrier
             raise
 
 
-def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[str]) -> dict[str, Any]:
+def _train(
+    config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[str], board: TensorBoardLog
+) -> dict[str, Any]:
     """:func:`train` in its locked run directory: set up, then the steps to the end or to a clean stop
-    (:func:`_stop_if_asked`)."""
+    (:func:`_stop_if_asked`); ``board`` gets every record (``--tensorboard``)."""
     t = setup(config, ctx)
     config, logging = t.config, t.config.logging
     num_iterations = config.batch.num_iterations
@@ -480,6 +494,7 @@ def _train(config: TrainConfig, ctx: DistContext, stop: Shutdown, where: list[st
             record["val_loss"], record["val_loss_se"] = evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)
             record["val_ppl"] = math.exp(min(record["val_loss"], 700.0))
         metrics.write(record)
+        board.write(record)
         printer.step(step_line(record, num_iterations, ctx.dp_size, ctx.tp_size, ctx.pp_size))
         save_interval = config.checkpoint.save_interval
         if save_interval and (t.step % save_interval == 0 or t.step == num_iterations):

@@ -985,8 +985,9 @@ class PowerLR(Schedule):
     def _capped_below(self) -> float:
         """A step ``t_c > 0`` with ``a * t ** b >= 2 P`` for every ``t <= t_c`` (so the cap ``P`` holds there).
 
-        Clamping the step to ``t_c`` keeps ``t ** b`` finite at ``t = 0`` without changing any value: below
-        ``t_c`` the minimum is ``P`` either way, and above it the step is not clamped.
+        Clamping the step to ``t_c`` keeps ``t ** b`` finite near ``t = 0`` without changing any value: below
+        ``t_c`` the minimum is ``P`` either way, and above it the step is not clamped. (``t_c`` is kept in
+        ``[e**-690, e**690]``, so ``t_c ** b`` stays finite for ``b >= -1``; only steps below ``1e-299`` could see it.)
         """
         if self.peak_lr == 0.0:
             return 1.0
@@ -994,7 +995,8 @@ class PowerLR(Schedule):
         return math.exp(min(max(log_step, -690.0), 690.0))
 
     def _power(self, t: Any, xp: _Ops) -> Any:
-        return xp.minimum(self.peak_lr, self.coefficient * xp.maximum(t, self._capped_below()) ** self.exponent)
+        capped = xp.minimum(self.peak_lr, self.coefficient * xp.maximum(t, self._capped_below()) ** self.exponent)
+        return xp.where(t > 0, capped, self.peak_lr)  # 0 ** b is infinite: the cap (also where t_c was clamped)
 
     def power_law(self, step: float) -> float:
         """``power(step) = min(peak_lr, coefficient * step ** exponent)``: the stable phase's LR."""

@@ -46,6 +46,9 @@ _LLM = (
     "WarmupCosine",
     "WarmupPolynomial",
     "WSD",
+    "WSDS",
+    "PowerLR",
+    "LogWarmup",
     "InverseSqrt",
     "CosineWithRestarts",
 )
@@ -131,8 +134,11 @@ if TYPE_CHECKING:  # eager imports for type checkers only
     from lrkit.schedulers.hparams import HyperparamScheduler  # noqa: F401
     from lrkit.schedulers.llm import (  # noqa: F401
         WSD,
+        WSDS,
         CosineWithRestarts,
         InverseSqrt,
+        LogWarmup,
+        PowerLR,
         WarmupConstant,
         WarmupCosine,
         WarmupLinear,

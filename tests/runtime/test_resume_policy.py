@@ -235,6 +235,27 @@ def test_cooldown_takes_its_shape_from_wsds_decay_shape_unless_the_policy_names_
     assert lrs[5] != [S.Decay(lr, 3, FLOOR, "linear")(1) for lr in current]
 
 
+WSDS = {"type": "WSDS", "cycle_ends": [8, 16, 24], "warmup_steps": 2, "decay_steps": 3, "min_lr": FLOOR}
+
+
+@pytest.mark.parametrize("resume_at", [4, 10, 19], ids=["cycle-1", "cycle-2", "cycle-3"])
+def test_cooldown_reaches_a_decay_from_the_stable_phase_of_every_wsds_cycle(resume_at: int) -> None:
+    """WSD-S's branch points are decays to min_lr: ``cooldown:N`` makes one from any stable phase, with the
+    spec's decay shape and floor, exactly as it does for WSD."""
+    wsds_cosine = {**WSDS, "decay_shape": "cosine"}
+    before = [S.WSDS(peak, (8, 16, 24), 2, decay_steps=3, decay_shape="cosine", min_lr=FLOOR) for peak in PEAKS]
+    current = [s(resume_at) for s in before]
+    assert current == PEAKS  # a stable phase
+    spec, notes = in_force(decide(parse_policy("cooldown:3"), Saved(wsds_cosine, wsds_cosine), wsds_cosine),
+                           resume_at, current, PEAKS)  # fmt: skip
+    assert "cosine decay from the LR in force" in notes[0]
+    decays = [S.Decay(lr, 3, FLOOR, "cosine") for lr in current]
+    lrs = lrs_by_step(spec, resume_at + 6)
+    assert lrs[:resume_at] == [[s(t) for s in before] for t in range(resume_at)]
+    assert lrs[resume_at:] == [[d(t - resume_at) for d in decays] for t in range(resume_at, resume_at + 6)]
+    assert lrs[resume_at + 3 :] == [[FLOOR, FLOOR]] * 3
+
+
 def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) -> None:
     wsd = [
         "--lr",

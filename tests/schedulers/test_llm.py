@@ -27,6 +27,26 @@ CASES = [
         S.WSD,
         {"warmup_steps": 0, "total_steps": 90, "decay_steps": 30, "decay_shape": "exponential", "min_lr": 1e-6},
     ),
+    (
+        lrkit.WSDS,
+        S.WSDS,
+        {
+            "cycle_ends": [40, 100, 160],
+            "warmup_steps": 10,
+            "decay_fraction": 0.25,
+            "decay_shape": "cosine",
+            "rewarmup_steps": 5,
+            "min_lr": [1e-5, 2e-5],
+        },
+    ),
+    (lrkit.WSDS, S.WSDS, {"cycle_ends": [30, 90, 150], "decay_steps": 20, "decay_shape": "1-sqrt"}),
+    (
+        lrkit.PowerLR,
+        S.PowerLR,
+        {"coefficient": [3e-3, 1e-2], "exponent": -0.5, "warmup_steps": 10, "total_steps": 150, "decay_steps": 30},
+    ),
+    (lrkit.PowerLR, S.PowerLR, {"coefficient": 1e-3, "exponent": -0.51, "warmup_start_lr": 0.0}),
+    (lrkit.LogWarmup, S.LogWarmup, {"warmup_steps": 30, "warmup_start_lr": [1e-6, 1e-7]}),
     (lrkit.InverseSqrt, S.InverseSqrt, {"warmup_steps": 10, "warmup_start_lr": 1e-7}),
     (
         lrkit.CosineWithRestarts,
@@ -43,8 +63,9 @@ def make_optimizer(lrs=LRS) -> torch.optim.Optimizer:
     return torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=lrs[0])
 
 
-def pure_for_group(pure_cls, kwargs, group):
-    args = {k: (v[group] if isinstance(v, list) else v) for k, v in kwargs.items()}
+def pure_for_group(cls, pure_cls, kwargs, group):
+    """The pure schedule of ``group``: a list of a per-group argument is one value per group."""
+    args = {k: (v[group] if isinstance(v, list) and k in cls._per_group else v) for k, v in kwargs.items()}
     return pure_cls(LRS[group], **args)
 
 
@@ -54,7 +75,7 @@ def test_bound_class_sets_exactly_the_pure_schedule(cls, pure_cls, kwargs):
     scheduler = cls(optimizer, **kwargs)
     lrs = np.array(run_schedule(scheduler, optimizer, STEPS))
     for group in range(2):
-        pure = pure_for_group(pure_cls, kwargs, group)
+        pure = pure_for_group(cls, pure_cls, kwargs, group)
         assert lrs[:, group].tolist() == [pure(t) for t in range(STEPS + 1)]
     assert scheduler.get_last_lr() == lrs[-1].tolist()
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
@@ -124,8 +145,11 @@ def test_a_state_of_another_schedule_is_refused_with_the_diff_and_changes_nothin
     specs = {
         "WarmupCosine": {"type": "WarmupCosine", "warmup_steps": 10, "total_steps": 100, "min_lr": 1e-5},
         "HFSchedule": lrkit.get_scheduler("cosine", make_optimizer(), 10, 100).to_spec(),
-        "Clocked": {"type": "Clocked", "unit": "tokens", "schedule": {"type": "WarmupCosine", "warmup_steps": 10,
-                                                                      "total_steps": 100}},
+        "Clocked": {
+            "type": "Clocked",
+            "unit": "tokens",
+            "schedule": {"type": "WarmupCosine", "warmup_steps": 10, "total_steps": 100},
+        },
     }
     spec = specs[name]
     length = "num_training_steps" if name == "HFSchedule" else "total_steps"

@@ -107,6 +107,9 @@ def test_every_built_in_short_name_builds_a_spec_of_its_own_type():
                 "multistep": ["--milestones", "30,60"],
                 "exponential": ["--gamma", "0.9"],
                 "wsd": ["--decay-steps", "20"],
+                "wsd-s": ["--num-cycles", "2", "--decay-steps", "20"],
+                "power": ["--power-coefficient", "0.3", "--power-exponent", "-0.5"],
+                "log-warmup": ["--warmup-steps", "10"],
                 "inverse-sqrt": ["--warmup-steps", "10"],
                 "cosine-restarts": ["--cycle-steps", "50"],
                 "hf:warmup_stable_decay": ["--decay-steps", "20"],
@@ -140,8 +143,9 @@ def test_the_torch_backend_state_is_plain_data_and_resumes(record: SpecType, tmp
     """accelerate's load_state and torch.load default to weights_only=True: the torch backend's state (torch's
     classes, and LambdaLR over lrkit's schedules) must load that way, and continue as if never interrupted."""
     spec, metric = record.align_case, record.name == "ReduceLROnPlateau"
-    straight, first = build_scheduler(spec, _two_groups(), backend="torch"), build_scheduler(
-        spec, _two_groups(), backend="torch"
+    straight, first = (
+        build_scheduler(spec, _two_groups(), backend="torch"),
+        build_scheduler(spec, _two_groups(), backend="torch"),
     )
     for _ in range(4):
         _advance(straight, metric)

@@ -47,6 +47,8 @@ COMPOSITE = composite(4, 8)
 PP_FLAGS = ["--total-batch-size", str(4 * 4 * 64)]
 #: The schedule the ``extend`` and ``cooldown`` resume cases start from.
 COSINE_10 = _case_of("WarmupCosine")
+#: WSD-S with two branch points (steps 4 and 10): ``cooldown`` starts a decay in its second stable phase.
+WSDS = _case_of("WSDS")
 #: Warmup + cosine on the token clock: 2560 tokens are 10 updates of 4 x 64 tokens.
 TOKENS_COSINE = _case_of("Clocked")
 
@@ -151,6 +153,15 @@ def all_cases() -> list[Case]:
             resume_at=6,
             resume_spec=COSINE_10,
             resume_flags=["--lr-resume-policy", "cooldown:4"],
+            group="resume",
+        ),
+        Case(
+            "resume-cooldown-wsds",
+            WSDS,
+            steps=12,
+            resume_at=6,
+            resume_spec=WSDS,
+            resume_flags=["--lr-resume-policy", "cooldown:3"],
             group="resume",
         ),
         # The same two policies on the token clock (lengths in tokens, 256 tokens per update).

@@ -1,5 +1,5 @@
 """The LLM schedules bound to an optimizer: warmup + cosine / linear / polynomial / constant, WSD,
-inverse square root, cosine with restarts.
+WSD-S (cyclic WSD), the power scheduler, log warmup, inverse square root, cosine with restarts.
 
 Each class is an lrkit :class:`~lrkit.schedulers.base.LRScheduler` (so a
 ``torch.optim.lr_scheduler.LRScheduler``). Every param group follows the pure schedule of
@@ -38,6 +38,9 @@ __all__ = [
     "WarmupCosine",
     "WarmupPolynomial",
     "WSD",
+    "WSDS",
+    "PowerLR",
+    "LogWarmup",
     "InverseSqrt",
     "CosineWithRestarts",
     "PureSchedule",
@@ -336,6 +339,104 @@ class WSD(ScheduleLR):
     @classmethod
     def _schedule(cls, peak_lr: float, **args: Any) -> S.Schedule:
         return S.WSD(peak_lr, **args)
+
+
+class WSDS(ScheduleLR):
+    """WSD-S, cyclic WSD: warmup, then cycles of stable (the group's LR) + decay to ``min_lr`` ending at each of
+    ``cycle_ends`` (the branch points), each later cycle restarting at the peak (or re-warming up from ``min_lr``
+    over ``rewarmup_steps``). See :class:`lrkit.schedules.WSDS` for the formulas.
+    """
+
+    _per_group = ("min_lr", "warmup_start_lr")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        cycle_ends: list[int],
+        warmup_steps: int = 0,
+        decay_steps: int | None = None,
+        decay_fraction: float | None = None,
+        decay_shape: str = "linear",
+        min_lr: float | list[float] = 0.0,
+        rewarmup_steps: int = 0,
+        warmup_start_lr: float | list[float] = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        self._bind(
+            optimizer,
+            last_epoch,
+            cycle_ends=list(cycle_ends) if isinstance(cycle_ends, tuple) else cycle_ends,
+            warmup_steps=warmup_steps,
+            decay_steps=decay_steps,
+            decay_fraction=decay_fraction,
+            decay_shape=decay_shape,
+            min_lr=min_lr,
+            rewarmup_steps=rewarmup_steps,
+            warmup_start_lr=warmup_start_lr,
+        )
+
+    @classmethod
+    def _schedule(cls, peak_lr: float, **args: Any) -> S.Schedule:
+        return S.WSDS(peak_lr, **args)
+
+
+class PowerLR(ScheduleLR):
+    """The power scheduler: warmup, ``min(base_lr, coefficient * t ** exponent)``, then (with ``total_steps``) a
+    decay to ``min_lr``. ``coefficient`` is an absolute LR (one, or one per group). See
+    :class:`lrkit.schedules.PowerLR` for the formulas and the paper's notation.
+    """
+
+    _per_group = ("coefficient", "min_lr", "warmup_start_lr")
+
+    def __init__(
+        self,
+        optimizer: Any,
+        coefficient: float | list[float],
+        exponent: float,
+        warmup_steps: int = 0,
+        total_steps: int | None = None,
+        decay_steps: int | None = None,
+        decay_fraction: float | None = None,
+        decay_shape: str = "linear",
+        min_lr: float | list[float] = 0.0,
+        warmup_start_lr: float | list[float] = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        self._bind(
+            optimizer,
+            last_epoch,
+            coefficient=coefficient,
+            exponent=exponent,
+            warmup_steps=warmup_steps,
+            total_steps=total_steps,
+            decay_steps=decay_steps,
+            decay_fraction=decay_fraction,
+            decay_shape=decay_shape,
+            min_lr=min_lr,
+            warmup_start_lr=warmup_start_lr,
+        )
+
+    @classmethod
+    def _schedule(cls, peak_lr: float, **args: Any) -> S.Schedule:
+        return S.PowerLR(peak_lr, **args)
+
+
+class LogWarmup(ScheduleLR):
+    """Logarithmic warmup to the group's LR over ``warmup_steps`` (DeepSpeed ``WarmupLR``'s default), then constant:
+    ``lr(t) = warmup_start_lr + (base_lr - warmup_start_lr) * log(t + 1) / log(warmup_steps + 1)``.
+    See :class:`lrkit.schedules.LogWarmup` (and its DeepSpeed mapping).
+    """
+
+    _per_group = ("warmup_start_lr",)
+
+    def __init__(
+        self, optimizer: Any, warmup_steps: int, warmup_start_lr: float | list[float] = 0.0, last_epoch: int = -1
+    ) -> None:
+        self._bind(optimizer, last_epoch, warmup_steps=warmup_steps, warmup_start_lr=warmup_start_lr)
+
+    @classmethod
+    def _schedule(cls, peak_lr: float, **args: Any) -> S.Schedule:
+        return S.LogWarmup(peak_lr, **args)
 
 
 class InverseSqrt(ScheduleLR):

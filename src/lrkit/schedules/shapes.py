@@ -61,6 +61,9 @@ __all__ = [
     "WarmupCosine",
     "WarmupPolynomial",
     "WSD",
+    "WSDS",
+    "PowerLR",
+    "LogWarmup",
     "InverseSqrt",
     "CosineWithRestarts",
     "ExponentialRamp",
@@ -742,6 +745,334 @@ class CosineWithRestarts(Schedule):
         if self.num_cycles is None:
             return None
         return (int(self.cycle_start(self.num_cycles)), self.min_lr)
+
+
+def _one_of_decay_lengths(name: str, decay_steps: Any, decay_fraction: Any) -> None:
+    if (decay_steps is None) == (decay_fraction is None):
+        raise ValueError(
+            f"{name} needs exactly one of decay_steps or decay_fraction, got "
+            f"decay_steps={decay_steps!r}, decay_fraction={decay_fraction!r}"
+        )
+
+
+@dataclass(frozen=True)
+class WSDS(Schedule):
+    """WSD-S, cyclic Warmup-Stable-Decay: a warmup, then cycles of stable + decay, each ending at a branch point.
+
+    Cycle ``k = 0 .. N-1`` runs over ``[s_k, E_k)`` with ``E_k = cycle_ends[k]``, ``s_0 = 0``, ``s_k = E_(k-1)``,
+    length ``L_k = E_k - s_k``. Its decay takes the last ``D_k`` steps, ``D_k = decay_steps`` or
+    ``round(decay_fraction * L_k)``:
+
+    * ``lr(t) = peak_lr * c(p) + min_lr * (1 - c(p))``, ``p = clamp((t - (E_k - D_k)) / D_k, 0, 1)``, with the
+      decay shapes of :class:`WSD` (``linear``, ``cosine``, ``1-sqrt``, ``exponential``): ``peak_lr`` through the
+      stable phase, exactly ``min_lr`` at the branch point ``E_k``;
+    * cycle 0 starts with the linear warmup ``warmup_start_lr -> peak_lr`` over ``[0, W)``;
+    * a later cycle starts at ``s_k = E_(k-1)`` with a linear re-warmup ``min_lr -> peak_lr`` over
+      ``R = rewarmup_steps`` steps (``lr(s_k) = min_lr``: no jump); with ``R = 0`` (the default, OLMo-core's
+      ``WSDS`` and the paper's WSD-S) the LR jumps back to ``peak_lr`` at ``s_k``;
+    * ``min_lr`` is held from the last branch point ``E_(N-1)`` on.
+
+    So a run stopped at ``E_k`` has used the LRs of ``WSD`` with ``total_steps = E_k`` in its last cycle: each
+    ``E_k`` is a decayed checkpoint, and training continues from it (not from the pre-decay weights).
+    ``N = 1`` is :class:`WSD`. Sources: Wen et al., "Understanding Warmup-Stable-Decay Learning Rates: A River
+    Valley Loss Landscape Perspective" (arXiv 2410.05192), OLMo-core's ``WSDS`` (a decay fraction of each period,
+    hard reset), levanter's ``cycles`` with ``rewarmup``.
+
+    Args:
+        peak_lr: the LR of every stable phase, reached exactly at ``warmup_steps``.
+        cycle_ends: ``E_0 < E_1 < ... < E_(N-1)``, the branch points (absolute steps, ints ``>= 1``).
+        warmup_steps: ``W >= 0``, the first cycle's warmup; ``W + D_0 <= E_0``.
+        decay_steps: ``D >= 1`` for every cycle; give this or ``decay_fraction``, not both.
+        decay_fraction: ``D_k = round(decay_fraction * L_k)``, in ``(0, 1]``.
+        decay_shape: one of :data:`DECAY_SHAPES`.
+        min_lr: the LR at every branch point, in ``[0, peak_lr]`` (``> 0`` for ``exponential``).
+        rewarmup_steps: ``R >= 0``; ``R + D_k <= L_k`` for ``k >= 1``.
+        warmup_start_lr: the LR at step 0, in ``[0, peak_lr]``.
+    """
+
+    peak_lr: float
+    cycle_ends: tuple[int, ...]
+    warmup_steps: int = 0
+    decay_steps: int | None = None
+    decay_fraction: float | None = None
+    decay_shape: str = "linear"
+    min_lr: float = 0.0
+    rewarmup_steps: int = 0
+    warmup_start_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        peak = _lr_field(self, "peak_lr")
+        if not isinstance(self.cycle_ends, (list, tuple)) or not self.cycle_ends:
+            raise TypeError(f"cycle_ends must be a non-empty list of ints, got cycle_ends={self.cycle_ends!r}")
+        ends = tuple(check_int(f"cycle_ends[{i}]", e, minimum=1) for i, e in enumerate(self.cycle_ends))
+        if list(ends) != sorted(set(ends)):
+            raise ValueError(f"cycle_ends must be strictly increasing, got cycle_ends={list(ends)!r}")
+        _set(self, "cycle_ends", ends)
+        warmup = _int_field(self, "warmup_steps", 0)
+        rewarmup = _int_field(self, "rewarmup_steps", 0)
+        _one_of_decay_lengths("WSDS", self.decay_steps, self.decay_fraction)
+        if self.decay_fraction is not None:
+            _real_field(self, "decay_fraction", low=0.0, high=1.0, low_open=True)
+        else:
+            _int_field(self, "decay_steps", 1)
+        for k, (length, decay) in enumerate(zip(self.cycle_lengths, self.decay_lengths)):
+            ramp, ramp_name = (warmup, "warmup_steps") if k == 0 else (rewarmup, "rewarmup_steps")
+            if decay < 1:
+                raise ValueError(
+                    f"decay_fraction * cycle length must round to at least 1 step, got decay_fraction="
+                    f"{self.decay_fraction!r}, cycle {k} of {length} steps"
+                )
+            if ramp + decay > length:
+                raise ValueError(
+                    f"{ramp_name} + decay steps must be <= the cycle's length, got {ramp_name}={ramp}, "
+                    f"decay steps={decay}, cycle {k} = [{self.cycle_starts[k]}, {ends[k]}) of {length} steps"
+                )
+        check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
+        min_lr = _lr_field(self, "min_lr", peak)
+        if self.decay_shape == "exponential" and not min_lr > 0:
+            raise ValueError(f"decay_shape='exponential' needs min_lr > 0, got min_lr={min_lr!r}")
+        _lr_field(self, "warmup_start_lr", peak)
+
+    @property
+    def cycle_starts(self) -> tuple[int, ...]:
+        """``s_k``: 0, then each previous branch point."""
+        return (0, *self.cycle_ends[:-1])
+
+    @property
+    def cycle_lengths(self) -> tuple[int, ...]:
+        """``L_k = E_k - s_k``."""
+        return tuple(e - s for s, e in zip(self.cycle_starts, self.cycle_ends))
+
+    @property
+    def decay_lengths(self) -> tuple[int, ...]:
+        """``D_k``: ``decay_steps``, or ``round(decay_fraction * L_k)``."""
+        if self.decay_steps is not None:
+            return (self.decay_steps,) * len(self.cycle_ends)
+        return tuple(round(float(self.decay_fraction) * length) for length in self.cycle_lengths)  # type: ignore[arg-type]
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        last = len(self.cycle_ends) - 1
+        starts = self.cycle_starts
+        decay_starts = [e - d for e, d in zip(self.cycle_ends, self.decay_lengths)]
+        if xp is _SCALAR:
+            k = min(bisect_right(self.cycle_ends, t), last)
+            start, decay_start, decay = starts[k], decay_starts[k], self.decay_lengths[k]
+        else:
+            k = np.minimum(np.searchsorted(np.asarray(self.cycle_ends, dtype=np.float64), t, side="right"), last)
+            start = np.asarray(starts, dtype=np.float64)[k]
+            decay_start = np.asarray(decay_starts, dtype=np.float64)[k]
+            decay = np.asarray(self.decay_lengths, dtype=np.float64)[k]
+        lr = _decay(self.decay_shape, self.peak_lr, self.min_lr, _progress(t, decay_start, decay, xp), xp)
+        if self.rewarmup_steps:
+            ramp = _interpolate(self.peak_lr, self.min_lr, xp.clip((t - start) / self.rewarmup_steps, 0.0, 1.0))
+            lr = xp.where((k >= 1) & (t - start < self.rewarmup_steps), ramp, lr)
+        return _warmup(t, xp, self.warmup_start_lr, self.peak_lr, self.warmup_steps, lr)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        out = [Phase("warmup", 0)] if self.warmup_steps else []
+        for k, (start, end, decay) in enumerate(zip(self.cycle_starts, self.cycle_ends, self.decay_lengths)):
+            stable = start + (self.warmup_steps if k == 0 else self.rewarmup_steps)
+            if k and self.rewarmup_steps:
+                out.append(Phase(f"re-warmup {k + 1}", start))
+            if end - decay > stable:
+                out.append(Phase(f"stable {k + 1}", stable))
+            out.append(Phase(f"{self.decay_shape} decay {k + 1}", end - decay))
+        out.append(Phase("floor", self.cycle_ends[-1]))
+        return [p for p in out if until is None or p.start < until]
+
+    def jumps(self, until: float | None = None) -> list[int]:
+        if self.rewarmup_steps:
+            return []
+        return [e for e in self.cycle_ends[:-1] if until is None or e < until]
+
+    def peak(self) -> tuple[float, float] | None:
+        return (self.warmup_steps, self.peak_lr)
+
+    def end(self) -> tuple[float, float] | None:
+        return (self.cycle_ends[-1], self.min_lr)
+
+
+@dataclass(frozen=True)
+class PowerLR(Schedule):
+    """Power scheduler: warmup, a power-law stable phase ``min(peak_lr, a * t ** b)``, an optional final decay.
+
+    With ``P = peak_lr``, ``a = coefficient``, ``b = exponent`` and ``power(t) = min(P, a * t ** b)``
+    (``power(0) = P``):
+
+    * warmup, ``t < W``: ``lr = warmup_start_lr + (power(W) - warmup_start_lr) * t / W``;
+    * stable, ``W <= t < T - D``: ``lr = power(t)``, which falls as ``t ** b`` once ``a * t ** b < P``;
+    * decay, ``T - D <= t``: from ``power(T - D)`` to ``min_lr`` at ``T`` with a shape of
+      :data:`DECAY_SHAPES`, as :class:`WSD`'s (``p = clamp((t - (T - D)) / D, 0, 1)``); ``min_lr`` held after ``T``.
+      Without ``total_steps`` there is no decay: the power law runs on for ever.
+
+    This is Shen et al., "Power Scheduler: A Batch Size and Token Number Agnostic Learning Rate Scheduler"
+    (arXiv 2408.13359): ``eta(n) = n / N_warmup * eta_power(N_warmup)`` in the warmup,
+    ``eta_power(n) = min(eta_max, beta * a * n ** b)`` in the stable phase and
+    ``f(n, N, N_decay) * eta_power(N - N_decay)`` in the decay, with ``n`` in tokens and ``beta`` the batch size
+    (the paper's ``a = 4``, ``b = -0.51``): here ``coefficient`` is ``beta * a``, ``peak_lr`` is ``eta_max`` and
+    ``t`` counts steps, or tokens when the schedule runs on the token clock (``Clocked``). MiniCPM and OLMo-core
+    name it ``PowerLR``; timm's rsqrt stable phase is ``b = -1/2``.
+
+    Args:
+        peak_lr: ``P``, the cap; the LR while ``a * t ** b >= P``.
+        coefficient: ``a > 0`` (an LR at ``t = 1``).
+        exponent: ``b`` in ``[-1, 0)``.
+        warmup_steps: ``W >= 0``.
+        total_steps: ``T``, the end of the decay (``min_lr`` from ``T`` on), or None for no decay.
+        decay_steps: ``D >= 1`` with ``W + D <= T``; give this or ``decay_fraction`` (with ``total_steps`` only).
+        decay_fraction: ``D = round(decay_fraction * T)``, in ``(0, 1]``.
+        decay_shape: one of :data:`DECAY_SHAPES`.
+        min_lr: the floor, in ``[0, power(T - D)]`` (``> 0`` for ``exponential``).
+        warmup_start_lr: the LR at step 0, in ``[0, power(W)]``.
+    """
+
+    peak_lr: float
+    coefficient: float
+    exponent: float
+    warmup_steps: int = 0
+    total_steps: int | None = None
+    decay_steps: int | None = None
+    decay_fraction: float | None = None
+    decay_shape: str = "linear"
+    min_lr: float = 0.0
+    warmup_start_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _lr_field(self, "peak_lr")
+        _real_field(self, "coefficient", low=0.0, low_open=True)
+        _real_field(self, "exponent", low=-1.0, high=0.0, high_open=True)
+        warmup = _int_field(self, "warmup_steps", 0)
+        if self.total_steps is None:
+            if self.decay_steps is not None or self.decay_fraction is not None:
+                raise ValueError(
+                    "PowerLR decays only with total_steps, got total_steps=None with "
+                    f"decay_steps={self.decay_steps!r}, decay_fraction={self.decay_fraction!r}"
+                )
+        else:
+            total = _int_field(self, "total_steps", 1)
+            _one_of_decay_lengths("PowerLR", self.decay_steps, self.decay_fraction)
+            if self.decay_fraction is not None:
+                _real_field(self, "decay_fraction", low=0.0, high=1.0, low_open=True)
+            else:
+                _int_field(self, "decay_steps", 1)
+            decay = self.decay_length
+            if decay < 1:
+                raise ValueError(
+                    f"decay_fraction * total_steps must round to at least 1 step, "
+                    f"got decay_fraction={self.decay_fraction!r}, total_steps={total}"
+                )
+            if warmup + decay > total:
+                raise ValueError(
+                    f"warmup_steps + decay steps must be <= total_steps, got warmup_steps={warmup}, "
+                    f"decay steps={decay}, total_steps={total}"
+                )
+        check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
+        top = self.power_law(self.total_steps - self.decay_length) if self.total_steps is not None else math.inf
+        min_lr = _lr_field(self, "min_lr", top, "power(total_steps - decay steps)")
+        if self.decay_shape == "exponential" and not min_lr > 0:
+            raise ValueError(f"decay_shape='exponential' needs min_lr > 0, got min_lr={min_lr!r}")
+        _lr_field(self, "warmup_start_lr", self.power_law(warmup), "power(warmup_steps)")
+
+    @property
+    def decay_length(self) -> int:
+        """``D``: ``decay_steps``, or ``round(decay_fraction * total_steps)``; 0 without ``total_steps``."""
+        if self.total_steps is None:
+            return 0
+        if self.decay_steps is not None:
+            return self.decay_steps
+        return round(float(self.decay_fraction) * self.total_steps)  # type: ignore[arg-type]
+
+    def _capped_below(self) -> float:
+        """A step ``t_c > 0`` with ``a * t ** b >= 2 P`` for every ``t <= t_c`` (so the cap ``P`` holds there).
+
+        Clamping the step to ``t_c`` keeps ``t ** b`` finite near ``t = 0`` without changing any value: below
+        ``t_c`` the minimum is ``P`` either way, and above it the step is not clamped. (``t_c`` is kept in
+        ``[e**-690, e**690]``, so ``t_c ** b`` stays finite for ``b >= -1``; only steps below ``1e-299`` could see it.)
+        """
+        if self.peak_lr == 0.0:
+            return 1.0
+        log_step = math.log(2.0 * self.peak_lr / self.coefficient) / self.exponent
+        return math.exp(min(max(log_step, -690.0), 690.0))
+
+    def _power(self, t: Any, xp: _Ops) -> Any:
+        capped = xp.minimum(self.peak_lr, self.coefficient * xp.maximum(t, self._capped_below()) ** self.exponent)
+        return xp.where(t > 0, capped, self.peak_lr)  # 0 ** b is infinite: the cap (also where t_c was clamped)
+
+    def power_law(self, step: float) -> float:
+        """``power(step) = min(peak_lr, coefficient * step ** exponent)``: the stable phase's LR."""
+        return float(self._power(float(step), _SCALAR))
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        w = self.warmup_steps
+        lr = self._power(xp.maximum(t, w), xp)
+        if self.total_steps is not None:
+            decay = self.decay_length
+            begin = self.total_steps - decay
+            decayed = _decay(self.decay_shape, self.power_law(begin), self.min_lr, _progress(t, begin, decay, xp), xp)
+            lr = xp.where(t >= begin, decayed, lr)
+        return _warmup(t, xp, self.warmup_start_lr, self.power_law(w), w, lr)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        out = [Phase("warmup", 0)] if self.warmup_steps else []
+        if self.total_steps is None:
+            return [*out, Phase("power-law stable", self.warmup_steps)]
+        begin = self.total_steps - self.decay_length
+        if begin > self.warmup_steps:
+            out.append(Phase("power-law stable", self.warmup_steps))
+        return [*out, Phase(f"{self.decay_shape} decay", begin), Phase("floor", self.total_steps)]
+
+    def peak(self) -> tuple[float, float] | None:
+        return (self.warmup_steps, self.power_law(self.warmup_steps))
+
+    def end(self) -> tuple[float, float] | None:
+        return None if self.total_steps is None else (self.total_steps, self.min_lr)
+
+
+@dataclass(frozen=True)
+class LogWarmup(Schedule):
+    """Logarithmic warmup (DeepSpeed ``WarmupLR``'s default shape), then constant.
+
+    ``lr(t) = warmup_start_lr + (peak_lr - warmup_start_lr) * log(t + 1) / log(W + 1)`` for ``t < W``, then
+    ``peak_lr``: ``lr(0) = warmup_start_lr`` and ``lr(W) = peak_lr`` exactly, as lrkit's linear warmups. The
+    log rises fast at first: half of the way up by step ``sqrt(W + 1) - 1``.
+
+    DeepSpeed's ``WarmupLR(warmup_min_lr=m, warmup_max_lr=M, warmup_num_steps=N, warmup_type="log")`` computes
+    ``m + (M - m) * log(i + 1) / log(N)`` at its ``last_batch_iteration`` ``i < N``, and ``M`` after; it sets ``m``
+    before the first update and ``i`` is 0 after the first ``step()``, so the LR after ``t >= 1`` updates is
+    ``m + (M - m) * log(t) / log(N)``, reaching ``M`` at ``t = N``. That is this schedule with ``W = N - 1``, one
+    step later: ``lr_deepspeed(t) = LogWarmup(W=N-1)(t - 1)`` for ``t >= 1`` (its first two updates use ``m``).
+
+    Compose it with a decay in a spec: ``{"type": "SequentialLR", "milestones": [W], "schedulers":
+    [{"type": "LogWarmup", "warmup_steps": W}, {"type": "WarmupCosine", "warmup_steps": 0, "total_steps": T - W}]}``.
+
+    Args:
+        peak_lr: the LR from step ``W`` on.
+        warmup_steps: ``W >= 1``.
+        warmup_start_lr: the LR at step 0, in ``[0, peak_lr]``.
+    """
+
+    peak_lr: float
+    warmup_steps: int
+    warmup_start_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        peak = _lr_field(self, "peak_lr")
+        _int_field(self, "warmup_steps", 1)
+        _lr_field(self, "warmup_start_lr", peak)
+
+    def _value(self, t: Any, xp: _Ops) -> Any:
+        w = self.warmup_steps
+        ramp = _interpolate(self.peak_lr, self.warmup_start_lr, xp.log(xp.minimum(t, w) + 1.0) / math.log(w + 1.0))
+        return xp.where(t < w, ramp, self.peak_lr)
+
+    def phases(self, until: float | None = None) -> list[Phase]:
+        return [Phase("log warmup", 0), Phase("constant", self.warmup_steps)]
+
+    def peak(self) -> tuple[float, float] | None:
+        return (self.warmup_steps, self.peak_lr)
+
+    def end(self) -> tuple[float, float] | None:
+        return (self.warmup_steps, self.peak_lr)
 
 
 @dataclass(frozen=True)

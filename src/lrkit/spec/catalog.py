@@ -74,6 +74,8 @@ def _hf_name(name: str, flags: set[str], needs_total: bool = False) -> CliName:
 
 
 _WSD_FLAGS = {"min_lr", "decay_steps", "decay_fraction", "decay_shape"}
+_WSDS_FLAGS = {"cycle_steps", "num_cycles", "cycle_warmup_steps"}
+_POWER_FLAGS = {"power_coefficient", "power_exponent"}
 _RESTART_FLAGS = {"min_lr", "cycle_steps", "cycle_mult", "cycle_decay", "cycle_warmup_steps", "num_cycles"}
 
 #: Every built-in spec type. The order of the short names here is the order ``--help`` lists them in.
@@ -179,9 +181,7 @@ CATALOG: tuple[SpecType, ...] = (
     _torch(
         "OneCycleLR",
         cli=(
-            CliName(
-                "onecycle", from_flags.onecycle, _W | {"min_lr", "pct_start", "anneal_strategy"}, needs_total=True
-            ),
+            CliName("onecycle", from_flags.onecycle, _W | {"min_lr", "pct_start", "anneal_strategy"}, needs_total=True),
         ),
         align_case={"type": "OneCycleLR", "max_lr": 3e-3, "total_steps": 12},
         random_args=lambda rng: {
@@ -218,6 +218,25 @@ CATALOG: tuple[SpecType, ...] = (
         {"warmup_steps": 2, "total_steps": 10, "decay_steps": 4, "min_lr": 1e-4},
         CliName("wsd", from_flags.wsd, _W | _WSD_FLAGS, needs_total=True, clockable=True),
         rand=True,
+    ),
+    _llm(
+        llm.WSDS,
+        # Two branch points: a decay to step 4 (then a one-step re-warmup) and the last decay to step 10.
+        {"cycle_ends": [4, 10], "warmup_steps": 1, "decay_steps": 2, "rewarmup_steps": 1, "min_lr": 1e-4},
+        CliName("wsd-s", from_flags.wsd_s, _W | _WSD_FLAGS | _WSDS_FLAGS, needs_total=True, clockable=True),
+        rand=True,
+    ),
+    _llm(
+        llm.PowerLR,
+        # The cap 3e-3 (the cases' --lr) holds to step 4, then 6e-3 / sqrt(t), then a linear decay from step 7.
+        {"coefficient": 6e-3, "exponent": -0.5, "warmup_steps": 2, "total_steps": 10, "decay_steps": 3, "min_lr": 1e-4},
+        CliName("power", from_flags.power, _W | _WSD_FLAGS | _POWER_FLAGS, clockable=True),
+        rand=True,
+    ),
+    _llm(
+        llm.LogWarmup,
+        {"warmup_steps": 5, "warmup_start_lr": 1e-4},
+        CliName("log-warmup", from_flags.log_warmup, _W, clockable=True),
     ),
     _llm(
         llm.InverseSqrt,

@@ -108,6 +108,69 @@ def wsd(f: FlagReader) -> dict[str, Any]:
     }
 
 
+def _decay_length_args(f: FlagReader) -> dict[str, Any]:
+    """``--decay-steps`` or ``--decay-fraction`` (exactly one), ``--decay-shape``, ``--min-lr``."""
+    if f.given("decay_steps") == f.given("decay_fraction"):
+        f.fail(f"--lr-scheduler {f.name} needs --decay-steps or --decay-fraction (one of them)")
+    return {
+        "decay_steps": f.get("decay_steps"),
+        "decay_fraction": f.get("decay_fraction"),
+        "decay_shape": f.get("decay_shape", "linear"),
+        "min_lr": f.get("min_lr", 0.0),
+    }
+
+
+def wsd_s(f: FlagReader) -> dict[str, Any]:
+    """``wsd-s``: ``WSDS`` with ``N = --num-cycles`` equal cycles over ``T`` (branch points ``round(k T / N)``) or
+    cycles of ``--cycle-steps`` ending at ``T``; ``--decay-steps | --decay-fraction`` (of each cycle),
+    ``--decay-shape``, ``--min-lr``, ``rewarmup_steps = --cycle-warmup-steps``."""
+    total = f.get("total_steps")
+    if f.given("num_cycles") == f.given("cycle_steps"):
+        f.fail("--lr-scheduler wsd-s needs --num-cycles N (equal cycles over --total-steps) or --cycle-steps")
+    if f.given("num_cycles"):
+        count = f.whole("num_cycles") or 0
+        if not 1 <= count <= total:
+            f.fail(f"--num-cycles must be a whole number in [1, --total-steps {total}], got {f.get('num_cycles')}")
+        ends = [round(total * (k + 1) / count) for k in range(count)]
+    else:
+        cycle = f.get("cycle_steps")
+        if cycle < 1 or total % cycle:
+            f.fail(f"--cycle-steps {cycle} must be >= 1 and divide --total-steps {total} (the last branch point)")
+        ends = list(range(cycle, total + 1, cycle))
+    return {
+        "type": "WSDS",
+        "cycle_ends": ends,
+        **_decay_length_args(f),
+        "rewarmup_steps": f.get("cycle_warmup_steps", 0),
+        **_warmup_args(f),
+    }
+
+
+def power(f: FlagReader) -> dict[str, Any]:
+    """``power``: ``PowerLR(--power-coefficient, --power-exponent, W)``; with ``--decay-steps | --decay-fraction``
+    also a final decay to ``--min-lr`` at ``T`` (``--decay-shape``), else the power law runs on (no decay)."""
+    spec: dict[str, Any] = {
+        "type": "PowerLR",
+        "coefficient": f.need("power_coefficient"),
+        "exponent": f.need("power_exponent"),
+        **_warmup_args(f),
+    }
+    if not (f.given("decay_steps") or f.given("decay_fraction")):
+        for flag in ("decay_shape", "min_lr"):
+            if f.given(flag):
+                f.fail(f"--{flag.replace('_', '-')} applies to --lr-scheduler power only with --decay-steps or "
+                       "--decay-fraction (a final decay)")  # fmt: skip
+        return spec
+    if f.get("total_steps") is None:
+        f.fail("--lr-scheduler power with a final decay needs --total-steps (where the decay ends)")
+    return {**spec, "total_steps": f.get("total_steps"), **_decay_length_args(f)}
+
+
+def log_warmup(f: FlagReader) -> dict[str, Any]:
+    """``log-warmup``: ``LogWarmup(W >= 1, --warmup-start-lr)``, then constant."""
+    return {"type": "LogWarmup", **_warmup_args(f), "warmup_steps": f.need("warmup_steps")}
+
+
 def inverse_sqrt(f: FlagReader) -> dict[str, Any]:
     """``inverse-sqrt``: ``InverseSqrt(W, --timescale)``."""
     if not f.get("warmup_steps", 0) and not f.given("timescale"):

@@ -7,7 +7,8 @@ backend). The optimizer's ``lr`` is ``args.lr``: it is the peak of every schedul
 ``--lr-scheduler`` takes a short name, a JSON spec (``'{"type": "WarmupCosine", ...}'``)
 or ``@file.json``. The short names, the flags each reads and the spec it gives are the catalog's
 (:mod:`lrkit.spec.catalog`, builders in :mod:`lrkit.spec.from_flags`): ``constant``, ``linear``,
-``cosine``, ``polynomial``, ``wsd``, ``inverse-sqrt``, ``cosine-restarts``, ``step``, ``multistep``,
+``cosine``, ``polynomial``, ``wsd``, ``wsd-s``, ``power``, ``log-warmup``, ``inverse-sqrt``,
+``cosine-restarts``, ``step``, ``multistep``,
 ``exponential``, ``onecycle``, ``cyclic`` and transformers' names as ``hf:<name>`` (bare where the name
 does not clash: linear, cosine, polynomial and constant mean lrkit's schedules). This module owns the
 flags themselves: their argparse definition, quantities and the token clock.
@@ -196,7 +197,7 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
     (("--step-size",), {"type": int, "help": "step: decay period; cyclic: steps up (default 2000)"}),
     (("--gamma",), {"type": float, "help": "step/multistep: decay factor (default 0.1); exponential: per step"}),
     (("--milestones",), {"type": _int_list, "help": "multistep: absolute steps where the LR is multiplied by gamma"}),
-    (("--decay-steps",), {"type": int, "help": "wsd: length of the final decay"}),
+    (("--decay-steps",), {"type": int, "help": "wsd, wsd-s, power: length of the (each) decay"}),
     (
         ("--decay",),
         {
@@ -205,16 +206,18 @@ _FLAG_TABLE: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "help": "wsd: decay length as a quantity instead of --decay-steps: 500 (steps), 1Btok, 0.2dur",
         },
     ),
-    (("--decay-fraction",), {"type": float, "help": "wsd: decay length as a fraction of T"}),
-    (("--decay-shape",), {"choices": S.DECAY_SHAPES, "help": "wsd: decay shape (default linear)"}),
+    (("--decay-fraction",), {"type": float, "help": "wsd, power: decay length as a fraction of T; wsd-s: of a cycle"}),
+    (("--decay-shape",), {"choices": S.DECAY_SHAPES, "help": "wsd, wsd-s, power: decay shape (default linear)"}),
     (("--warmup-shape",), {"choices": ("linear", "cosine", "1-sqrt"), "help": "warmup_stable_decay: warmup_type"}),
     (("--power",), {"type": float, "help": "polynomial: exponent (default 1)"}),
+    (("--power-coefficient",), {"type": float, "help": "power: a in min(lr, a * t ** b), an LR at t = 1"}),
+    (("--power-exponent",), {"type": float, "help": "power: b in min(lr, a * t ** b), in [-1, 0)"}),
     (("--timescale",), {"type": int, "help": "inverse-sqrt: decay timescale in steps (default W)"}),
-    (("--cycle-steps",), {"type": int, "help": "cosine-restarts: length of the first cycle"}),
+    (("--cycle-steps",), {"type": int, "help": "cosine-restarts: length of the first cycle; wsd-s: of every cycle"}),
     (("--cycle-mult",), {"type": int, "help": "cosine-restarts: each cycle is this many times longer (default 1)"}),
     (("--cycle-decay",), {"type": float, "help": "cosine-restarts: each cycle's peak is this times the last's"}),
-    (("--cycle-warmup-steps",), {"type": int, "help": "cosine-restarts: re-warmup steps at each restart"}),
-    (("--num-cycles",), {"type": float, "help": "cosine-restarts: number of cycles; HF cosine*: num_cycles"}),
+    (("--cycle-warmup-steps",), {"type": int, "help": "cosine-restarts, wsd-s: re-warmup steps at each restart"}),
+    (("--num-cycles",), {"type": float, "help": "cosine-restarts, wsd-s: number of cycles; HF cosine*: num_cycles"}),
     (("--pct-start",), {"type": float, "help": "onecycle: the peak is at step round(pct_start * T) (default 0.3)"}),
     (("--anneal-strategy",), {"choices": ("cos", "linear"), "help": "onecycle: annealing (default cos)"}),
     (("--cyclic-mode",), {"choices": ("triangular", "triangular2", "exp_range"), "help": "cyclic: mode"}),

@@ -239,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the shuffled order (default: %(default)s)")
     parser.add_argument("--form", choices=laws.FORMS, default="mpl", help="the law's form (default: %(default)s)")
     parser.add_argument(
+        "--fit-from", type=int, default=200,
+        help="lrkit fit-law --fit-from: the evaluations before this update are left out of the fit (default: "
+        "%(default)s, 4 warmups)",
+    )  # fmt: skip
+    parser.add_argument(
         "--jobs", type=int, default=2, help="runs trained at once, one thread each (default: %(default)s)"
     )
     parser.add_argument("--fresh", action="store_true", help="retrain runs that are already finished under --out")
@@ -253,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
 
     law_path = args.out / "law.json"
     fit_on = [str(args.out / r.name) for r in runs if r.role == "fit"]
-    print(f"law-check: lrkit fit-law --form {args.form} --loss val on {', '.join(Path(f).name for f in fit_on)}")
-    lrkit_cli("fit-law", *fit_on, "--form", args.form, "--loss", "val", "-o", str(law_path))
+    names = ", ".join(Path(f).name for f in fit_on)
+    print(f"law-check: lrkit fit-law --form {args.form} --loss val --fit-from {args.fit_from} on {names}")
+    lrkit_cli("fit-law", *fit_on, "--form", args.form, "--loss", "val", "--fit-from", str(args.fit_from),
+              "-o", str(law_path))  # fmt: skip
     law = laws.load_law(str(law_path))
 
     print(f"law-check: lrkit tune --family wsd --budget {args.steps} (warmup fixed at {args.warmup} updates)")

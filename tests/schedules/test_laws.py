@@ -99,6 +99,27 @@ def test_fit_recovers_the_multi_power_law() -> None:
     assert all(e["rms_rel"] < 0.002 for e in fitted.fit_error.values())
 
 
+def test_fit_from_leaves_out_the_early_points() -> None:
+    """Runs whose first 100 updates sit 5% above the law (a warmup the law does not describe): fitted from update
+    100 on, the constants come back as from clean runs; fitted on every point, the early points pull them away.
+    The fit error still covers every point."""
+    pytest.importorskip("scipy")
+    true = laws.Law("annealing", ANNEALING)
+    runs = synthetic(true, 0.001)
+    for run in runs:
+        run.losses[run.points < 100] *= 1.05
+    late = laws.fit_law(runs, "annealing", restarts=3, fit_from=100)
+    every = laws.fit_law(runs, "annealing", restarts=3)
+    for name in ("L0", "A", "alpha", "C"):
+        assert late.constants[name] == pytest.approx(ANNEALING[name], rel=0.05), name
+    assert any(every.constants[n] != pytest.approx(ANNEALING[n], rel=0.05) for n in ("L0", "A", "alpha", "C"))
+    assert late.fit_error["constant"]["points"] == runs[0].points.size
+    with pytest.raises(laws.LawError, match=r"constant: too few loss points to fit from update 596 on: 1 of 119"):
+        laws.fit_law(runs, "annealing", fit_from=596)
+    with pytest.raises(laws.LawError, match=r"fit_from must be a number of updates >= 1, got 0"):
+        laws.fit_law(runs, "annealing", fit_from=0)
+
+
 def test_bad_runs_give_clear_errors() -> None:
     lrs = cosine(100)
     points = np.arange(1, 101)

@@ -63,6 +63,8 @@ def test_fit_law_writes_the_law_and_prints_the_error(runs: list[Path], tmp_path:
     assert set(law.fit_error) == {str(r) for r in runs}
     assert cli.main([*argv[:-4], "-o", str(out), "--form", "annealing", "--loss", "val", "--restarts", "1"]) == 0
     assert laws.load_law(str(out)).fitted_on[0]["points"] == TOTAL // 20
+    assert cli.main([*argv[:-4], "-o", str(out), "--form", "annealing", "--fit-from", "100", "--restarts", "1"]) == 0
+    assert [r["fit_from"] for r in laws.load_law(str(out)).fitted_on] == [100, 100]
 
 
 def test_fit_law_errors(runs: list[Path], tmp_path: Path, capsys) -> None:
@@ -71,6 +73,8 @@ def test_fit_law_errors(runs: list[Path], tmp_path: Path, capsys) -> None:
         return capsys.readouterr().err
 
     assert "no metrics file" in error(str(tmp_path / "nowhere"))
+    pytest.importorskip("scipy")
+    assert "too few loss points to fit from update 399 on: 1 of 398" in error(*map(str, runs), "--fit-from", "399")
     lines = (runs[0] / "metrics.jsonl").read_text().splitlines()
     no_lr = tmp_path / "no-lr"
     no_lr.mkdir()

@@ -491,12 +491,16 @@ def fit_law(
     max_points: int = 256,
     huber_scale: float | None = None,
     max_nfev: int = 500,
+    fit_from: int = 1,
 ) -> Law:
     """Fit the constants of ``form`` to one or more runs jointly (shared constants).
 
     ``scipy.optimize.least_squares(loss="huber")`` from ``restarts`` seeded random starts; the best cost wins.
     Positive constants are fitted as logarithms. Each run's losses are thinned to ``max_points`` evenly spaced
     points. The Huber scale is ``huber_scale`` or 1% of the median loss. The annealing form's ``decay`` is fixed.
+    Losses measured after fewer than ``fit_from`` updates are left out of the fit (the early, warmup-dominated
+    part of a curve that the laws describe least well); the LRs of every update still count in the areas, and
+    ``fit_error`` still covers every point.
 
     Returns:
         the law, with ``fit_error[name] = {"rms_rel": ..., "final_rel": ..., "points": ...}`` per run: the RMS of
@@ -512,12 +516,21 @@ def fit_law(
         raise LawError("no runs to fit")
     if restarts < 1:
         raise LawError(f"restarts must be >= 1, got {restarts}")
+    if fit_from < 1:
+        raise LawError(f"fit_from must be a number of updates >= 1, got {fit_from}")
     try:
         from scipy.optimize import least_squares
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError("fitting a loss law needs scipy: pip install 'lrkit[law]' (or scipy)") from err
     checked = [r.checked() for r in runs]
-    thinned = [_thin(r, max_points) for r in checked]
+    late = [RunCurve(r.name, r.lrs, r.points[r.points >= fit_from], r.losses[r.points >= fit_from]) for r in checked]
+    for run, whole in zip(late, checked):
+        if run.points.size < MIN_POINTS:
+            raise LawError(
+                f"{run.name}: too few loss points to fit from update {fit_from} on: {run.points.size} of "
+                f"{whole.points.size}; a run needs at least {MIN_POINTS}"
+            )
+    thinned = [_thin(r, max_points) for r in late]
     caches: list[Any] = [_MplCache(r) if form == "mpl" else _AnnealingCache(r, decay) for r in thinned]
     observed = np.concatenate([r.losses for r in thinned])
     f_scale = huber_scale if huber_scale is not None else 0.01 * float(np.median(np.abs(observed))) or 1e-3

@@ -130,6 +130,13 @@ def add_fit_law_arguments(parser: argparse.ArgumentParser) -> None:
         default="train",
         help="fit the train loss of every step or the val loss of the eval steps (default: train)",
     )
+    parser.add_argument(
+        "--fit-from",
+        type=int,
+        default=1,
+        metavar="UPDATES",
+        help="leave out the losses measured after fewer updates than this, e.g. the warmup (default: 1, all)",
+    )
     parser.add_argument("--restarts", type=int, default=8, help="random starts of the fit (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default: 0)")
     parser.add_argument(
@@ -157,7 +164,13 @@ def run_fit_law(args: argparse.Namespace) -> int:
         runs = [read_run(run, args.loss) for run in args.runs]
         started = time.perf_counter()
         law = laws.fit_law(
-            runs, args.form, restarts=args.restarts, seed=args.seed, decay=args.decay, max_points=args.max_points
+            runs,
+            args.form,
+            restarts=args.restarts,
+            seed=args.seed,
+            decay=args.decay,
+            max_points=args.max_points,
+            fit_from=args.fit_from,
         )
     except laws.LawError as err:
         return _fail(prog, str(err))
@@ -174,6 +187,7 @@ def run_fit_law(args: argparse.Namespace) -> int:
             "updates": int(run.lrs.size),
             "points": int(run.points.size),
             "peak_lr": float(run.lrs.max()),
+            "fit_from": args.fit_from,
         }
         for run in runs
     ]

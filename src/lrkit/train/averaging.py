@@ -232,8 +232,10 @@ class Averages:
                 if self.avg_count:
                     self._load(self.avg, saved.get("avg"), AVG_PREFIX, sharded)
             elif saved.get("avg_count"):
-                notes.append(f"--average-last {self.last}: the checkpoint averaged from step {saved.get('avg_first')}"
-                             f" and this run's window starts at step {self.first}: the saved average is dropped")  # fmt: skip
+                notes.append(
+                    f"--average-last {self.last}: the checkpoint averaged from step {saved.get('avg_first')} and "
+                    f"this run's window starts at step {self.first}: the saved average is dropped"
+                )
         return notes
 
     def _load(

@@ -2,7 +2,8 @@
 
 :class:`TrainConfig` holds one section each: :class:`ModelConfig`, :class:`DataConfig`,
 :class:`BatchConfig`, :class:`OptimizerConfig`, :class:`ScheduleConfig`, :class:`ParallelConfig`,
-:class:`CheckpointConfig`, :class:`LoggingConfig` and :class:`AveragingConfig`. It is built once, from the trainer's flags
+:class:`CheckpointConfig`, :class:`LoggingConfig` and :class:`AveragingConfig`. It is built once, from the
+trainer's flags
 (:meth:`TrainConfig.from_args`) or from a TOML file (:meth:`TrainConfig.from_toml`) with the flags the user
 typed on top (:meth:`TrainConfig.override`); the components receive it (or their section) and nothing
 changes it. :meth:`TrainConfig.resolve` computes the derived values (the run length, the schedule's length,

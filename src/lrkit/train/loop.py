@@ -10,8 +10,7 @@ Per step the last rank prints (InfiniTrain's format)::
 
 and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
 ``{"step", "lr": [per group], "loss", "tokens", "samples", "ms", "tok_per_s", "grad_norm", "skipped"}``;
-eval records add ``"val_loss"``, its standard error ``"val_loss_se"`` and ``"val_ppl"`` (with ``--ema`` /
-``--average-last``, also ``"val_loss_ema"`` / ``"val_loss_avg"`` and their ``_se``: :mod:`lrkit.train.averaging`). ``"lr"`` is the LR this
+eval records add ``"val_loss"``, its standard error ``"val_loss_se"`` and ``"val_ppl"``. ``"lr"`` is the LR this
 step used, ``"tokens"`` and ``"samples"`` count what was read up to the end of this step.
 
 Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or sample) clock, the scheduler

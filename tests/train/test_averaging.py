@@ -19,8 +19,9 @@ from lrkit.train.averaging import AVG_PREFIX, EMA_PREFIX, Averages, check_layout
 from lrkit.train.components import evaluate
 from lrkit.train.config import TrainConfig
 from lrkit.train.errors import ConfigError, TrainError
+from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
-from tests.conftest import TINY, parse, train_error_of, train_run
+from tests.conftest import TINY, parse, torchrun, train_error_of, train_run
 
 T = 8  #: steps of the runs
 FLAGS = ["--num-iterations", str(T), "--lr", "0.01", "--ema", "0.7", "--average-last", "3"]
@@ -247,3 +248,22 @@ def test_averages_refuse_a_checkpoint_of_another_shape() -> None:
     state["ema"]["weight"] = torch.zeros(4, 4)
     with pytest.raises(ckpt.CheckpointError, match=r"ema/weight: checkpoint \[4, 4\], model \[3, 2\]"):
         averages.load_state_dict(state)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_ddp_keeps_the_averages_and_resumes_them_exactly(tmp_path: Path) -> None:
+    """2 DDP ranks (sharded checkpoints, auto): the averages are evaluated, saved, and a resume at step 4 ends with
+    the straight run's averages, bit for bit; a full checkpoint of the same run holds the same EMA."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    torchrun(2, *FLAGS, "--eval-interval", "8", "--run-dir", str(a), "--save-interval", "4")
+    torchrun(2, *FLAGS, "--run-dir", str(b), "--save-interval", "8", "--resume", str(ckpt.checkpoint_dir(a, 4)))
+    torchrun(2, *FLAGS, "--run-dir", str(c), "--save-interval", "8", "--checkpoint-format", "full")
+    last = read_metrics(a / "metrics.jsonl")[-1]
+    assert {"val_loss_ema", "val_loss_avg"} <= set(last)
+    straight, again = _averages(ckpt.checkpoint_dir(a, T)), _averages(ckpt.checkpoint_dir(b, T))
+    full = _averages(_checkpoint(c, T))
+    for key in ("ema", "avg"):
+        assert straight[key].keys() == again[key].keys() == full[key].keys()
+        assert all(torch.equal(straight[key][n], again[key][n]) for n in straight[key])
+        assert all(torch.equal(straight[key][n], full[key][n]) for n in straight[key])

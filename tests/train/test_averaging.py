@@ -219,21 +219,11 @@ def test_bad_toml_value_names_the_key() -> None:
         TrainConfig.from_toml("[averaging]\nema = 2\n", source="run.toml")
 
 
-@pytest.mark.parametrize(
-    ("flags", "layout"),
-    [
-        ({"fsdp": True}, "--fsdp"),
-        ({"tensor_parallel": 2}, "--tensor-parallel 2"),
-        ({"pipeline_parallel": 2}, "--pipeline-parallel 2"),
-    ],
-)
-def test_sharded_layouts_are_refused(flags: dict[str, Any], layout: str) -> None:
-    config = TrainConfig.from_args(parse("--ema", "0.9"))
-    config = config.__class__(**{**config.__dict__, "parallel": config.parallel.__class__(**flags)})
-    pm = types.SimpleNamespace(sharded_state=False, layout="x")
-    with pytest.raises(TrainError, match=rf"--ema 0.9 is not supported with {layout}"):
-        check_layout(config, pm)  # type: ignore[arg-type]
-    check_layout(TrainConfig(), pm)  # type: ignore[arg-type]  # no averaging: any layout
+def test_pipeline_stages_are_refused() -> None:
+    config = TrainConfig.from_args(parse("--ema", "0.9", "--pipeline-parallel", "2"))
+    with pytest.raises(TrainError, match=r"--ema 0.9 is not supported with --pipeline-parallel 2 \(each stage"):
+        check_layout(config, types.SimpleNamespace())  # type: ignore[arg-type]
+    check_layout(TrainConfig.from_args(parse("--pipeline-parallel", "2")), types.SimpleNamespace())  # type: ignore[arg-type]
 
 
 def test_window_start() -> None:
@@ -242,7 +232,9 @@ def test_window_start() -> None:
 
 def test_averages_refuse_a_checkpoint_of_another_shape() -> None:
     model = torch.nn.Linear(2, 3)
-    pm = types.SimpleNamespace(checkpoint_parameters=lambda: [(n, p, True) for n, p in model.named_parameters()])
+    pm = types.SimpleNamespace(
+        raw=model, checkpoint_parameters=lambda: [(n, p, True) for n, p in model.named_parameters()]
+    )
     averages = Averages(pm, 0.5, None, 4)  # type: ignore[arg-type]
     state = averages.state_dict()
     state["ema"]["weight"] = torch.zeros(4, 4)
@@ -267,3 +259,31 @@ def test_ddp_keeps_the_averages_and_resumes_them_exactly(tmp_path: Path) -> None
         assert straight[key].keys() == again[key].keys() == full[key].keys()
         assert all(torch.equal(straight[key][n], again[key][n]) for n in straight[key])
         assert all(torch.equal(straight[key][n], full[key][n]) for n in straight[key])
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [["--fsdp"], ["--tensor-parallel", "2"]])
+def test_sharded_parameters_keep_their_averages_as_dtensors(tmp_path: Path, layout: list[str]) -> None:
+    """FSDP2 and TP over 2 ranks: the averages are DTensors like the parameters. A sharded resume at step 4 ends
+    with the straight run's averages, bit for bit; a full checkpoint of the same run gathers the same tensors; the
+    evaluations add val_loss_ema and val_loss_avg; and the EMA is close to a DDP run's (other reductions)."""
+    a, b, c, d = (tmp_path / n for n in "abcd")
+    torchrun(2, *FLAGS, *layout, "--eval-interval", "8", "--run-dir", str(a), "--save-interval", "4")
+    torchrun(
+        2, *FLAGS, *layout, "--run-dir", str(b), "--save-interval", "8", "--resume", str(ckpt.checkpoint_dir(a, 4))
+    )
+    torchrun(2, *FLAGS, *layout, "--run-dir", str(c), "--save-interval", "8", "--checkpoint-format", "full")
+    last = read_metrics(a / "metrics.jsonl")[-1]
+    assert {"val_loss_ema", "val_loss_avg"} <= set(last)
+    straight, again = _averages(ckpt.checkpoint_dir(a, T)), _averages(ckpt.checkpoint_dir(b, T))
+    full = _averages(_checkpoint(c, T))
+    for key in ("ema", "avg"):
+        assert straight[key].keys() == again[key].keys() == full[key].keys()
+        assert all(torch.equal(straight[key][n], again[key][n]) for n in straight[key])
+        assert all(torch.equal(straight[key][n], full[key][n]) for n in straight[key])
+    if layout == ["--fsdp"]:
+        torchrun(2, *FLAGS, "--run-dir", str(d), "--save-interval", "8")
+        ddp = _averages(ckpt.checkpoint_dir(d, T))
+        for n in ddp["ema"]:
+            torch.testing.assert_close(straight["ema"][n], ddp["ema"][n], rtol=1e-3, atol=1e-4)

@@ -30,8 +30,9 @@ model for the evaluation, and the raw ones back, bit for bit), adding ``val_loss
 and ``val_loss_avg`` / ``val_loss_avg_se`` to the record.
 
 Layouts: one process, DDP and ZeRO-1 (every rank holds the whole, replicated parameters and updates its own
-copy of the averages identically). FSDP2, tensor parallel and pipeline stages are refused at startup
-(:func:`check_layout`).
+copy of the averages identically), FSDP2 and tensor parallel (the averages are DTensors laid out as their
+parameters: each rank averages its shards; a full checkpoint gathers them). Pipeline stages are refused at
+startup (:func:`check_layout`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn, get_swa_multi_avg_fn
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.config import TrainConfig
 from lrkit.train.errors import TrainError
-from lrkit.train.parallel import ParallelModel
+from lrkit.train.parallel import ParallelModel, full_tensor, is_dtensor, shard_like
 
 __all__ = ["EMA_PREFIX", "AVG_PREFIX", "Averages", "build_averages", "check_layout", "window_start"]
 
@@ -60,28 +61,19 @@ def window_start(num_iterations: int, last: int) -> int:
 
 
 def check_layout(config: TrainConfig, pm: ParallelModel) -> None:
-    """Refuse the layouts whose parameters are not whole on every rank (``TrainError`` naming the flag, its
-    value and the layout): FSDP2 and tensor parallel (DTensor parameters) and pipeline stages."""
+    """Refuse pipeline stages (``TrainError`` naming the flag, its value and the layout): each stage holds a part
+    of the model, which a full checkpoint's averages would have to gather from the other stages."""
     averaging = config.averaging
     flags = [f"--ema {averaging.ema}" if averaging.ema is not None else "",
              f"--average-last {averaging.average_last}" if averaging.average_last is not None else ""]  # fmt: skip
     flag = " ".join(f for f in flags if f)
     if not flag:
         return
-    parallel = config.parallel
-    layout = None
-    if parallel.pipeline_parallel > 1:
-        layout = f"--pipeline-parallel {parallel.pipeline_parallel} (each stage holds a part of the model)"
-    elif parallel.fsdp:
-        layout = "--fsdp (each rank holds a shard of every parameter)"
-    elif parallel.tensor_parallel > 1:
-        layout = f"--tensor-parallel {parallel.tensor_parallel} (each rank holds a shard of the parameters)"
-    elif pm.sharded_state:
-        layout = f"the layout {pm.layout} (sharded parameters)"
-    if layout is not None:
+    pipeline = config.parallel.pipeline_parallel
+    if pipeline > 1:
         raise TrainError(
-            f"{flag} is not supported with {layout}: the averages are kept for whole, replicated parameters; "
-            "expected one process or data parallel (DDP, --zero-stage 1)"
+            f"{flag} is not supported with --pipeline-parallel {pipeline} (each stage holds a part of the model): "
+            "expected one process, data parallel (DDP, --zero-stage 1), --fsdp or --tensor-parallel"
         )
 
 
@@ -93,6 +85,27 @@ def build_averages(config: TrainConfig, pm: ParallelModel) -> Averages | None:
     check_layout(config, pm)
     assert num_iterations is not None, "a resolved config"
     return Averages(pm, averaging.ema, averaging.average_last, num_iterations)
+
+
+def _by_kind(
+    update: Callable[[list[torch.Tensor], list[torch.Tensor], Any], None],
+    averages: list[torch.Tensor],
+    params: list[torch.Tensor],
+    count: int,
+) -> None:
+    """``update(averages, params, count)`` (a torch.optim.swa_utils multi-tensor update) once over the plain
+    tensors, with the count as a tensor as ``AveragedModel`` passes it (the same rounding), and once over the
+    DTensors (a tensor-parallel model mixes them; a foreach op takes one kind), with the count as a number."""
+    plain = [i for i, p in enumerate(params) if not is_dtensor(p)]
+    dtensors = [i for i, p in enumerate(params) if is_dtensor(p)]
+    if plain:
+        update(
+            [averages[i] for i in plain],
+            [params[i] for i in plain],
+            torch.tensor(count, device=params[plain[0]].device),
+        )
+    if dtensors:
+        update([averages[i] for i in dtensors], [params[i] for i in dtensors], count)
 
 
 class Averages:
@@ -119,6 +132,11 @@ class Averages:
         self.process_group: Any = None  #: the group a sharded checkpoint's averages are read over
 
     def _params(self) -> list[torch.Tensor]:
+        """The parameters as the layout holds them between steps: FSDP2 leaves the root module's gathered
+        after a forward without backward (an evaluation), so it is resharded first (its shards hold the values)."""
+        reshard = getattr(self.pm.raw, "reshard", None)
+        if reshard is not None:
+            reshard()
         return [p.detach() for _, p, _ in self.pm.checkpoint_parameters()]
 
     # ------------------------------------------------------------------ training
@@ -129,15 +147,15 @@ class Averages:
         params = self._params()
         if self.ema is not None and not skipped:
             assert self._ema_fn is not None
-            self._ema_fn(self.ema, params, self.ema_updates)
+            _by_kind(self._ema_fn, self.ema, params, self.ema_updates)
             self.ema_updates += 1
         if self.avg is not None and self.first is not None and step >= self.first:
             if step == self.first or self.avg_count == 0:
                 for a, p in zip(self.avg, params):
                     a.copy_(p)
                 self.avg_count = 1
-            else:  # AveragedModel passes the count as a tensor; so does this (the same rounding)
-                self._swa_fn(self.avg, params, torch.tensor(self.avg_count, device=params[0].device))
+            else:
+                _by_kind(self._swa_fn, self.avg, params, self.avg_count)
                 self.avg_count += 1
 
     def available(self) -> dict[str, list[torch.Tensor]]:
@@ -160,7 +178,7 @@ class Averages:
                 p.copy_(a)
             yield
         finally:
-            for p, s in zip(params, saved):
+            for p, s in zip(self._params(), saved):
                 p.copy_(s)
 
     def evaluate(self, evaluate: Callable[[], tuple[float, float]]) -> dict[str, float]:
@@ -186,9 +204,10 @@ class Averages:
         return state
 
     def _by_name(self, tensors: list[torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        """Collective under FSDP2 / TP: a DTensor's shards are gathered into the whole tensor on every rank."""
         if tensors is None:
             return None
-        return {name: t.detach().cpu().clone() for name, t in zip(self.names, tensors)}
+        return {name: full_tensor(t.detach()).cpu().clone() for name, t in zip(self.names, tensors)}
 
     def sharded_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """The sharded checkpoint's state: the counters (plain data, in ``trainer.pt``) and this rank's tensors
@@ -266,4 +285,4 @@ class Averages:
             assert full is not None
             with torch.no_grad():
                 for name, t in zip(self.names, into):
-                    t.copy_(full[name].to(t.device, t.dtype))
+                    t.copy_(shard_like(full[name].to(t.dtype), t))  # this rank's shard of a DTensor

@@ -60,7 +60,7 @@ def window_start(num_iterations: int, last: int) -> int:
     return max(1, num_iterations - last + 1)
 
 
-def check_layout(config: TrainConfig, pm: ParallelModel) -> None:
+def check_layout(config: TrainConfig) -> None:
     """Refuse pipeline stages (``TrainError`` naming the flag, its value and the layout): each stage holds a part
     of the model, which a full checkpoint's averages would have to gather from the other stages."""
     averaging = config.averaging
@@ -82,7 +82,7 @@ def build_averages(config: TrainConfig, pm: ParallelModel) -> Averages | None:
     averaging, num_iterations = config.averaging, config.batch.num_iterations
     if averaging.ema is None and averaging.average_last is None:
         return None
-    check_layout(config, pm)
+    check_layout(config)
     assert num_iterations is not None, "a resolved config"
     return Averages(pm, averaging.ema, averaging.average_last, num_iterations)
 

@@ -16,6 +16,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, get_swa_m
 from lrkit.train import checkpoint as ckpt
 from lrkit.train import loop as train_loop
 from lrkit.train.averaging import AVG_PREFIX, EMA_PREFIX, Averages, check_layout, window_start
+from lrkit.train.checkpoint_command import inspect_checkpoint
 from lrkit.train.components import evaluate
 from lrkit.train.config import TrainConfig
 from lrkit.train.errors import ConfigError, TrainError
@@ -79,6 +80,8 @@ def test_ema_equals_torch_averaged_model(every_step: Any) -> None:
         assert list(saved["ema"]) == names
         for name in names:
             assert torch.equal(saved["ema"][name], expected[name]), (step, name)
+    counters = {"ema_decay": 0.7, "ema_updates": T, "average_last": 3, "avg_first": 6, "avg_count": 3}
+    assert inspect_checkpoint(_checkpoint(run, T))["averages"] == counters  # lrkit checkpoint inspect shows them
 
 
 def test_average_last_equals_the_mean_of_the_last_steps(every_step: Any) -> None:

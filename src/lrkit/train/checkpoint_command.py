@@ -267,7 +267,17 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         "config": payload.get("config"),
         "train_config": payload.get("train_config"),
         "skipped": [{"path": str(p), "why": why} for p, why in rejected],
+        "averages": _averages_of(payload),
     }
+
+
+def _averages_of(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The counters of the run's weight averages (``--ema``, ``--average-last``), without their tensors; None
+    when the checkpoint holds none."""
+    saved = payload.get("averages")
+    if not isinstance(saved, Mapping):
+        return None
+    return {k: v for k, v in saved.items() if k not in ("ema", "avg")}
 
 
 def _lr_text(values: list[float], names: list[Any] | None) -> str:
@@ -303,6 +313,15 @@ def format_inspection(info: Mapping[str, Any]) -> str:
         lines.append("layout       not recorded (saved before lrkit recorded it)")
     size = info["size"]
     lines.append(f"size         {size['human']} ({size['bytes']} bytes)")
+    averages = info.get("averages")
+    if averages:
+        parts = []
+        if averages.get("ema_decay") is not None:
+            parts.append(f"EMA decay {averages['ema_decay']} over {averages.get('ema_updates')} update(s)")
+        if averages.get("average_last") is not None:
+            parts.append(f"average of the last {averages['average_last']} steps (from step "
+                         f"{averages.get('avg_first')}, {averages.get('avg_count')} averaged so far)")  # fmt: skip
+        lines.append("averages     " + "; ".join(parts))
     for skipped in info.get("skipped") or []:
         lines.append(f"skipped      {skipped['path']}: {skipped['why']}")
     sections = info.get("train_config")

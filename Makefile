@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup test lint demo bench align align-layouts law-check upstream mutate docs clean
+.PHONY: setup test lint demo bench align align-layouts law-check averaging-check upstream mutate docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -76,6 +76,12 @@ mutate: $(MUTATE_VENV)/.installed
 	rm -rf mutants
 	PYTHONPATH=src $(MUTATE_VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
 	$(MUTATE_VENV)/bin/python scripts/mutation_report.py --mutmut $(MUTATE_VENV)/bin/mutmut
+
+# Weight averaging as a cooldown (issue 17), on demand: WSD with a 20% decay, a constant LR with --ema and
+# --average-last, and both; 3 runs of 1000 updates of the tiny model, 2 at a time, one thread each (its wall time is not measured yet).
+# The Markdown table goes to runs/averaging-check/averaging_check.md (docs/trainer.md, "Weight averaging").
+averaging-check: setup
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/averaging_check.py $(AVERAGING_CHECK_FLAGS)
 
 # The user guide (docs/*.md) and the API reference from the docstrings, into site/.
 docs: setup

@@ -242,3 +242,89 @@ def test_a_sharded_checkpoint_of_one_process_inspects_and_exports_as_the_full_on
     assert code == 0, err
     meta = _check_export(out, ckpt.load_checkpoint(full)["model"], 4, sharded)
     assert meta["checkpoint_format"] == "sharded"
+
+
+# ----------------------------------------------------------------------------- average
+
+
+def _model_of(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(path)["model"]  # type: ignore[no-any-return]
+
+
+def test_average_is_the_mean_of_the_checkpoints_tensors(
+    full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The uniform mean of steps 2, 4, 5 (torch.stack(...).mean(0) as the oracle), a full checkpoint of step 5 that
+    inspect, export and a resume read; with --weights the weighted mean; a .safetensors output the same tensors."""
+    paths = [ckpt.checkpoint_path(full_run, s) for s in (2, 4, 5)]
+    models = [_model_of(p) for p in paths]
+    out = tmp_path / "mean.pt"
+    code, printed, err = _cli(capsys, "average", *map(str, paths), "-o", str(out))
+    assert code == 0, err
+    assert f"wrote {out} (full checkpoint): the mean of 3 checkpoint(s)" in printed
+    merged = ckpt.load_checkpoint(out)
+    assert merged["model"].keys() == models[0].keys()
+    for name in models[0]:
+        expected = torch.stack([m[name] for m in models]).mean(0)
+        torch.testing.assert_close(merged["model"][name], expected, rtol=1e-6, atol=1e-8)
+        assert not torch.equal(merged["model"][name], models[2][name]) or torch.equal(models[0][name], models[2][name])
+    assert merged["step"] == 5 and [s["step"] for s in merged["averaged_from"]] == [2, 4, 5]
+    assert inspect_checkpoint(out)["step"] == 5
+    records = train_run(tmp_path / "resumed", "--num-iterations", "6", *RUNS["tokens-groups-wd"], "--resume", str(out))
+    assert [r["step"] for r in records] == [6]
+    weighted = tmp_path / "weighted.safetensors"
+    code, _, err = _cli(capsys, "average", str(paths[0]), str(paths[2]), "-o", str(weighted), "--weights", "3", "1")
+    assert code == 0, err
+    tensors = load_file(str(weighted))
+    for name, value in tensors.items():
+        torch.testing.assert_close(value, 0.75 * models[0][name] + 0.25 * models[2][name], rtol=1e-6, atol=1e-8)
+    assert "lm_head.weight" not in tensors  # the tied weight once, as export writes it
+    exported = tmp_path / "exported.safetensors"
+    assert _cli(capsys, "export", str(out), "-o", str(exported))[0] == 0
+    assert load_file(str(exported)).keys() == tensors.keys()
+
+
+def test_average_of_two_checkpoints_is_bit_equal_to_their_mean(full_run: Path, tmp_path: Path) -> None:
+    from lrkit.train.checkpoint_command import average_checkpoints
+
+    paths = [ckpt.checkpoint_path(full_run, s) for s in (4, 5)]
+    out = tmp_path / "two.pt"
+    average_checkpoints(paths, out)
+    a, b = (_model_of(p) for p in paths)
+    merged = _model_of(out)
+    assert all(torch.equal(merged[k], (a[k] + b[k]) / 2) for k in a)
+
+
+def test_average_refuses_other_models_bad_weights_and_an_existing_output(
+    full_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other"
+    train_run(other, "--num-iterations", "1", "--save-interval", "1", "--n-layer", "2")
+    mine = str(ckpt.checkpoint_path(full_run, 5))
+    out = tmp_path / "out.pt"
+    code, _, err = _cli(capsys, "average", mine, str(other), "-o", str(out))
+    assert code == 2 and "holds another model than" in err and "transformer.h.2.mlp.c_fc.weight: missing" in err
+    assert not out.exists() and not list(tmp_path.glob(".out.pt*"))  # nothing half-written
+    code, _, err = _cli(capsys, "average", mine, mine, "-o", str(out), "--weights", "1")
+    assert code == 2 and "--weights has 1 value(s) for 2 checkpoint(s)" in err
+    code, _, err = _cli(capsys, "average", mine, "-o", str(out), "--weights", "-1")
+    assert code == 2 and "expected finite weights >= 0 with a positive sum" in err
+    out.write_text("keep me")
+    code, _, err = _cli(capsys, "average", mine, "-o", str(out))
+    assert code == 2 and "exists; pass --force" in err and out.read_text() == "keep me"
+    code, _, err = _cli(capsys, "average", str(tmp_path / "nothing"), "-o", str(tmp_path / "x.pt"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_average_reads_sharded_checkpoints(full_run: Path, tmp_path: Path) -> None:
+    """A sharded checkpoint of the same run averages to the same model as the full one."""
+    from lrkit.train.checkpoint_command import average_checkpoints
+
+    run_dir = tmp_path / "sharded"
+    train_run(run_dir, *STEPS, *RUNS["tokens-groups-wd"], "--checkpoint-format", "sharded")
+    sharded = average_checkpoints([ckpt.checkpoint_dir(run_dir, s) for s in (2, 4)], tmp_path / "s.pt")
+    full = average_checkpoints([ckpt.checkpoint_path(full_run, s) for s in (2, 4)], tmp_path / "f.pt")
+    assert sharded["tensors"] == full["tensors"]
+    a, b = _model_of(tmp_path / "s.pt"), _model_of(tmp_path / "f.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "optimizer" not in ckpt.load_checkpoint(tmp_path / "s.pt")  # a sharded source's optimizer stays there

@@ -80,7 +80,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="TOML",
         help="read the run's config from this TOML file (sections model, data, batch, optimizer, schedule, "
-        "parallel, checkpoint, logging; see --print-config); the flags typed beside it override it",
+        "parallel, checkpoint, logging, averaging; see --print-config); the flags typed beside it override it",
     )
     g.add_argument(
         "--print-config",
@@ -286,6 +286,24 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--quiet", action="store_true", help="no per-step lines")
     g.add_argument("--inject-inf-grad-at", type=int, default=None, help=argparse.SUPPRESS)
+    g = _Recording(parser.add_argument_group("weight averaging (lrkit.train.averaging)"))
+    g.add_argument(
+        "--ema",
+        type=float,
+        default=d.averaging.ema,
+        metavar="DECAY",
+        help="keep an exponential moving average of the weights, ema = DECAY * ema + (1 - DECAY) * weights after "
+        "every update (from the weights at the start, no bias correction), saved in the checkpoints and "
+        "evaluated beside the weights (val_loss_ema); DECAY in (0, 1), e.g. 0.99",
+    )
+    g.add_argument(
+        "--average-last",
+        type=int,
+        default=d.averaging.average_last,
+        metavar="N",
+        help="keep the uniform average of the weights after each of the run's last N steps (of --num-iterations), "
+        "saved in the checkpoints and evaluated beside the weights (val_loss_avg); N >= 1",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -126,6 +126,14 @@ def save_checkpoint(
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     path = checkpoint_path(run_dir, step)
+    write_checkpoint_file(path, step, payload)
+    prune(run_dir, keep_last, path)
+    return path
+
+
+def write_checkpoint_file(path: Path, step: int, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` as a full checkpoint of ``step`` at ``path`` (any name), as
+    :func:`save_checkpoint` does: a temporary file beside it, fsynced, read back, renamed over ``path``."""
     record = {
         "format": CHECKPOINT_FORMAT,
         "meta": {"step": step, "payload_keys": sorted(payload), "torch_version": str(torch.__version__)},
@@ -175,8 +183,6 @@ def save_checkpoint(
             pass
         raise
     _fsync_dir(path.parent)
-    prune(run_dir, keep_last, path)
-    return path
 
 
 def prune(run_dir: str | os.PathLike[str], keep_last: int | None, written: Path) -> None:

@@ -1,6 +1,7 @@
-"""``lrkit checkpoint inspect PATH`` and ``lrkit checkpoint export PATH -o model.safetensors``.
+"""``lrkit checkpoint inspect PATH``, ``lrkit checkpoint export PATH -o model.safetensors`` and
+``lrkit checkpoint average PATH [PATH ...] -o OUT``.
 
-Both read either checkpoint format (:mod:`lrkit.train.checkpoint`): a full checkpoint's file
+All read either checkpoint format (:mod:`lrkit.train.checkpoint`): a full checkpoint's file
 (``step_XXXXXXXX.pt``) or a sharded one's directory (``step_XXXXXXXX/``), or a run directory, whose newest
 usable checkpoint they take. Neither needs ``torchrun``: a sharded checkpoint is read by this process alone.
 
@@ -16,6 +17,12 @@ usable checkpoint they take. Neither needs ``torchrun``: a sharded checkpoint is
   stored one: safetensors refuses tensors that share memory, and a copy would double the embedding on disk
   and lose the tie on load. ``safetensors.torch.load_model(model, path)`` restores it (so does
   ``model.load_state_dict(tensors, strict=False)``, the tied name being the same parameter).
+* **average** (:func:`average_checkpoints`): the weighted mean of the models of several checkpoints of one
+  model, ``sum_i w_i * theta_i / sum_i w_i`` per tensor (uniform without ``--weights``; computed in float64,
+  stored in the tensors' dtype), written atomically to ``OUT``: a ``.safetensors`` file (as export writes
+  one), or else a full checkpoint holding the mean model and the rest of the newest input (its step, config,
+  schedule and, for a full checkpoint, its optimizer, data position and RNG), which ``inspect``, ``export``
+  and ``lrkit train --resume OUT`` read.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from lrkit.train.errors import TrainError
 
 __all__ = [
     "add_checkpoint_arguments",
+    "average_checkpoints",
     "export_model",
     "format_inspection",
     "human_bytes",
@@ -259,7 +267,17 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         "config": payload.get("config"),
         "train_config": payload.get("train_config"),
         "skipped": [{"path": str(p), "why": why} for p, why in rejected],
+        "averages": _averages_of(payload),
     }
+
+
+def _averages_of(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The counters of the run's weight averages (``--ema``, ``--average-last``), without their tensors; None
+    when the checkpoint holds none."""
+    saved = payload.get("averages")
+    if not isinstance(saved, Mapping):
+        return None
+    return {k: v for k, v in saved.items() if k not in ("ema", "avg")}
 
 
 def _lr_text(values: list[float], names: list[Any] | None) -> str:
@@ -295,6 +313,15 @@ def format_inspection(info: Mapping[str, Any]) -> str:
         lines.append("layout       not recorded (saved before lrkit recorded it)")
     size = info["size"]
     lines.append(f"size         {size['human']} ({size['bytes']} bytes)")
+    averages = info.get("averages")
+    if averages:
+        parts = []
+        if averages.get("ema_decay") is not None:
+            parts.append(f"EMA decay {averages['ema_decay']} over {averages.get('ema_updates')} update(s)")
+        if averages.get("average_last") is not None:
+            parts.append(f"average of the last {averages['average_last']} steps (from step "
+                         f"{averages.get('avg_first')}, {averages.get('avg_count')} averaged so far)")  # fmt: skip
+        lines.append("averages     " + "; ".join(parts))
     for skipped in info.get("skipped") or []:
         lines.append(f"skipped      {skipped['path']}: {skipped['why']}")
     sections = info.get("train_config")
@@ -400,7 +427,7 @@ def export_model(path: str | os.PathLike[str], output: str | os.PathLike[str], f
     partial file. Returns ``{"path", "source", "tensors", "parameters", "bytes", "tied", "metadata"}``.
     Raises ``CheckpointError`` when ``output`` exists and ``force`` is false, or ``path`` is no checkpoint."""
     try:
-        from safetensors.torch import save_file
+        import safetensors.torch  # noqa: F401
     except ImportError as err:
         raise TrainError(
             "lrkit checkpoint export needs the safetensors package: pip install 'lrkit[train]' (or safetensors)"
@@ -429,6 +456,22 @@ def export_model(path: str | os.PathLike[str], output: str | os.PathLike[str], f
         "model_config": json.dumps((payload.get("train_config") or {}).get("model") or {}, sort_keys=True),
         "tied": json.dumps(tied, sort_keys=True),
     }
+    _write_safetensors(tensors, metadata, out)
+    return {
+        "path": str(out),
+        "source": str(found),
+        "tensors": len(tensors),
+        "parameters": sum(v.numel() for v in tensors.values()),
+        "bytes": out.stat().st_size,
+        "tied": tied,
+        "metadata": metadata,
+    }
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], out: Path) -> None:
+    """Write ``tensors`` to ``out`` through a temporary file renamed over it (complete or absent)."""
+    from safetensors.torch import save_file
+
     if not out.parent.is_dir():
         raise ckpt.CheckpointError(f"cannot write {out}: its directory {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}{ckpt.TMP_MARK}{os.getpid()}")
@@ -444,24 +487,137 @@ def export_model(path: str | os.PathLike[str], output: str | os.PathLike[str], f
         raise ckpt.CheckpointError(f"cannot write {out}: {os.strerror(err.errno) if err.errno else err}") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- average
+
+
+def average_checkpoints(
+    paths: list[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    weights: list[float] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Write the weighted mean of the models of checkpoints ``paths`` (either format, or run directories) to
+    ``output``: ``mean = sum_i w_i * theta_i / sum_i w_i`` for every tensor, computed in float64 and stored in the
+    tensor's dtype; ``weights`` None: all 1 (the uniform mean).
+
+    ``output`` ending in ``.safetensors`` is a safetensors file of the model (tied weights once, as
+    :func:`export_model` writes); any other name is a full checkpoint (``torch.load``-able, as the trainer
+    writes them): the mean model in place of the newest input's (the highest step, the last given of equal
+    steps), with the rest of that input's state, and ``"averaged_from"``: ``[{"path", "step", "weight"}]``.
+    A sharded newest input gives no optimizer state (its tensors stay in its directory): such a checkpoint is
+    for ``export``, ``inspect`` and evaluation, not ``--resume``. Either is written to a temporary name and
+    renamed, so ``output`` is complete or absent.
+
+    Returns ``{"path", "format", "sources", "tensors", "parameters", "bytes"}``. Raises ``CheckpointError``
+    when ``output`` exists (without ``force``), a path is no checkpoint, the checkpoints hold different models
+    (another model or preset, other tensor names or shapes: each named), or ``weights`` do not fit (their
+    number, a negative or non-finite weight, a zero sum).
+    """
+    import math
+
+    out = Path(output)
+    if not paths:
+        raise ckpt.CheckpointError("no checkpoint to average; expected one or more PATHs")
+    if out.exists() and not force:
+        raise ckpt.CheckpointError(f"{out} exists; pass --force to replace it")
+    if out.is_dir():
+        raise ckpt.CheckpointError(f"{out} is a directory; expected the path of a file to write (.pt or .safetensors)")
+    given = [1.0] * len(paths) if weights is None else [float(w) for w in weights]
+    if len(given) != len(paths):
+        raise ckpt.CheckpointError(f"--weights has {len(given)} value(s) for {len(paths)} checkpoint(s); "
+                                   "expected one weight per checkpoint")  # fmt: skip
+    bad = [w for w in given if not (math.isfinite(w) and w >= 0)]
+    if bad or sum(given) <= 0:
+        raise ckpt.CheckpointError(f"--weights {' '.join(map(str, given))}: expected finite weights >= 0 with a "
+                                   "positive sum")  # fmt: skip
+    sources = []
+    for path in paths:
+        found, _ = resolve_checkpoint(path)
+        sources.append((found, _load(found)))
+    first_path, first = sources[0]
+    reference, tied = model_tensors(first)
+    models = [reference]  # a full checkpoint's are memory-mapped; a sharded one's are read whole
+    for found, payload in sources[1:]:
+        models.append(model_tensors(payload)[0])
+        _check_same_model(first_path, first, reference, found, payload, models[-1])
+    total = sum(given)
+    mean: dict[str, torch.Tensor] = {}
+    for name, tensor in reference.items():
+        acc = torch.zeros(tensor.shape, dtype=torch.float64)
+        for model, w in zip(models, given):
+            acc += model[name].detach().to("cpu", torch.float64) * (w / total)
+        mean[name] = acc.to(tensor.dtype)
+    newest = max(range(len(sources)), key=lambda i: (int(sources[i][1]["step"]), i))
+    newest_path, newest_payload = sources[newest]
+    described = [{"path": str(p), "step": int(pl["step"]), "weight": w} for (p, pl), w in zip(sources, given)]
+    if out.suffix == ".safetensors":
+        model_name, preset = _model_of(newest_payload)
+        metadata = {
+            "format": "pt",
+            "step": str(int(newest_payload["step"])),
+            "source": json.dumps(described),
+            "model": str(model_name),
+            "preset": str(preset),
+            "model_config": json.dumps((newest_payload.get("train_config") or {}).get("model") or {}, sort_keys=True),
+            "tied": json.dumps(tied, sort_keys=True),
+        }
+        _write_safetensors({k: v.contiguous() for k, v in mean.items()}, metadata, out)
+        kind = "safetensors"
+    else:
+        state = dict(mean)
+        for other, kept in tied.items():  # the full format's state dict names a tied weight under each name
+            state[other] = state[kept]
+        payload = {k: v for k, v in newest_payload.items() if k not in ("model", "averages")}
+        if _is_sharded(newest_payload):
+            payload = {k: v for k, v in payload.items() if k not in ("optimizer", "optimizer_groups")}
+        payload.update(model=state, averaged_from=described)
+        try:
+            ckpt.write_checkpoint_file(out, int(newest_payload["step"]), payload)
+        except OSError as err:
+            raise ckpt.CheckpointError(f"cannot write {out}: {os.strerror(err.errno) if err.errno else err}") from err
+        kind = "full checkpoint"
     return {
         "path": str(out),
-        "source": str(found),
-        "tensors": len(tensors),
-        "parameters": sum(v.numel() for v in tensors.values()),
+        "format": kind,
+        "sources": described,
+        "tensors": len(mean),
+        "parameters": sum(v.numel() for v in mean.values()),
         "bytes": out.stat().st_size,
-        "tied": tied,
-        "metadata": metadata,
+        "newest": str(newest_path),
     }
+
+
+def _check_same_model(
+    first_path: Path, first: Mapping[str, Any], reference: Mapping[str, torch.Tensor], path: Path,
+    payload: Mapping[str, Any], tensors: Mapping[str, torch.Tensor],
+) -> None:  # fmt: skip
+    """``CheckpointError`` naming both checkpoints and each difference when ``payload`` holds another model."""
+    problems = []
+    if _model_of(payload) != _model_of(first):
+        problems.append(f"model {' '.join(map(str, _model_of(payload)))} vs {' '.join(map(str, _model_of(first)))}")
+    for name in sorted(set(reference) | set(tensors)):
+        if name not in tensors:
+            problems.append(f"{name}: missing")
+        elif name not in reference:
+            problems.append(f"{name}: not in {first_path}")
+        elif tuple(tensors[name].shape) != tuple(reference[name].shape):
+            problems.append(f"{name}: shape {list(tensors[name].shape)} vs {list(reference[name].shape)}")
+    if problems:
+        shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise ckpt.CheckpointError(
+            f"checkpoint {path} holds another model than {first_path}, so they cannot be averaged: {shown}"
+        )
 
 
 # ----------------------------------------------------------------------------- the command
 
 
 def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
-    """``lrkit checkpoint {inspect,export}``'s flags."""
+    """``lrkit checkpoint {inspect,export,average}``'s flags."""
     parser.description = (
-        "Inspect or export a checkpoint of lrkit train, in either format: a full checkpoint's file "
+        "Inspect, export or average checkpoints of lrkit train, in either format: a full checkpoint's file "
         "(checkpoints/step_XXXXXXXX.pt) or a sharded one's directory (checkpoints/step_XXXXXXXX/, read by this "
         "process alone, no torchrun). PATH may also be a run directory: its newest usable checkpoint."
     )
@@ -488,15 +644,37 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("path", metavar="PATH", help="a checkpoint (file or sharded directory) or a run directory")
     export.add_argument("-o", "--output", required=True, metavar="FILE", help="the .safetensors file to write")
     export.add_argument("--force", action="store_true", help="replace FILE if it exists (default: refuse)")
+    average = actions.add_parser(
+        "average",
+        help="merge the models of several checkpoints into their (weighted) mean",
+        description="Write the mean of the models of several checkpoints of one model (either format): "
+        "sum_i w_i * theta_i / sum_i w_i for every tensor, uniform without --weights. OUT ending in .safetensors "
+        "is the model as export writes it; any other name is a full checkpoint holding the mean model and the "
+        "rest of the newest input (inspect, export and lrkit train --resume read it). Checkpoints of different "
+        "models or shapes are refused. OUT is written to a temporary name and renamed: complete or absent.",
+    )
+    average.add_argument("paths", nargs="+", metavar="PATH", help="checkpoints (files or sharded directories) or run "
+                         "directories (their newest usable checkpoint)")  # fmt: skip
+    average.add_argument("-o", "--output", required=True, metavar="OUT", help="the .pt or .safetensors file to write")
+    average.add_argument("--weights", nargs="+", type=float, metavar="W", default=None,
+                         help="one weight >= 0 per PATH (default: all equal)")  # fmt: skip
+    average.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
 
 
 def run_checkpoint(args: argparse.Namespace) -> int:
     """Entry point behind ``lrkit checkpoint``: 0, or 2 with ``lrkit checkpoint: error: ...`` for a path that is
-    no checkpoint (or an export that would overwrite a file)."""
+    no checkpoint (or an export or average that would overwrite a file, or checkpoints that cannot be averaged)."""
     try:
         if args.action == "inspect":
             info = inspect_checkpoint(args.path)
             print(json.dumps(info) if args.json else format_inspection(info))
+            return 0
+        if args.action == "average":
+            merged = average_checkpoints(args.paths, args.output, weights=args.weights, force=args.force)
+            print(f"wrote {merged['path']} ({merged['format']}): the mean of {len(merged['sources'])} checkpoint(s), "
+                  f"{merged['tensors']} tensors, {merged['parameters']:,} parameters, {human_bytes(merged['bytes'])}"
+                  f"; weights " + ", ".join(f"{s['path']} (step {s['step']}) {s['weight']:g}"
+                                            for s in merged["sources"]))  # fmt: skip
             return 0
         result = export_model(args.path, args.output, force=args.force)
     except TrainError as err:  # CheckpointError is one

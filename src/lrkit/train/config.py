@@ -2,7 +2,8 @@
 
 :class:`TrainConfig` holds one section each: :class:`ModelConfig`, :class:`DataConfig`,
 :class:`BatchConfig`, :class:`OptimizerConfig`, :class:`ScheduleConfig`, :class:`ParallelConfig`,
-:class:`CheckpointConfig` and :class:`LoggingConfig`. It is built once, from the trainer's flags
+:class:`CheckpointConfig`, :class:`LoggingConfig` and :class:`AveragingConfig`. It is built once, from the
+trainer's flags
 (:meth:`TrainConfig.from_args`) or from a TOML file (:meth:`TrainConfig.from_toml`) with the flags the user
 typed on top (:meth:`TrainConfig.override`); the components receive it (or their section) and nothing
 changes it. :meth:`TrainConfig.resolve` computes the derived values (the run length, the schedule's length,
@@ -66,6 +67,7 @@ __all__ = [
     "ParallelConfig",
     "CheckpointConfig",
     "LoggingConfig",
+    "AveragingConfig",
     "TrainConfig",
     "SECTIONS",
     "flag_of",
@@ -420,6 +422,23 @@ class LoggingConfig:
     tensorboard_dir: str | None = _field(None)
 
 
+@dataclass(frozen=True)
+class AveragingConfig:
+    """Averages of the weights kept beside them, saved in the checkpoints and evaluated with them
+    (:mod:`lrkit.train.averaging`).
+
+    Attributes:
+        ema: the decay ``d`` in (0, 1) of an exponential moving average of the weights,
+            ``ema = d * ema + (1 - d) * theta`` after every update that was not skipped, from the weights at
+            the start; None: none (``--ema``).
+        average_last: ``N >= 1``: the uniform average of the weights after each of the run's last ``N`` steps;
+            None: none (``--average-last``).
+    """
+
+    ema: float | None = _field(None)
+    average_last: int | None = _field(None)
+
+
 #: section name -> its class, in the order of the TOML file
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
@@ -430,6 +449,7 @@ SECTIONS: dict[str, type] = {
     "parallel": ParallelConfig,
     "checkpoint": CheckpointConfig,
     "logging": LoggingConfig,
+    "averaging": AveragingConfig,
 }
 
 
@@ -647,6 +667,10 @@ _RANGES: dict[tuple[type, str], _Range] = {
     (CheckpointConfig, "keep_last"): _at_least(1),
     (LoggingConfig, "eval_interval"): _at_least(0, " (0: never)"),
     (LoggingConfig, "eval_iters"): _at_least(1, " (validation micro-batches per evaluation)"),
+    (AveragingConfig, "ema"): _Range(
+        "a number in (0, 1) (the decay per update)", low=0.0, high=1.0, low_open=True, high_open=True
+    ),
+    (AveragingConfig, "average_last"): _at_least(1, " (the steps at the end of the run to average)"),
 }
 
 
@@ -712,6 +736,7 @@ class TrainConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
 
     # ------------------------------------------------------------------ building
 

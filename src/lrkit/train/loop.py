@@ -54,6 +54,7 @@ from lrkit.runtime.schedule import saved_clock
 from lrkit.train import checkpoint as ckpt
 from lrkit.train import optim as train_optim
 from lrkit.train.arguments import config_from_args
+from lrkit.train.averaging import Averages, build_averages
 from lrkit.train.components import (
     ModelState,
     OptimizerState,
@@ -109,6 +110,7 @@ class Trainer:
     step: int = 0  #: optimizer updates done (skipped ones included)
     tokens: int = 0  #: tokens read
     saver: ShardedSaver | None = None  #: writes the sharded checkpoints (None: the full format)
+    averages: Averages | None = None  #: --ema / --average-last (None: neither)
 
     def parts(self) -> dict[str, Any]:
         """Every stateful part, by its key in a checkpoint: each has ``state_dict()`` / ``load_state_dict()``.
@@ -121,6 +123,7 @@ class Trainer:
             "scaler": self.scaler,
             "data": self.loader,
             "rng": RNGState(self.ctx),
+            **({"averages": self.averages} if self.averages is not None else {}),
         }
 
     def checkpoint_path(self, step: int) -> Path:
@@ -231,6 +234,9 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     )
     if sharded:  # collective: its process group
         t.saver = ShardedSaver(config.logging.run_dir, ctx, config.checkpoint.keep_last, async_save)
+    t.averages = build_averages(config, pm)  # from the weights at the start (a resume loads its own below)
+    if t.averages is not None and t.saver is not None:
+        t.averages.process_group = t.saver.group
     if payload is not None:
         _resume(t, payload, resume_path)
     if length is not None:
@@ -313,6 +319,10 @@ def _resume(t: Trainer, payload: dict[str, Any], path: Path | None) -> None:
         if name == "schedule":  # after the optimizer: the schedule's LRs win
             policy = parse_policy(t.config.schedule.resume_policy)
             for note in t.schedule.load_state_dict(payload.get(name, payload), policy, f"the checkpoint {path}"):
+                _note(t.ctx, note)
+        elif name == "averages":  # a checkpoint saved without averages has none: they start from its weights
+            tensors = payload["model"] if isinstance(payload["model"], ckpt.ShardedState) else None
+            for note in part.load_state_dict(payload.get(name), tensors):
                 _note(t.ctx, note)
         elif name != "scaler" or payload.get(name):  # a run without fp16 saved no scaler state
             part.load_state_dict(payload[name])
@@ -417,7 +427,11 @@ def save(t: Trainer) -> None:
     head = {"step": t.step, "tokens": t.tokens, "config": t.flags, "train_config": t.config.to_dict()}
     if t.saver is not None:  # sharded: every rank writes its own tensors, rank 0 the plain state beside them
         tensors = tensor_state(t.pm, t.optimizer)
-        plain = {name: part.state_dict() for name, part in t.parts().items() if name not in ("model", "optimizer")}
+        plain = {name: part.state_dict() for name, part in t.parts().items()
+                 if name not in ("model", "optimizer", "averages")}  # fmt: skip
+        if t.averages is not None:  # the counters beside the plain state, the tensors as ema/<name>, avg/<name>
+            plain["averages"], averaged = t.averages.sharded_state()
+            tensors.update(averaged)
         extra = {"optimizer_groups": optimizer_groups(t.optimizer), "layout": t.layout()}
         t.saver.save(t.step, tensors, {**head, **plain, **extra} if t.ctx.is_main else None)
         return
@@ -490,9 +504,13 @@ def _train(
         where[0] = f"step {t.step + 1}"
         record = train_step(t)
         loss = record["loss"]
+        if t.averages is not None:
+            t.averages.update(t.step, skipped=record["skipped"])
         if logging.eval_interval and (t.step % logging.eval_interval == 0 or t.step == num_iterations):
             record["val_loss"], record["val_loss_se"] = evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)
             record["val_ppl"] = math.exp(min(record["val_loss"], 700.0))
+            if t.averages is not None:  # the same evaluation of the averaged weights
+                record.update(t.averages.evaluate(lambda: evaluate(t.pm, t.val_tokens, config, ctx, t.autocast_dtype)))
         metrics.write(record)
         board.write(record)
         printer.step(step_line(record, num_iterations, ctx.dp_size, ctx.tp_size, ctx.pp_size))

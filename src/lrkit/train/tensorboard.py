@@ -38,6 +38,8 @@ _SINGLE = {
     "loss": "loss/train",
     "val_loss": "loss/val",
     "val_loss_se": "loss/val_se",
+    "val_loss_ema": "loss/val_ema",
+    "val_loss_avg": "loss/val_avg",
     "val_ppl": "perplexity/val",
     "grad_norm": "grad_norm/total",
     "update_ratio_total": "update_ratio/total",

@@ -50,8 +50,9 @@ align-layouts: setup
 
 # The loss-law evidence (docs/loss-laws.md): 9 runs of the tiny GPT-2 with a shuffled sampler, a law fitted on two,
 # the other schedules predicted and the tuned one trained; prints the table. Finished runs in runs/law-check are reused.
+# Another fit of the same runs: make law-check LAW_CHECK_FLAGS="--fit-on constant,wsd-20%-1-sqrt".
 law-check: setup
-	$(BIN)/python scripts/law_check.py --out runs/law-check
+	$(BIN)/python scripts/law_check.py --out runs/law-check $(LAW_CHECK_FLAGS)
 
 # PyTorch's and transformers' own scheduler tests, with only their imports swapped to lrkit.
 # The test files are public and stay out of the repo; pass their paths:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from lrkit.runtime.resume import (
     in_force,
     jump_report,
     parse_policy,
+    policy_argument,
     spec_diff,
 )
 from lrkit.train import checkpoint as ckpt
@@ -343,3 +346,192 @@ def test_cooldown_floors_are_where_each_groups_schedule_ends() -> None:
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": floor_a}, 1) == [1e-4]
     with pytest.raises(ValueError, match=r"^min_lr must have one value per param group \(1\), got 2 values"):
         cooldown_floors({"type": "PerGroup", "schedulers": [{**cosine, "min_lr": [1e-4, 1e-5]}]}, 1)
+
+
+# ---------------------------------------------------------------- the decisions, unit by unit (fast, exact)
+
+COS8 = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 8, "min_lr": FLOOR}
+TOKENS = {"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "total_steps": 800}}
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("x", "must be one of strict, checkpoint, override, extend, cooldown:N; got 'x'"),
+        ("cooldown:abc", "cooldown needs the number of decay steps N >= 1 (cooldown:N), got 'cooldown:abc'"),
+        ("cooldown:0", "cooldown needs the number of decay steps N >= 1 (cooldown:N), got 'cooldown:0'"),
+        ("strict:1", "strict takes no ':' argument, got 'strict:1'"),
+        ("cooldown:5:square", "cooldown shape must be one of linear, cosine, 1-sqrt, exponential, got 'square'"),
+    ],
+)
+def test_a_refused_policy_says_why(text: str, message: str) -> None:
+    expected = f"^{re.escape('--lr-resume-policy ' + message)}$"
+    with pytest.raises(ValueError, match=expected):
+        parse_policy(text)
+    with pytest.raises(argparse.ArgumentTypeError, match=expected):
+        policy_argument(text)
+
+
+def test_a_policy_parses_to_what_it_prints() -> None:
+    assert parse_policy(" cooldown:7: ") == Policy("cooldown", 7, None)
+    assert parse_policy("cooldown:1") == Policy("cooldown", 1, None)
+    assert policy_argument("cooldown:7:cosine") == Policy("cooldown", 7, "cosine")
+    for text in ("strict", "checkpoint", "override", "extend", "cooldown:7", "cooldown:7:exponential"):
+        assert str(parse_policy(text)) == text
+
+
+def test_saved_reads_a_payload_and_a_decision_says_what_the_next_checkpoint_records() -> None:
+    request = {**COS8, "total_steps": 12}
+    saved = Saved.from_payload({"scheduler_spec": COS8, "scheduler_request": request, "scheduler_resume_policy": "x"})
+    assert saved == Saved(COS8, request, "x")
+    assert Saved.from_payload({"scheduler_spec": COS8}) == Saved(COS8, COS8, None)
+    assert Saved.from_payload({"scheduler_spec": COS8, "scheduler_request": None}).request == COS8
+    kept = decide(Policy("checkpoint"), saved, {**COS8, "total_steps": 16})
+    assert (kept.change, kept.request, kept.record) == (False, request, "x")
+    changed = decide(Policy("override"), saved, {**COS8, "total_steps": 16})
+    assert (changed.change, changed.request, changed.record) == (True, {**COS8, "total_steps": 16}, "override")
+
+
+def test_decide_names_what_differs_for_each_policy() -> None:
+    saved, longer = Saved(COS8, COS8), {**COS8, "total_steps": 12}
+    other = {**longer, "warmup_steps": 3}
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "the schedule differs from the one in the checkpoint:\n  warmup_steps: 2 -> 3\n  total_steps: 8 -> 12\n"
+            "pass --lr-resume-policy checkpoint (keep the checkpoint's schedule), override (apply this one from the "
+            "current step, with an LR jump), extend (only the run length changed) or cooldown:N"
+        )
+        + "$",
+    ):
+        decide(Policy("strict"), saved, other)
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "--lr-resume-policy extend changes only the run length (total_steps, T_max, total_iters, "
+            "num_training_steps), but the schedule also differs from the one in run X in:\n  warmup_steps: 2 -> 3\n"
+            "use --lr-resume-policy override to apply another schedule"
+        )
+        + "$",
+    ):
+        decide(Policy("extend"), saved, other, where="run X")
+    kept = decide(Policy("checkpoint"), saved, longer, where="run X")
+    assert kept.notes == [
+        "--lr-resume-policy checkpoint: keeping the schedule of run X; the command line's schedule is ignored. "
+        "It differs in:\n  total_steps: 8 -> 12"
+    ]
+    assert decide(Policy("checkpoint"), saved, COS8).notes == []
+    assert decide(Policy("strict"), saved, {**COS8, "warmup_start_lr": 0.0}).change is False  # a default spelled out
+    assert decide(Policy("extend"), saved, longer).change is True
+    # Every length key may change under extend, nested too; nothing else may.
+    seq = {"type": "SequentialLR", "milestones": [3], "schedulers": [
+        {"type": "LinearLR", "total_iters": 3}, {"type": "CosineAnnealingLR", "T_max": 5}]}  # fmt: skip
+    seq_longer = json.loads(json.dumps(seq))
+    seq_longer["schedulers"][1]["T_max"] = 9
+    with pytest.raises(ResumeError, match=r"extend refits lrkit's LLM schedules .*not 'SequentialLR'"):
+        decide(Policy("extend"), Saved(seq, seq), seq_longer)
+
+
+def test_extend_refuses_what_it_cannot_refit_and_a_change_of_clock() -> None:
+    step_lr = {"type": "StepLR", "step_size": 2, "total_iters": 5}
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "--lr-resume-policy extend refits lrkit's LLM schedules (WarmupLinear, WarmupCosine, WarmupPolynomial, "
+            "WSD, ...), not 'PureSchedule': use cooldown:N or override"
+        )
+        + "$",
+    ):
+        pure = {"type": "PureSchedule", "schedules": [S.Constant(LR).to_dict()], "total_steps": 3}
+        decide(Policy("extend"), Saved(pure, pure), {**pure, "total_steps": 4})
+    with pytest.raises(ResumeError, match=r"not 'StepLR': use cooldown:N or override$"):
+        decide(Policy("extend"), Saved(step_lr, step_lr), {**step_lr, "total_iters": 9})
+    for policy in (Policy("extend"), Policy("cooldown", 3)):
+        with pytest.raises(
+            ResumeError,
+            match="^"
+            + re.escape(
+                f"--lr-resume-policy {policy} continues on the clock of the schedule in force, which counts steps, "
+                "but the command line's schedule counts tokens: use --lr-resume-policy checkpoint or override"
+            )
+            + "$",
+        ):
+            decide(policy, Saved(COS8, COS8), TOKENS)
+        with pytest.raises(ResumeError, match=r"which counts tokens, but the command line's schedule counts steps"):
+            decide(policy, Saved(TOKENS, TOKENS), {**COS8, "total_steps": 900})
+
+
+def test_a_cooldown_rerun_with_the_same_command_continues_the_one_in_force() -> None:
+    again = decide(Policy("cooldown", 3), Saved(COS8, COS8, "cooldown:3"), COS8)
+    assert again.change is False and again.record == "cooldown:3"
+    assert decide(Policy("cooldown", 4), Saved(COS8, COS8, "cooldown:3"), COS8).change is True
+    assert decide(Policy("cooldown", 3), Saved(COS8, COS8), COS8).change is True
+
+
+def test_extend_on_the_token_clock_refits_on_that_clock() -> None:
+    longer = {**TOKENS, "schedule": {**TOKENS["schedule"], "total_steps": 1600}}
+    decision = decide(Policy("extend"), Saved(TOKENS, TOKENS), longer)
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy extend: the schedule counts tokens, and the trainer gave no clock$"
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    with pytest.raises(ResumeError, match=r"the trainer gave no clock$"):
+        in_force(decision, 4, [0.005], [LR], clock={"tokens": 400}, per_step={"tokens": 0})
+    spec, notes = in_force(decision, 4, [0.005], [LR], clock={"tokens": 400}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    refit = S.Refit(S.WarmupCosine(LR, 2, 1600, min_lr=FLOOR), 400, 0.005)
+    assert spec == {
+        "type": "Clocked",
+        "unit": "tokens",
+        "schedule": {"type": "PureSchedule", "schedules": [S.Sequence((before, refit), (400,)).to_dict()]},
+    }
+    assert notes == [
+        "--lr-resume-policy extend (schedule.total_steps: 800 -> 1600): the rest of the decay is refitted from the "
+        "LR in force 0.005 at step 4 (400 tokens) to the floor at tokens 1600"
+    ]
+
+
+def test_cooldown_on_the_token_clock_lasts_n_updates_of_tokens() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(TOKENS, TOKENS), TOKENS)
+    spec, notes = in_force(decision, 4, [0.005, 0.004], [LR, LR], clock={"tokens": 400}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    pieces = [S.Sequence((before, S.Decay(lr, 300, FLOOR, "linear")), (400,)).to_dict() for lr in (0.005, 0.004)]
+    assert spec == {"type": "Clocked", "unit": "tokens", "schedule": {"type": "PureSchedule", "schedules": pieces}}
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force [0.005, 0.004] at step 4 (400 tokens) to "
+        "min_lr [0.001, 0.001] at step 7 (700 tokens, at 100 tokens per step), then held"
+    ]
+    at_zero, _ = in_force(decision, 0, [LR], [LR], clock={"tokens": 0}, per_step={"tokens": 100})
+    assert at_zero["schedule"]["schedules"] == [S.Decay(LR, 300, FLOOR, "linear").to_dict()]
+
+
+def test_cooldown_in_steps_follows_the_saved_schedule_from_its_step() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(COS8, COS8), COS8)
+    spec, notes = in_force(decision, 4, [0.005], [LR])
+    piece = {"type": "PureSchedule", "schedules": [S.Decay(0.005, 3, FLOOR, "linear").to_dict()]}
+    assert spec == {"type": "SequentialLR", "milestones": [4], "schedulers": [COS8, piece]}
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force 0.005 at step 4 to min_lr 0.001 at step 7, "
+        "then held"
+    ]
+    at_zero, notes = in_force(decision, 0, [0.005], [LR])
+    assert at_zero == piece and "at step 0 to min_lr 0.001 at step 3," in notes[0]
+    at_one, _ = in_force(decision, 1, [0.005], [LR])
+    assert at_one["type"] == "SequentialLR" and at_one["milestones"] == [1]
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: min_lr must be in \[0\.0, inf\), got min_lr=-1\.0$"
+    ):
+        in_force(decide(Policy("cooldown", 3), Saved(COS8, COS8), {**COS8, "min_lr": -1.0}), 4, [0.005], [LR])
+    two = {**COS8, "min_lr": [0.1, 0.2]}
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: min_lr must have one value per param group \(1\)"
+    ):
+        in_force(decide(Policy("cooldown", 3), Saved(two, two), two), 4, [0.005], [LR])
+
+
+def test_override_puts_the_new_spec_in_force_as_it_is() -> None:
+    longer = {**COS8, "total_steps": 12}
+    assert in_force(decide(Policy("override"), Saved(COS8, COS8), longer), 4, [0.005], [LR]) == (longer, [])

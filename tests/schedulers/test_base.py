@@ -175,6 +175,10 @@ def test_group_lrs_and_group_values() -> None:
     tensor = optimizer.param_groups[1]["lr"]
     assert isinstance(values[1], torch.Tensor) and values[1] is not tensor and values[1].dtype == torch.float64
     assert values[1].item() == 0.2
+    tensors = _sgd(torch.tensor(0.1), torch.tensor(0.3))
+    copies = base.group_values(tensors)
+    assert [v.item() for v in copies] == [g["lr"].item() for g in tensors.param_groups]
+    assert all(c is not g["lr"] for c, g in zip(copies, tensors.param_groups))  # copies, never the groups' own
     floats = _sgd(0.1, 0.3)
     assert base.group_values(floats) == [0.1, 0.3]
     floats.param_groups[0]["momentum"] = 0.9
@@ -334,3 +338,13 @@ def test_load_state_dict_policies() -> None:
     assert same.state_dict() == state
     no_spec = {k: v for k, v in state.items() if k != "spec"}
     lrkit.StepLR(_sgd(0.1), 3, gamma=0.5).load_state_dict(no_spec, policy="strict")  # an older state: no spec
+
+
+def test_a_spec_holds_floats_where_the_arguments_were_tensors() -> None:
+    optimizer = _sgd(0.1, 0.2)
+    low = torch.tensor(0.01)
+    scheduler = lrkit.CyclicLR(optimizer, base_lr=[low, 0.02], max_lr=[torch.tensor(0.5), 0.6], cycle_momentum=False)
+    spec = scheduler.to_spec()
+    assert spec["base_lr"] == [float(low), 0.02] and [type(v) for v in spec["base_lr"]] == [float, float]
+    assert spec["max_lr"] == [0.5, 0.6] and type(spec["max_lr"][0]) is float
+    assert "spec" in scheduler.state_dict()  # data: saved with the state

@@ -343,8 +343,25 @@ def test_load_state_dict_policies() -> None:
 def test_a_spec_holds_floats_where_the_arguments_were_tensors() -> None:
     optimizer = _sgd(0.1, 0.2)
     low = torch.tensor(0.01)
-    scheduler = lrkit.CyclicLR(optimizer, base_lr=[low, 0.02], max_lr=[torch.tensor(0.5), 0.6], cycle_momentum=False)
+    scheduler = lrkit.CyclicLR(optimizer, base_lr=[low, 0.02], max_lr=[torch.tensor(0.5), 1], cycle_momentum=False)
     spec = scheduler.to_spec()
     assert spec["base_lr"] == [float(low), 0.02] and [type(v) for v in spec["base_lr"]] == [float, float]
-    assert spec["max_lr"] == [0.5, 0.6] and type(spec["max_lr"][0]) is float
+    assert spec["max_lr"] == [0.5, 1] and [type(v) for v in spec["max_lr"]] == [float, int]  # the rest as given
     assert "spec" in scheduler.state_dict()  # data: saved with the state
+
+
+def test_a_spec_keeps_the_arguments_as_given_and_is_a_copy() -> None:
+    """``gamma=1`` stays the int 1 in the spec (1 and 1.0 fingerprint differently, so a float would read as another
+    schedule on resume), and changing a returned spec changes nothing in the scheduler."""
+    from lrkit.schedulers.llm import PureSchedule
+    from lrkit.spec import spec_fingerprint
+
+    step = lrkit.StepLR(_sgd(0.1), 4, gamma=1)
+    assert step.to_spec() == {"type": "StepLR", "step_size": 4, "gamma": 1} and type(step.to_spec()["gamma"]) is int
+    assert spec_fingerprint(step.to_spec()) == spec_fingerprint({"type": "StepLR", "step_size": 4, "gamma": 1})
+    cosine = lrkit.CosineAnnealingLR(_sgd(0.1), 7, eta_min=0)
+    assert type(cosine.to_spec()["eta_min"]) is int
+    pure = PureSchedule(_sgd(0.1), [{"type": "Constant", "value": 0.1}])
+    spec = pure.to_spec()
+    spec["schedules"][0]["value"] = 0.5
+    assert pure.to_spec() == {"type": "PureSchedule", "schedules": [{"type": "Constant", "value": 0.1}]}

@@ -17,6 +17,7 @@ from lrkit.runtime.resume import (
     Policy,
     ResumeError,
     Saved,
+    _last_key,
     cooldown_floors,
     decide,
     in_force,
@@ -535,3 +536,70 @@ def test_cooldown_in_steps_follows_the_saved_schedule_from_its_step() -> None:
 def test_override_puts_the_new_spec_in_force_as_it_is() -> None:
     longer = {**COS8, "total_steps": 12}
     assert in_force(decide(Policy("override"), Saved(COS8, COS8), longer), 4, [0.005], [LR]) == (longer, [])
+
+
+@pytest.mark.parametrize(
+    "line,key",
+    [
+        ("total_steps: 8 -> 12", "total_steps"),
+        ("milestones[0]: 3 -> 4", "milestones"),
+        ("schedulers[1].T_max: 5 -> 9", "T_max"),
+        ("schedule.schedulers[0].total_iters: 5 -> 9", "total_iters"),
+        ("schedulers[0].grid[1][2]: 5 -> 9", "grid"),
+        ("name: 'a: b' -> 'c'", "name"),
+    ],
+)
+def test_last_key_is_the_argument_a_diff_line_changes(line: str, key: str) -> None:
+    assert _last_key(line) == key
+
+
+def test_extend_notes_say_exactly_what_changed_and_where() -> None:
+    longer = {**COS8, "total_steps": 12}
+    current = [S.WarmupCosine(LR, 2, 12, min_lr=FLOOR)(4)]
+    _, notes = in_force(decide(Policy("extend"), Saved(COS8, COS8), longer), 4, current, [LR])
+    assert notes == ["--lr-resume-policy extend (total_steps: 8 -> 12): the new schedule is continuous at step 4"]
+    spelled = {**longer, "warmup_start_lr": 0.0}  # the same schedule, one default spelled out: two lines joined
+    _, notes = in_force(decide(Policy("extend"), Saved(COS8, COS8), spelled), 4, [0.005], [LR])
+    assert notes == [
+        "--lr-resume-policy extend (total_steps: 8 -> 12; warmup_start_lr: (absent) -> 0.0): the rest of the decay "
+        "is refitted from the LR in force 0.005 at step 4 to the floor at step 12"
+    ]
+    old = {"type": "HFSchedule", "name": "polynomial", "num_warmup_steps": 2, "num_training_steps": 8}
+    decision = decide(Policy("extend"), Saved(old, old), {**old, "num_training_steps": 16})
+    with pytest.raises(
+        ResumeError,
+        match=r"^--lr-resume-policy extend \(num_training_steps: 8 -> 16\) cannot refit HFSchedule 'polynomial': "
+        r".*; use cooldown:N or override$",
+    ):
+        in_force(decision, 4, [5e-3, 1e-3], [1e-2, 2e-3])
+
+
+def test_cooldown_of_a_per_group_spec_keyed_by_name_needs_the_group_names() -> None:
+    per_group = {"type": "PerGroup", "schedulers": {"head": {**COS8, "min_lr": 1e-4}, "body": {**COS8, "min_lr": 3e-5}}}
+    decision = decide(Policy("cooldown", 3), Saved(per_group, per_group), per_group)
+    spec, notes = in_force(decision, 4, [0.005, 0.004], [LR, LR], group_names=["body", "head"])
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force [0.005, 0.004] at step 4 to min_lr "
+        "[3e-05, 0.0001] at step 7, then held"
+    ]
+    decays = [S.Decay(0.005, 3, 3e-5, "linear").to_dict(), S.Decay(0.004, 3, 1e-4, "linear").to_dict()]
+    assert spec["schedulers"][1] == {"type": "PureSchedule", "schedules": decays}
+    with pytest.raises(ResumeError, match=r"^--lr-resume-policy cooldown:3: PerGroup: schedulers keyed by group name"):
+        in_force(decision, 4, [0.005, 0.004], [LR, LR])
+
+
+def test_cooldown_on_the_token_clock_needs_the_clock_and_joins_from_the_first_token() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(TOKENS, TOKENS), TOKENS)
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: the schedule counts tokens, and the trainer gave no clock$"
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    spec, _ = in_force(decision, 1, [0.005], [LR], clock={"tokens": 1}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    joined = S.Sequence((before, S.Decay(0.005, 300, FLOOR, "linear")), (1,)).to_dict()
+    assert spec["schedule"]["schedules"] == [joined]
+
+
+def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
+    assert cooldown_floors({**COS8, "min_lr": 2e-4, "schedule": {"min_lr": 5e-4}}, 1) == [2e-4]
+    assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "min_lr": 5e-4}}, 1) == [5e-4]

@@ -603,3 +603,24 @@ def test_cooldown_on_the_token_clock_needs_the_clock_and_joins_from_the_first_to
 def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
     assert cooldown_floors({**COS8, "min_lr": 2e-4, "schedule": {"min_lr": 5e-4}}, 1) == [2e-4]
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "min_lr": 5e-4}}, 1) == [5e-4]
+
+
+def test_a_decision_carries_its_policy_and_the_schedule_in_force_counts_as_asked() -> None:
+    longer = {**COS8, "total_steps": 12}
+    assert decide(Policy("checkpoint"), Saved(COS8, COS8), longer).policy == Policy("checkpoint")
+    assert decide(Policy("strict"), Saved(COS8, COS8), COS8).policy == Policy("strict")
+    # The flags give the schedule in force (saved by an earlier extend), not the request: the same schedule.
+    in_force_now = {"type": "SequentialLR", "milestones": [4], "schedulers": [COS8, longer]}
+    again = decide(Policy("strict"), Saved(in_force_now, COS8, "extend"), in_force_now)
+    assert again.change is False and again.record == "extend"
+
+
+def test_extend_to_a_run_that_has_already_ended_is_refused() -> None:
+    saved = {**COS8, "total_steps": 12}
+    decision = decide(Policy("extend"), Saved(saved, saved), COS8)
+    with pytest.raises(
+        ResumeError,
+        match=r"^--lr-resume-policy extend \(total_steps: 12 -> 8\): the new schedule must still be decaying at the "
+        r"resume step 10: schedule must still be above its final LR",
+    ):
+        in_force(decision, 10, [0.002], [LR])

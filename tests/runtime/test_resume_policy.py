@@ -468,6 +468,7 @@ def test_extend_refuses_what_it_cannot_refit_and_a_change_of_clock() -> None:
 def test_a_cooldown_rerun_with_the_same_command_continues_the_one_in_force() -> None:
     again = decide(Policy("cooldown", 3), Saved(COS8, COS8, "cooldown:3"), COS8)
     assert again.change is False and again.record == "cooldown:3"
+    assert (again.policy, again.new_spec) == (Policy("cooldown", 3), COS8)
     assert decide(Policy("cooldown", 4), Saved(COS8, COS8, "cooldown:3"), COS8).change is True
     assert decide(Policy("cooldown", 3), Saved(COS8, COS8), COS8).change is True
 
@@ -608,7 +609,11 @@ def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
 def test_a_decision_carries_its_policy_and_the_schedule_in_force_counts_as_asked() -> None:
     longer = {**COS8, "total_steps": 12}
     assert decide(Policy("checkpoint"), Saved(COS8, COS8), longer).policy == Policy("checkpoint")
-    assert decide(Policy("strict"), Saved(COS8, COS8), COS8).policy == Policy("strict")
+    assert decide(Policy("checkpoint"), Saved(COS8, COS8), longer).new_spec == longer
+    same = decide(Policy("strict"), Saved(COS8, COS8), COS8)
+    assert (same.policy, same.new_spec, same.change) == (Policy("strict"), COS8, False)
+    with pytest.raises(ResumeError, match=r"in:\n  warmup_steps: 2 -> 3\n  min_lr: 0\.001 -> 0\.002\nuse --lr-resume"):
+        decide(Policy("extend"), Saved(COS8, COS8), {**longer, "warmup_steps": 3, "min_lr": 0.002})
     # The flags give the schedule in force (saved by an earlier extend), not the request: the same schedule.
     in_force_now = {"type": "SequentialLR", "milestones": [4], "schedulers": [COS8, longer]}
     again = decide(Policy("strict"), Saved(in_force_now, COS8, "extend"), in_force_now)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,13 @@ from lrkit.runtime.resume import (
     Policy,
     ResumeError,
     Saved,
+    _last_key,
     cooldown_floors,
     decide,
     in_force,
     jump_report,
     parse_policy,
+    policy_argument,
     spec_diff,
 )
 from lrkit.train import checkpoint as ckpt
@@ -364,3 +368,285 @@ def test_cooldown_floors_are_where_each_groups_schedule_ends() -> None:
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": floor_a}, 1) == [1e-4]
     with pytest.raises(ValueError, match=r"^min_lr must have one value per param group \(1\), got 2 values"):
         cooldown_floors({"type": "PerGroup", "schedulers": [{**cosine, "min_lr": [1e-4, 1e-5]}]}, 1)
+
+
+# ---------------------------------------------------------------- the decisions, unit by unit (fast, exact)
+
+COS8 = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 8, "min_lr": FLOOR}
+TOKENS = {"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "total_steps": 800}}
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("x", "must be one of strict, checkpoint, override, extend, cooldown:N; got 'x'"),
+        ("cooldown:abc", "cooldown needs the number of decay steps N >= 1 (cooldown:N), got 'cooldown:abc'"),
+        ("cooldown:0", "cooldown needs the number of decay steps N >= 1 (cooldown:N), got 'cooldown:0'"),
+        ("strict:1", "strict takes no ':' argument, got 'strict:1'"),
+        ("cooldown:5:square", "cooldown shape must be one of linear, cosine, 1-sqrt, exponential, got 'square'"),
+    ],
+)
+def test_a_refused_policy_says_why(text: str, message: str) -> None:
+    expected = f"^{re.escape('--lr-resume-policy ' + message)}$"
+    with pytest.raises(ValueError, match=expected):
+        parse_policy(text)
+    with pytest.raises(argparse.ArgumentTypeError, match=expected):
+        policy_argument(text)
+
+
+def test_a_policy_parses_to_what_it_prints() -> None:
+    assert parse_policy(" cooldown:7: ") == Policy("cooldown", 7, None)
+    assert parse_policy("cooldown:1") == Policy("cooldown", 1, None)
+    assert policy_argument("cooldown:7:cosine") == Policy("cooldown", 7, "cosine")
+    for text in ("strict", "checkpoint", "override", "extend", "cooldown:7", "cooldown:7:exponential"):
+        assert str(parse_policy(text)) == text
+
+
+def test_saved_reads_a_payload_and_a_decision_says_what_the_next_checkpoint_records() -> None:
+    request = {**COS8, "total_steps": 12}
+    saved = Saved.from_payload({"scheduler_spec": COS8, "scheduler_request": request, "scheduler_resume_policy": "x"})
+    assert saved == Saved(COS8, request, "x")
+    assert Saved.from_payload({"scheduler_spec": COS8}) == Saved(COS8, COS8, None)
+    assert Saved.from_payload({"scheduler_spec": COS8, "scheduler_request": None}).request == COS8
+    kept = decide(Policy("checkpoint"), saved, {**COS8, "total_steps": 16})
+    assert (kept.change, kept.request, kept.record) == (False, request, "x")
+    changed = decide(Policy("override"), saved, {**COS8, "total_steps": 16})
+    assert (changed.change, changed.request, changed.record) == (True, {**COS8, "total_steps": 16}, "override")
+
+
+def test_decide_names_what_differs_for_each_policy() -> None:
+    saved, longer = Saved(COS8, COS8), {**COS8, "total_steps": 12}
+    other = {**longer, "warmup_steps": 3}
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "the schedule differs from the one in the checkpoint:\n  warmup_steps: 2 -> 3\n  total_steps: 8 -> 12\n"
+            "pass --lr-resume-policy checkpoint (keep the checkpoint's schedule), override (apply this one from the "
+            "current step, with an LR jump), extend (only the run length changed) or cooldown:N"
+        )
+        + "$",
+    ):
+        decide(Policy("strict"), saved, other)
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "--lr-resume-policy extend changes only the run length (total_steps, T_max, total_iters, "
+            "num_training_steps), but the schedule also differs from the one in run X in:\n  warmup_steps: 2 -> 3\n"
+            "use --lr-resume-policy override to apply another schedule"
+        )
+        + "$",
+    ):
+        decide(Policy("extend"), saved, other, where="run X")
+    kept = decide(Policy("checkpoint"), saved, longer, where="run X")
+    assert kept.notes == [
+        "--lr-resume-policy checkpoint: keeping the schedule of run X; the command line's schedule is ignored. "
+        "It differs in:\n  total_steps: 8 -> 12"
+    ]
+    assert decide(Policy("checkpoint"), saved, COS8).notes == []
+    assert decide(Policy("strict"), saved, {**COS8, "warmup_start_lr": 0.0}).change is False  # a default spelled out
+    assert decide(Policy("extend"), saved, longer).change is True
+    # Every length key may change under extend, nested too; nothing else may.
+    seq = {"type": "SequentialLR", "milestones": [3], "schedulers": [
+        {"type": "LinearLR", "total_iters": 3}, {"type": "CosineAnnealingLR", "T_max": 5}]}  # fmt: skip
+    seq_longer = json.loads(json.dumps(seq))
+    seq_longer["schedulers"][1]["T_max"] = 9
+    with pytest.raises(ResumeError, match=r"extend refits lrkit's LLM schedules .*not 'SequentialLR'"):
+        decide(Policy("extend"), Saved(seq, seq), seq_longer)
+
+
+def test_extend_refuses_what_it_cannot_refit_and_a_change_of_clock() -> None:
+    step_lr = {"type": "StepLR", "step_size": 2, "total_iters": 5}
+    with pytest.raises(
+        ResumeError,
+        match="^"
+        + re.escape(
+            "--lr-resume-policy extend refits lrkit's LLM schedules (WarmupLinear, WarmupCosine, WarmupPolynomial, "
+            "WSD, ...), not 'PureSchedule': use cooldown:N or override"
+        )
+        + "$",
+    ):
+        pure = {"type": "PureSchedule", "schedules": [S.Constant(LR).to_dict()], "total_steps": 3}
+        decide(Policy("extend"), Saved(pure, pure), {**pure, "total_steps": 4})
+    with pytest.raises(ResumeError, match=r"not 'StepLR': use cooldown:N or override$"):
+        decide(Policy("extend"), Saved(step_lr, step_lr), {**step_lr, "total_iters": 9})
+    for policy in (Policy("extend"), Policy("cooldown", 3)):
+        with pytest.raises(
+            ResumeError,
+            match="^"
+            + re.escape(
+                f"--lr-resume-policy {policy} continues on the clock of the schedule in force, which counts steps, "
+                "but the command line's schedule counts tokens: use --lr-resume-policy checkpoint or override"
+            )
+            + "$",
+        ):
+            decide(policy, Saved(COS8, COS8), TOKENS)
+        with pytest.raises(ResumeError, match=r"which counts tokens, but the command line's schedule counts steps"):
+            decide(policy, Saved(TOKENS, TOKENS), {**COS8, "total_steps": 900})
+
+
+def test_a_cooldown_rerun_with_the_same_command_continues_the_one_in_force() -> None:
+    again = decide(Policy("cooldown", 3), Saved(COS8, COS8, "cooldown:3"), COS8)
+    assert again.change is False and again.record == "cooldown:3"
+    assert (again.policy, again.new_spec) == (Policy("cooldown", 3), COS8)
+    assert decide(Policy("cooldown", 4), Saved(COS8, COS8, "cooldown:3"), COS8).change is True
+    assert decide(Policy("cooldown", 3), Saved(COS8, COS8), COS8).change is True
+
+
+def test_extend_on_the_token_clock_refits_on_that_clock() -> None:
+    longer = {**TOKENS, "schedule": {**TOKENS["schedule"], "total_steps": 1600}}
+    decision = decide(Policy("extend"), Saved(TOKENS, TOKENS), longer)
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy extend: the schedule counts tokens, and the trainer gave no clock$"
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    with pytest.raises(ResumeError, match=r"the trainer gave no clock$"):
+        in_force(decision, 4, [0.005], [LR], clock={"tokens": 400}, per_step={"tokens": 0})
+    spec, notes = in_force(decision, 4, [0.005], [LR], clock={"tokens": 400}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    refit = S.Refit(S.WarmupCosine(LR, 2, 1600, min_lr=FLOOR), 400, 0.005)
+    assert spec == {
+        "type": "Clocked",
+        "unit": "tokens",
+        "schedule": {"type": "PureSchedule", "schedules": [S.Sequence((before, refit), (400,)).to_dict()]},
+    }
+    assert notes == [
+        "--lr-resume-policy extend (schedule.total_steps: 800 -> 1600): the rest of the decay is refitted from the "
+        "LR in force 0.005 at step 4 (400 tokens) to the floor at tokens 1600"
+    ]
+
+
+def test_cooldown_on_the_token_clock_lasts_n_updates_of_tokens() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(TOKENS, TOKENS), TOKENS)
+    spec, notes = in_force(decision, 4, [0.005, 0.004], [LR, LR], clock={"tokens": 400}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    pieces = [S.Sequence((before, S.Decay(lr, 300, FLOOR, "linear")), (400,)).to_dict() for lr in (0.005, 0.004)]
+    assert spec == {"type": "Clocked", "unit": "tokens", "schedule": {"type": "PureSchedule", "schedules": pieces}}
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force [0.005, 0.004] at step 4 (400 tokens) to "
+        "min_lr [0.001, 0.001] at step 7 (700 tokens, at 100 tokens per step), then held"
+    ]
+    at_zero, _ = in_force(decision, 0, [LR], [LR], clock={"tokens": 0}, per_step={"tokens": 100})
+    assert at_zero["schedule"]["schedules"] == [S.Decay(LR, 300, FLOOR, "linear").to_dict()]
+
+
+def test_cooldown_in_steps_follows_the_saved_schedule_from_its_step() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(COS8, COS8), COS8)
+    spec, notes = in_force(decision, 4, [0.005], [LR])
+    piece = {"type": "PureSchedule", "schedules": [S.Decay(0.005, 3, FLOOR, "linear").to_dict()]}
+    assert spec == {"type": "SequentialLR", "milestones": [4], "schedulers": [COS8, piece]}
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force 0.005 at step 4 to min_lr 0.001 at step 7, "
+        "then held"
+    ]
+    at_zero, notes = in_force(decision, 0, [0.005], [LR])
+    assert at_zero == piece and "at step 0 to min_lr 0.001 at step 3," in notes[0]
+    at_one, _ = in_force(decision, 1, [0.005], [LR])
+    assert at_one["type"] == "SequentialLR" and at_one["milestones"] == [1]
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: min_lr must be in \[0\.0, inf\), got min_lr=-1\.0$"
+    ):
+        in_force(decide(Policy("cooldown", 3), Saved(COS8, COS8), {**COS8, "min_lr": -1.0}), 4, [0.005], [LR])
+    two = {**COS8, "min_lr": [0.1, 0.2]}
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: min_lr must have one value per param group \(1\)"
+    ):
+        in_force(decide(Policy("cooldown", 3), Saved(two, two), two), 4, [0.005], [LR])
+
+
+def test_override_puts_the_new_spec_in_force_as_it_is() -> None:
+    longer = {**COS8, "total_steps": 12}
+    assert in_force(decide(Policy("override"), Saved(COS8, COS8), longer), 4, [0.005], [LR]) == (longer, [])
+
+
+@pytest.mark.parametrize(
+    "line,key",
+    [
+        ("total_steps: 8 -> 12", "total_steps"),
+        ("milestones[0]: 3 -> 4", "milestones"),
+        ("schedulers[1].T_max: 5 -> 9", "T_max"),
+        ("schedule.schedulers[0].total_iters: 5 -> 9", "total_iters"),
+        ("schedulers[0].grid[1][2]: 5 -> 9", "grid"),
+        ("name: 'a: b' -> 'c'", "name"),
+    ],
+)
+def test_last_key_is_the_argument_a_diff_line_changes(line: str, key: str) -> None:
+    assert _last_key(line) == key
+
+
+def test_extend_notes_say_exactly_what_changed_and_where() -> None:
+    longer = {**COS8, "total_steps": 12}
+    current = [S.WarmupCosine(LR, 2, 12, min_lr=FLOOR)(4)]
+    _, notes = in_force(decide(Policy("extend"), Saved(COS8, COS8), longer), 4, current, [LR])
+    assert notes == ["--lr-resume-policy extend (total_steps: 8 -> 12): the new schedule is continuous at step 4"]
+    spelled = {**longer, "warmup_start_lr": 0.0}  # the same schedule, one default spelled out: two lines joined
+    _, notes = in_force(decide(Policy("extend"), Saved(COS8, COS8), spelled), 4, [0.005], [LR])
+    assert notes == [
+        "--lr-resume-policy extend (total_steps: 8 -> 12; warmup_start_lr: (absent) -> 0.0): the rest of the decay "
+        "is refitted from the LR in force 0.005 at step 4 to the floor at step 12"
+    ]
+    old = {"type": "HFSchedule", "name": "polynomial", "num_warmup_steps": 2, "num_training_steps": 8}
+    decision = decide(Policy("extend"), Saved(old, old), {**old, "num_training_steps": 16})
+    with pytest.raises(
+        ResumeError,
+        match=r"^--lr-resume-policy extend \(num_training_steps: 8 -> 16\) cannot refit HFSchedule 'polynomial': "
+        r".*; use cooldown:N or override$",
+    ):
+        in_force(decision, 4, [5e-3, 1e-3], [1e-2, 2e-3])
+
+
+def test_cooldown_of_a_per_group_spec_keyed_by_name_needs_the_group_names() -> None:
+    per_group = {"type": "PerGroup", "schedulers": {"head": {**COS8, "min_lr": 1e-4}, "body": {**COS8, "min_lr": 3e-5}}}
+    decision = decide(Policy("cooldown", 3), Saved(per_group, per_group), per_group)
+    spec, notes = in_force(decision, 4, [0.005, 0.004], [LR, LR], group_names=["body", "head"])
+    assert notes == [
+        "--lr-resume-policy cooldown:3: linear decay from the LR in force [0.005, 0.004] at step 4 to min_lr "
+        "[3e-05, 0.0001] at step 7, then held"
+    ]
+    decays = [S.Decay(0.005, 3, 3e-5, "linear").to_dict(), S.Decay(0.004, 3, 1e-4, "linear").to_dict()]
+    assert spec["schedulers"][1] == {"type": "PureSchedule", "schedules": decays}
+    with pytest.raises(ResumeError, match=r"^--lr-resume-policy cooldown:3: PerGroup: schedulers keyed by group name"):
+        in_force(decision, 4, [0.005, 0.004], [LR, LR])
+
+
+def test_cooldown_on_the_token_clock_needs_the_clock_and_joins_from_the_first_token() -> None:
+    decision = decide(Policy("cooldown", 3), Saved(TOKENS, TOKENS), TOKENS)
+    with pytest.raises(
+        ResumeError, match=r"^--lr-resume-policy cooldown:3: the schedule counts tokens, and the trainer gave no clock$"
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    spec, _ = in_force(decision, 1, [0.005], [LR], clock={"tokens": 1}, per_step={"tokens": 100})
+    before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
+    joined = S.Sequence((before, S.Decay(0.005, 300, FLOOR, "linear")), (1,)).to_dict()
+    assert spec["schedule"]["schedules"] == [joined]
+
+
+def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
+    assert cooldown_floors({**COS8, "min_lr": 2e-4, "schedule": {"min_lr": 5e-4}}, 1) == [2e-4]
+    assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "min_lr": 5e-4}}, 1) == [5e-4]
+
+
+def test_a_decision_carries_its_policy_and_the_schedule_in_force_counts_as_asked() -> None:
+    longer = {**COS8, "total_steps": 12}
+    assert decide(Policy("checkpoint"), Saved(COS8, COS8), longer).policy == Policy("checkpoint")
+    assert decide(Policy("checkpoint"), Saved(COS8, COS8), longer).new_spec == longer
+    same = decide(Policy("strict"), Saved(COS8, COS8), COS8)
+    assert (same.policy, same.new_spec, same.change) == (Policy("strict"), COS8, False)
+    with pytest.raises(ResumeError, match=r"in:\n  warmup_steps: 2 -> 3\n  min_lr: 0\.001 -> 0\.002\nuse --lr-resume"):
+        decide(Policy("extend"), Saved(COS8, COS8), {**longer, "warmup_steps": 3, "min_lr": 0.002})
+    # The flags give the schedule in force (saved by an earlier extend), not the request: the same schedule.
+    in_force_now = {"type": "SequentialLR", "milestones": [4], "schedulers": [COS8, longer]}
+    again = decide(Policy("strict"), Saved(in_force_now, COS8, "extend"), in_force_now)
+    assert again.change is False and again.record == "extend"
+
+
+def test_extend_to_a_run_that_has_already_ended_is_refused() -> None:
+    saved = {**COS8, "total_steps": 12}
+    decision = decide(Policy("extend"), Saved(saved, saved), COS8)
+    with pytest.raises(
+        ResumeError,
+        match=r"^--lr-resume-policy extend \(total_steps: 12 -> 8\): the new schedule must still be decaying at the "
+        r"resume step 10: schedule must still be above its final LR",
+    ):
+        in_force(decision, 10, [0.002], [LR])

@@ -254,16 +254,26 @@ def test_stored_arguments_win_over_constructor_arguments() -> None:
 # --------------------------------------------------------------------------- failed loads change nothing
 
 
-def _broken_states(name: str, good: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    cases: list[tuple[str, dict[str, Any]]] = []
+def _broken_states(name: str, good: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """``(what, broken state, the message it is refused with as a regex)``."""
+    cases: list[tuple[str, dict[str, Any], str]] = []
     other = "LinearLR" if good["type"] != "LinearLR" else "StepLR"
-    cases.append(("another class", {**good, "type": other}))
+    cases.append(("another class", {**good, "type": other}, f"^cannot load a {other} state into a {good['type']}$"))
     for key in good:
         if key not in ("type", "lr_lambdas", "spec"):  # optional: states saved before lrkit kept them
-            cases.append((f"missing {key}", {k: v for k, v in good.items() if k != key}))
-    cases.append(("last_epoch not an int", {**good, "last_epoch": "3"}))
-    cases.append(("one LR too few", {**good, "_last_lr": good["_last_lr"][:1]}))
-    cases.append(("not a dict", [good]))  # type: ignore[list-item]
+            refused = r"under '_schedulers', got None$" if key == "_schedulers" else rf"is missing keys \['{key}'\]$"
+            cases.append((f"missing {key}", {k: v for k, v in good.items() if k != key}, refused))
+    cases.append(
+        ("last_epoch not an int", {**good, "last_epoch": "3"}, r"^state\['last_epoch'\] must be an int, got '3'$")
+    )
+    cases.append(
+        (
+            "one LR too few",
+            {**good, "_last_lr": good["_last_lr"][:1]},
+            r"^state\['_last_lr'\] must be a list with one float per param group \(2\), got \[",
+        )
+    )
+    cases.append(("not a dict", [good], "^state_dict must be a dict, got list$"))  # type: ignore[list-item]
     return cases
 
 
@@ -282,20 +292,24 @@ def test_failed_load_changes_nothing(name: str) -> None:
     good = json.loads(json.dumps(other.state_dict()))
     cases = _broken_states(name, good)
     if "_schedulers" in good:
+        child = r"state\['_schedulers'\]\[1\]: "  # the deepest last child is named by its path
         deep = copy.deepcopy(good)
         _deepest_last_child(deep)["last_epoch"] = None  # malformed, deep inside, after good siblings
-        cases.append(("malformed deep child", deep))
+        cases.append(("malformed deep child", deep, child + r"state\['last_epoch'\] must be an int, got None$"))
         deep_missing = copy.deepcopy(good)
         del _deepest_last_child(deep_missing)["_last_lr"]
-        cases.append(("deep child missing a key", deep_missing))
+        cases.append(("deep child missing a key", deep_missing, child + r"\w+ state is missing keys \['_last_lr'\]$"))
         wrong_kind = copy.deepcopy(good)
         _deepest_last_child(wrong_kind)["type"] = "OneCycleLR"
-        cases.append(("deep child of another class", wrong_kind))
+        cases.append(("deep child of another class", wrong_kind, child + r"cannot load a OneCycleLR state into a \w+$"))
         too_few = copy.deepcopy(good)
         too_few["_schedulers"] = too_few["_schedulers"][:-1]
-        cases.append(("a child missing", too_few))
-    for what, broken in cases:
-        with pytest.raises(StateError):
+        n = len(good["_schedulers"])
+        cases.append(
+            ("a child missing", too_few, rf"^{good['type']} state must hold {n} child states under '_schedulers'")
+        )
+    for what, broken, refused in cases:
+        with pytest.raises(StateError, match=refused):
             scheduler.load_state_dict(broken)
         assert json.dumps(scheduler.state_dict()) == before, what
         assert [g["lr"] for g in optimizer.param_groups] == lrs_before, what

@@ -1,0 +1,367 @@
+"""The base scheduler's helpers and protocol (``lrkit.schedulers.base``), pinned where mutation testing
+found nothing that would notice a change: torch's own classes are the oracle wherever they do the same."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from torch.optim import lr_scheduler as torch_lr
+
+import lrkit
+from lrkit.schedulers import base
+
+pytestmark = pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before:UserWarning")
+
+
+def _sgd(*lrs: Any) -> torch.optim.SGD:
+    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs or (0.1,)])
+
+
+# ------------------------------------------------------------------ stepping
+
+
+def test_update_lr_without_an_epoch_steps_as_torchs_does() -> None:
+    """``_update_lr()`` is torch's private one-step update (torch's own composites call it): with no epoch it
+    advances one step, exactly as torch's."""
+    ours_opt, theirs_opt = _sgd(0.2, 0.05), _sgd(0.2, 0.05)
+    ours = lrkit.StepLR(ours_opt, step_size=2, gamma=0.5)
+    theirs = torch_lr.StepLR(theirs_opt, step_size=2, gamma=0.5)
+    for _ in range(5):
+        ours._update_lr()
+        theirs._update_lr()
+        assert ours.last_epoch == theirs.last_epoch
+        assert ours.get_last_lr() == theirs.get_last_lr()
+        assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in theirs_opt.param_groups]
+    assert ours.last_epoch == 5  # the control: it did advance
+
+
+def _epoch_warning(make: Any) -> warnings.WarningMessage:
+    scheduler = make(_sgd(0.1), step_size=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scheduler.step(2)  # the warning must point at this line's file, the caller's
+    (warning,) = [w for w in caught if "epoch" in str(w.message)]
+    return warning
+
+
+def test_step_with_an_epoch_warns_as_torch_does_at_the_callers_line() -> None:
+    ours, theirs = _epoch_warning(lrkit.StepLR), _epoch_warning(torch_lr.StepLR)
+    assert str(ours.message) == str(theirs.message) == base.EPOCH_DEPRECATION_WARNING
+    assert ours.category is theirs.category is UserWarning
+    assert ours.filename == theirs.filename == __file__
+    assert ours.lineno == theirs.lineno
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def test_short_keeps_a_repr_up_to_the_limit_and_cuts_a_longer_one_to_it() -> None:
+    assert base._short("x" * 78) == repr("x" * 78)  # 80 characters: kept
+    cut = base._short("x" * 79)  # 81 characters
+    assert cut == repr("x" * 79)[:65] + "... (81 chars)"
+    assert base._short(10**400) == str(10**400)[:65] + "... (401 chars)"
+    assert len(base._short(10**400)) == 80
+    assert base._short("abcdefghij" * 3, limit=20) == "'abcd... (32 chars)"
+
+
+def test_a_composite_names_a_child_that_is_not_an_lrkit_scheduler_or_is_bound_elsewhere() -> None:
+    optimizer = _sgd(0.1)
+    with pytest.raises(
+        TypeError,
+        match=r"^SequentialLR schedulers\[1\] must be an lrkit scheduler, got torch\.optim\.lr_scheduler\.StepLR$",
+    ):
+        lrkit.SequentialLR(optimizer, [lrkit.StepLR(optimizer, 2), torch_lr.StepLR(optimizer, 3)], milestones=[2])
+    with pytest.raises(
+        ValueError,
+        match=r"^ChainedScheduler expects all schedulers to belong to the same optimizer, but schedulers\[1\] "
+        r"\(ExponentialLR\) is bound to a different one$",
+    ):
+        lrkit.ChainedScheduler([lrkit.StepLR(optimizer, 2), lrkit.ExponentialLR(_sgd(0.1), 0.9)], optimizer)
+    lrkit.ChainedScheduler([lrkit.StepLR(optimizer, 2), lrkit.ExponentialLR(optimizer, 0.9)], optimizer)  # control
+
+
+def test_check_count_takes_ints_up_to_2_to_the_53() -> None:
+    assert base.check_count("n", base.MAX_COUNT) == 2**53
+    assert base.check_count("n", -1, minimum=-1) == -1
+    with pytest.raises(ValueError, match=r"^n must be an int in \[0, 2\*\*53\], got n=9007199254740993$"):
+        base.check_count("n", 2**53 + 1)
+    with pytest.raises(ValueError, match=r"^n must be an int in \[-1, 2\*\*53\], got n=10{64}\.\.\. \(401 chars\)$"):
+        base.check_count("n", 10**400, minimum=-1)
+    with pytest.raises(ValueError, match=r"^n must be an int >= 0, got n=-1$"):
+        base.check_count("n", -1)
+    with pytest.raises(TypeError, match=r"^n must be an int"):
+        base.check_count("n", True)
+
+
+def test_check_each_checks_every_entry_and_names_it() -> None:
+    assert base.check_each("lrs", (0.5, 1)) == [0.5, 1]
+    with pytest.raises(TypeError, match=r"^lrs must be a list of numbers, got lrs=0\.5$"):
+        base.check_each("lrs", 0.5)
+    with pytest.raises(ValueError, match=r"^lrs\[1\] must be"):
+        base.check_each("lrs", [0.5, -1.0], low=0.0)
+    with pytest.raises(TypeError, match=r"^lrs\[0\] must be a real number"):
+        base.check_each("lrs", ["0.5"])
+
+
+def test_state_value_names_the_key_and_the_stored_value() -> None:
+    def refuse(value: Any) -> Any:
+        raise ValueError("x must be > 0")
+
+    assert base.state_value("k", 3, lambda v: v + 1) == 4
+    with pytest.raises(base.StateError, match=r"^state\['k'\]=0\.5 is refused: x must be > 0$"):
+        base.state_value("k", torch.tensor(0.5), refuse)  # a Tensor is shown as the float it stores
+    with pytest.raises(base.StateError, match=r"^state\['k'\]='inf' is refused: x must be > 0$"):
+        base.state_value("k", float("inf"), refuse)
+    thing = object()
+    with pytest.raises(base.StateError, match=rf"^state\['k'\]={re.escape(repr(thing))} is refused"):
+        base.state_value("k", thing, refuse)  # not plain data: shown as it is
+    inner = base.StateError("already a state error")
+    with pytest.raises(base.StateError, match=r"^already a state error$") as raised:
+        base.state_value("k", 1, lambda v: (_ for _ in ()).throw(inner))
+    assert raised.value is inner
+
+
+@pytest.mark.parametrize(
+    "optimizer,error,match",
+    [
+        (
+            None,
+            TypeError,
+            r"^opt must be a torch\.optim\.Optimizer \(an object with a non-empty param_groups list\), "
+            r"got opt=NoneType$",
+        ),
+        (type("O", (), {"param_groups": []})(), TypeError, r"got opt=O$"),
+        (type("O", (), {"param_groups": ({"lr": 1.0},)})(), TypeError, r"got opt=O$"),
+        (type("O", (), {"param_groups": [{"lr": 1.0}, 5]})(), TypeError, r"got opt=O$"),
+        (
+            type("O", (), {"param_groups": [{"lr": 1.0}, {"momentum": 0.9}]})(),
+            ValueError,
+            r"^opt\.param_groups\[1\] has no 'lr' key$",
+        ),
+    ],
+    ids=["none", "no-groups", "a-tuple", "a-group-not-a-dict", "a-group-without-lr"],
+)
+def test_check_optimizer(optimizer: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        base.check_optimizer(optimizer, "opt")
+
+
+def test_check_optimizer_default_name_and_a_good_one() -> None:
+    base.check_optimizer(_sgd(0.1, 0.2))
+    with pytest.raises(TypeError, match=r"^optimizer must be .* got optimizer=int$"):
+        base.check_optimizer(3)
+
+
+def test_set_group_value_fills_a_tensor_in_place_and_replaces_anything_else() -> None:
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    group: dict[str, Any] = {"lr": lr, "momentum": 0.9}
+    base.set_group_value(group, "lr", 0.25)
+    assert group["lr"] is lr and lr.item() == 0.25
+    base.set_group_value(group, "momentum", 0.5)
+    base.set_group_value(group, "beta", 0.7)
+    assert group == {"lr": lr, "momentum": 0.5, "beta": 0.7}
+
+
+def test_group_lrs_and_group_values() -> None:
+    optimizer = _sgd(0.1, torch.tensor(0.2, dtype=torch.float64))
+    assert base.group_lrs(optimizer) == [0.1, 0.2]
+    assert all(type(v) is float for v in base.group_lrs(optimizer))
+    values = base.group_values(optimizer)
+    assert values[0] == 0.1 and type(values[0]) is float
+    tensor = optimizer.param_groups[1]["lr"]
+    assert isinstance(values[1], torch.Tensor) and values[1] is not tensor and values[1].dtype == torch.float64
+    assert values[1].item() == 0.2
+    tensors = _sgd(torch.tensor(0.1), torch.tensor(0.3))
+    copies = base.group_values(tensors)
+    assert [v.item() for v in copies] == [g["lr"].item() for g in tensors.param_groups]
+    assert all(c is not g["lr"] for c, g in zip(copies, tensors.param_groups))  # copies, never the groups' own
+    floats = _sgd(0.1, 0.3)
+    assert base.group_values(floats) == [0.1, 0.3]
+    floats.param_groups[0]["momentum"] = 0.9
+    assert base.group_values(floats, "momentum") == [0.9, 0]
+
+
+def test_like_is_a_tensor_of_the_templates_dtype_or_a_float() -> None:
+    template = torch.tensor(1.0, dtype=torch.float16)
+    value = base.like(template, 0.3)
+    assert (
+        isinstance(value, torch.Tensor)
+        and value.dtype == torch.float16
+        and value.item() == torch.tensor(0.3, dtype=torch.float16).item()
+    )
+    assert type(base.like(None, 3)) is float and base.like(2.0, 3) == 3.0
+
+
+def test_python_scalars_turns_numpy_scalars_into_python_numbers_everywhere() -> None:
+    np = pytest.importorskip("numpy")
+    array = np.array([1, 2])
+    function = abs
+    got = base.python_scalars(
+        {"a": np.int64(3), "b": [np.float32(0.5), (np.bool_(True), 2)], "c": array, "d": function, "e": np.float64(2.5)}
+    )
+    assert got["a"] == 3 and type(got["a"]) is int
+    assert got["b"][0] == 0.5 and type(got["b"][0]) is float
+    assert got["b"][1] == (True, 2) and type(got["b"][1]) is tuple and type(got["b"][1][0]) is bool
+    assert got["c"] is array and got["d"] is function
+    assert got["e"] == 2.5 and type(got["e"]) is float
+    assert type(base.python_scalars(np.int32(7))) is int
+
+
+def test_plain_makes_json_primitives() -> None:
+    np = pytest.importorskip("numpy")
+    assert base._plain(
+        {1: (True, None, 3, "s", 0.5), "t": torch.tensor(0.25), "inf": [float("inf"), -float("inf"), float("nan")]}
+    ) == {"1": [True, None, 3, "s", 0.5], "t": 0.25, "inf": ["inf", "-inf", "nan"]}
+    assert type(base._plain(np.float32(0.5))) is float
+    assert base._plain(torch.tensor(float("inf"))) == "inf"
+    with pytest.raises(TypeError, match=r"^cannot store object in a plain-data state: <object object at"):
+        base._plain(object())
+
+
+@pytest.mark.parametrize(
+    "current,value,same",
+    [
+        (True, False, True),
+        (True, 1, False),
+        (1, True, False),
+        (1, 2.5, True),
+        (1.0, 2, True),
+        (1, "1", False),
+        ("a", "b", True),
+        ("a", 1, False),
+        ([1, 2.0], [3], True),
+        ([1, 2.0], ["3"], False),
+        ((1, 2), [3, 4], True),
+        ([1, 2], (3, 4), False),
+        ([], ["x"], True),
+        (["x"], [1], True),
+        (None, "anything", True),
+    ],
+)
+def test_same_kind(current: Any, value: Any, same: bool) -> None:
+    assert base._same_kind(current, value) is same
+
+
+def test_decode_float() -> None:
+    assert [str(base.decode_float("k", v)) for v in ("inf", "-inf", "nan")] == ["inf", "-inf", "nan"]
+    assert base.decode_float("k", 3) == 3.0 and type(base.decode_float("k", 3)) is float
+    for bad in (True, "1.5", None):
+        with pytest.raises(base.StateError, match=rf"^state\['k'\] must be a number, got {re.escape(repr(bad))}$"):
+            base.decode_float("k", bad)
+
+
+# ------------------------------------------------------------------ construction and state
+
+
+def test_resuming_needs_every_groups_initial_lr_as_torch() -> None:
+    optimizer = _sgd(0.1, 0.2)
+    optimizer.param_groups[0]["initial_lr"] = 0.1
+    with pytest.raises(KeyError, match=r"param 'initial_lr' is not specified in param_groups\[1\]"):
+        torch_lr.StepLR(optimizer, 2, last_epoch=3)  # the oracle refuses it too
+    with pytest.raises(
+        KeyError,
+        match=r"param 'initial_lr' is not specified in param_groups\[1\] when resuming scheduler with last_epoch "
+        r">= 0 \(last_epoch=3\): load the optimizer state first, or use last_epoch=-1",
+    ):
+        lrkit.StepLR(optimizer, 2, last_epoch=3)
+
+
+def test_an_existing_initial_lr_is_kept_as_torch_keeps_it() -> None:
+    ours_opt, theirs_opt = _sgd(0.1, 0.2), _sgd(0.1, 0.2)
+    for optimizer in (ours_opt, theirs_opt):
+        optimizer.param_groups[1]["initial_lr"] = 0.4
+    ours, theirs = lrkit.StepLR(ours_opt, 2, 0.5), torch_lr.StepLR(theirs_opt, 2, 0.5)
+    assert ours.base_lrs == theirs.base_lrs == [0.1, 0.4]
+    for _ in range(3):
+        ours.step()
+        theirs.step()
+    assert ours.get_last_lr() == theirs.get_last_lr()
+
+
+def test_a_tensor_lr_state_loads_back_as_tensors_of_its_dtype() -> None:
+    lr = torch.tensor(0.1, dtype=torch.float64)
+    scheduler = lrkit.ExponentialLR(_sgd(lr, 0.05), 0.9)
+    scheduler.step()
+    state = scheduler.state_dict()
+    assert state["base_lrs"] == [0.1, 0.05] and all(type(v) is float for v in state["_last_lr"])
+    other = lrkit.ExponentialLR(_sgd(torch.tensor(0.3, dtype=torch.float64), 0.05), 0.9)
+    other.load_state_dict(state)
+    assert isinstance(other.base_lrs[0], torch.Tensor) and other.base_lrs[0].dtype == torch.float64
+    assert other.base_lrs[0].item() == 0.1 and type(other.base_lrs[1]) is float
+    assert [float(v) for v in other.get_last_lr()] == state["_last_lr"]
+
+
+def test_a_state_with_a_type_that_is_no_class_name_or_unknown_keys_is_refused() -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2)
+    state = scheduler.state_dict()
+    with pytest.raises(
+        base.StateError, match=r"^cannot load a 3 \(a 'type' that is no class name\) state into a StepLR$"
+    ):
+        scheduler.load_state_dict({**state, "type": 3})
+    with pytest.raises(
+        base.StateError,
+        match=r"^cannot load this state into StepLR: it has keys \['T_max', 'eta_min'\] that no StepLR state has "
+        r"\(a state of another class\?\); a StepLR state holds the keys \[",
+    ):
+        scheduler.load_state_dict({**state, "eta_min": 0.0, "T_max": 3})
+    with pytest.raises(base.StateError, match=r"it has keys \['1'\] that no StepLR state has"):
+        scheduler.load_state_dict({**state, 1: 0})
+    scheduler.load_state_dict({**state, "verbose": False, "_is_initial": False})  # torch's own extra keys: ignored
+
+
+def test_load_state_dict_policies() -> None:
+    saved = lrkit.StepLR(_sgd(0.1), 2, gamma=0.5)
+    saved.step()
+    state = saved.state_dict()
+    scheduler = lrkit.StepLR(_sgd(0.1), 3, gamma=0.5)
+    with pytest.raises(
+        base.StateError,
+        match=r"^StepLR\.load_state_dict\(policy='extend'\): a scheduler loads its state under 'strict' or "
+        r"'checkpoint'",
+    ):
+        scheduler.load_state_dict(state, policy="extend")
+    with pytest.raises(
+        base.StateError,
+        match=r"^the state was saved by another schedule than this StepLR's; it differs in:\n  step_size: 2 -> 3\n"
+        r"load_state_dict\(state, policy='checkpoint'\) keeps the saved schedule",
+    ):
+        scheduler.load_state_dict(state, policy="strict")
+    assert scheduler.to_spec()["step_size"] == 3  # nothing loaded
+    scheduler.load_state_dict(state)  # the drop-in classes' default: "checkpoint", the saved arguments win
+    assert scheduler.to_spec() == saved.to_spec() and scheduler.state_dict() == state
+    same = lrkit.StepLR(_sgd(0.1), 2, gamma=0.5)
+    same.load_state_dict(state, policy="strict")  # the same schedule loads under strict
+    assert same.state_dict() == state
+    no_spec = {k: v for k, v in state.items() if k != "spec"}
+    lrkit.StepLR(_sgd(0.1), 3, gamma=0.5).load_state_dict(no_spec, policy="strict")  # an older state: no spec
+
+
+def test_a_spec_holds_floats_where_the_arguments_were_tensors() -> None:
+    optimizer = _sgd(0.1, 0.2)
+    low = torch.tensor(0.01)
+    scheduler = lrkit.CyclicLR(optimizer, base_lr=[low, 0.02], max_lr=[torch.tensor(0.5), 1], cycle_momentum=False)
+    spec = scheduler.to_spec()
+    assert spec["base_lr"] == [float(low), 0.02] and [type(v) for v in spec["base_lr"]] == [float, float]
+    assert spec["max_lr"] == [0.5, 1] and [type(v) for v in spec["max_lr"]] == [float, int]  # the rest as given
+    assert "spec" in scheduler.state_dict()  # data: saved with the state
+
+
+def test_a_spec_keeps_the_arguments_as_given_and_is_a_copy() -> None:
+    """``gamma=1`` stays the int 1 in the spec (1 and 1.0 fingerprint differently, so a float would read as another
+    schedule on resume), and changing a returned spec changes nothing in the scheduler."""
+    from lrkit.schedulers.llm import PureSchedule
+    from lrkit.spec import spec_fingerprint
+
+    step = lrkit.StepLR(_sgd(0.1), 4, gamma=1)
+    assert step.to_spec() == {"type": "StepLR", "step_size": 4, "gamma": 1} and type(step.to_spec()["gamma"]) is int
+    assert spec_fingerprint(step.to_spec()) == spec_fingerprint({"type": "StepLR", "step_size": 4, "gamma": 1})
+    cosine = lrkit.CosineAnnealingLR(_sgd(0.1), 7, eta_min=0)
+    assert type(cosine.to_spec()["eta_min"]) is int
+    pure = PureSchedule(_sgd(0.1), [{"type": "Constant", "value": 0.1}])
+    spec = pure.to_spec()
+    spec["schedules"][0]["value"] = 0.5
+    assert pure.to_spec() == {"type": "PureSchedule", "schedules": [{"type": "Constant", "value": 0.1}]}

@@ -284,6 +284,7 @@ class ScheduleConfig:
             lengths in optimizer steps.
         warmup, total, decay: lengths as quantities (``2000``, ``50Mtok``, ``1.5Msamples``, ``0.01dur``).
         min_lr, warmup_start_lr: absolute LRs.
+        power_coefficient, power_exponent: the power scheduler's ``a`` and ``b`` in ``min(lr, a * t ** b)``.
         backend: build the schedule with ``lrkit``'s classes or ``torch``'s own (``--scheduler-backend``).
         resume_policy: what ``--resume`` does with a schedule that differs from the checkpoint's: ``strict``,
             ``checkpoint``, ``override``, ``extend`` or ``cooldown:N[:SHAPE]`` (``--lr-resume-policy``).
@@ -311,6 +312,8 @@ class ScheduleConfig:
     decay_shape: str | None = _field(None)
     warmup_shape: str | None = _field(None)
     power: float | None = _field(None)
+    power_coefficient: float | None = _field(None)
+    power_exponent: float | None = _field(None)
     timescale: int | None = _field(None)
     cycle_steps: int | None = _field(None)
     cycle_mult: int | None = _field(None)

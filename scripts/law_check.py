@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ import numpy as np
 
 from lrkit.schedules import laws
 from lrkit.tools.law import read_run
+from lrkit.train.rundir import RunDirError, RunDirLock
 
 GOAL_FINAL_REL = 0.01  # the largest final-loss error the issue accepts on a held-out schedule
 
@@ -118,7 +120,13 @@ def train_all(runs: list[Run], args: argparse.Namespace) -> None:
             run, argv = todo.pop(0)
             run_dir = args.out / run.name
             if run_dir.exists():
-                subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+                lock = RunDirLock(run_dir)
+                try:
+                    lock.acquire()  # a trainer still running there (another check, a user) keeps its run
+                except RunDirError as err:
+                    sys.exit(f"law-check: not retraining {run.name}: {err}")
+                lock.release()
+                shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             log = (args.out / f"{run.name}.log").open("wb")
             print(f"  {run.name:<16} training {run.steps} updates ...", flush=True)

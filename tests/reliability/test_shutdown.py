@@ -60,10 +60,19 @@ RUN = [
 
 @pytest.fixture(autouse=True)
 def _handlers_stay_put() -> Iterator[None]:
-    """Every test leaves SIGINT's, SIGTERM's and SIGUSR1's handlers as it found them (a run restores them)."""
+    """Every test leaves SIGINT's, SIGTERM's and SIGUSR1's handlers as it found them (a run restores them).
+
+    The tests send SIGINT as a terminal's Ctrl-C would. A test runner started with SIGINT ignored (a background
+    job of a non-interactive shell: ``make test &`` in a script) would pass that on, and a run rightly leaves an
+    ignored SIGINT ignored; so each test starts with Python's default SIGINT handler, and the inherited one is
+    put back after it."""
+    inherited = signal.getsignal(signal.SIGINT)
+    if inherited is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     before = {sig: signal.getsignal(sig) for sig in SIGNALS}
     yield
     assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
+    signal.signal(signal.SIGINT, inherited)
 
 
 def _signal_at(monkeypatch: pytest.MonkeyPatch, at: dict[int, list[signal.Signals]]) -> None:

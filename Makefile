@@ -48,9 +48,9 @@ align: setup
 align-layouts: setup
 	$(BIN)/lrkit align --layouts
 
-# The loss-law evidence (docs/loss-laws.md): 9 runs of the tiny GPT-2 with a shuffled sampler, a law fitted on two,
+# The loss-law evidence (docs/loss-laws.md): 8 runs of the tiny GPT-2 with a shuffled sampler, a law fitted on two,
 # the other schedules predicted and the tuned one trained; prints the table. Finished runs in runs/law-check are reused.
-# Another fit of the same runs: make law-check LAW_CHECK_FLAGS="--fit-on constant,wsd-20%-1-sqrt".
+# Another fit of the same runs: make law-check LAW_CHECK_FLAGS="--fit-on constant,cosine,wsd-20%-1-sqrt".
 law-check: setup
 	$(BIN)/python scripts/law_check.py --out runs/law-check $(LAW_CHECK_FLAGS)
 

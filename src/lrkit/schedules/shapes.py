@@ -515,26 +515,7 @@ class WSD(Schedule):
         peak = _lr_field(self, "peak_lr")
         warmup = _int_field(self, "warmup_steps", 0)
         total = _int_field(self, "total_steps", 1)
-        if (self.decay_steps is None) == (self.decay_fraction is None):
-            raise ValueError(
-                "WSD needs exactly one of decay_steps or decay_fraction, got "
-                f"decay_steps={self.decay_steps!r}, decay_fraction={self.decay_fraction!r}"
-            )
-        if self.decay_fraction is not None:
-            _real_field(self, "decay_fraction", low=0.0, high=1.0, low_open=True)
-        else:
-            _int_field(self, "decay_steps", 1)
-        decay = self.decay_length
-        if decay < 1:
-            raise ValueError(
-                f"decay_fraction * total_steps must round to at least 1 step, "
-                f"got decay_fraction={self.decay_fraction!r}, total_steps={total}"
-            )
-        if warmup + decay > total:
-            raise ValueError(
-                f"warmup_steps + decay steps must be <= total_steps, got warmup_steps={warmup}, "
-                f"decay steps={decay}, total_steps={total}"
-            )
+        _checked_decay_length(self, "WSD", warmup, total)
         check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
         min_lr = _lr_field(self, "min_lr", peak)
         if self.decay_shape == "exponential" and not min_lr > 0:
@@ -755,6 +736,28 @@ def _one_of_decay_lengths(name: str, decay_steps: Any, decay_fraction: Any) -> N
         )
 
 
+def _checked_decay_length(schedule: Any, name: str, warmup: int, total: int) -> int:
+    """The final decay's length of ``schedule`` (its ``decay_steps``, or ``decay_fraction`` of ``total``), checked:
+    exactly one of the two given, at least 1 step, and ``warmup + decay <= total``."""
+    _one_of_decay_lengths(name, schedule.decay_steps, schedule.decay_fraction)
+    if schedule.decay_fraction is not None:
+        _real_field(schedule, "decay_fraction", low=0.0, high=1.0, low_open=True)
+    else:
+        _int_field(schedule, "decay_steps", 1)
+    decay = int(schedule.decay_length)
+    if decay < 1:
+        raise ValueError(
+            f"decay_fraction * total_steps must round to at least 1 step, "
+            f"got decay_fraction={schedule.decay_fraction!r}, total_steps={total}"
+        )
+    if warmup + decay > total:
+        raise ValueError(
+            f"warmup_steps + decay steps must be <= total_steps, got warmup_steps={warmup}, "
+            f"decay steps={decay}, total_steps={total}"
+        )
+    return decay
+
+
 @dataclass(frozen=True)
 class WSDS(Schedule):
     """WSD-S, cyclic Warmup-Stable-Decay: a warmup, then cycles of stable + decay, each ending at a branch point.
@@ -950,22 +953,7 @@ class PowerLR(Schedule):
                 )
         else:
             total = _int_field(self, "total_steps", 1)
-            _one_of_decay_lengths("PowerLR", self.decay_steps, self.decay_fraction)
-            if self.decay_fraction is not None:
-                _real_field(self, "decay_fraction", low=0.0, high=1.0, low_open=True)
-            else:
-                _int_field(self, "decay_steps", 1)
-            decay = self.decay_length
-            if decay < 1:
-                raise ValueError(
-                    f"decay_fraction * total_steps must round to at least 1 step, "
-                    f"got decay_fraction={self.decay_fraction!r}, total_steps={total}"
-                )
-            if warmup + decay > total:
-                raise ValueError(
-                    f"warmup_steps + decay steps must be <= total_steps, got warmup_steps={warmup}, "
-                    f"decay steps={decay}, total_steps={total}"
-                )
+            _checked_decay_length(self, "PowerLR", warmup, total)
         check_choice("decay_shape", self.decay_shape, DECAY_SHAPES)
         top = self.power_law(self.total_steps - self.decay_length) if self.total_steps is not None else math.inf
         min_lr = _lr_field(self, "min_lr", top, "power(total_steps - decay steps)")

@@ -229,6 +229,7 @@ def _rank(rank: int, init_file: str, results: Any, skew: bool) -> None:
         except ScheduleError as err:
             error = str(err)
         results[rank] = (lrs, schedule.steps, error, [p.detach().clone() for p in model.parameters()])
+        dist.barrier()  # leave together: gloo aborts a rank torn down while its peer is still in a collective
     finally:
         dist.destroy_process_group()
 

@@ -68,6 +68,7 @@ def _worker(rank: int, world: int, port: int) -> None:
             _step(reference, reference_params, step)
             _step(resumed, resumed_params, step)
         assert all(torch.equal(p, q) for p, q in zip(resumed_params, reference_params))
+        dist.barrier()  # leave together: gloo aborts a rank torn down while its peer is still in a collective
     finally:
         dist.destroy_process_group()
 

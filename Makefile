@@ -64,8 +64,11 @@ upstream: setup
 
 # Mutation testing of the pure and state layers ([tool.mutmut] in pyproject.toml), on demand, not in make test.
 # It has its own venv without lrkit installed: mutmut's copy in mutants/ must be the lrkit that is imported.
-# MUTANTS narrows the run, e.g. make mutate MUTANTS='lrkit.schedules.torch_formulas*'.
+# It runs in a scratch copy, .mutate/. MODULE narrows it to one or more modules (only theirs are generated):
+#   make mutate MODULE=src/lrkit/schedules/shapes.py
+#   make mutate MODULE=lrkit.schedulers.base MUTATE_CHILDREN=1 MUTANTS='lrkit.schedulers.base.x_short*'
 MUTATE_VENV := .venv-mutate
+MUTATE_CHILDREN ?= 2
 $(MUTATE_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(MUTATE_VENV)
 	$(MUTATE_VENV)/bin/pip install -q --upgrade pip
@@ -74,9 +77,8 @@ $(MUTATE_VENV)/.installed: pyproject.toml
 	touch $@
 
 mutate: $(MUTATE_VENV)/.installed
-	rm -rf mutants
-	PYTHONPATH=src $(MUTATE_VENV)/bin/mutmut run --max-children 2 $(MUTANTS)
-	$(MUTATE_VENV)/bin/python scripts/mutation_report.py --mutmut $(MUTATE_VENV)/bin/mutmut
+	$(MUTATE_VENV)/bin/python scripts/mutate.py --children $(MUTATE_CHILDREN) \
+		--mutmut $(abspath $(MUTATE_VENV))/bin/mutmut $(MODULE) $(if $(MUTANTS),--mutants $(MUTANTS))
 
 # Weight averaging as a cooldown (issue 17), on demand: WSD with a 20% decay, a constant LR with --ema and
 # --average-last, and both; 3 runs of 1000 updates of the tiny model, 2 at a time, one thread each (its wall time is not measured yet).

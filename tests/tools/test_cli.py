@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -317,3 +319,16 @@ def test_the_module_runs_as_a_script():
     )
     assert result.returncode == 0, result.stderr
     assert "lrkit preview: WarmupCosine" in result.stdout
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    """``lrkit preview | head -1``: a closed pipe ends the command quietly, with SIGPIPE's status (128 + 13)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "lrkit.cli", "preview", *COSINE], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True, check=False)
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""
+    assert result.returncode == 128 + signal.SIGPIPE

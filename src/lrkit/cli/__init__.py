@@ -7,6 +7,7 @@ The top layer: it only dispatches. Each command imports its module (and so torch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -132,3 +133,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except BrokenPipeError:  # `lrkit preview | head`: the reader left early; stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush must not raise again
+        return 128 + 13  # SIGPIPE's exit status

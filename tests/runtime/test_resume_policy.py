@@ -368,6 +368,10 @@ def test_cooldown_floors_are_where_each_groups_schedule_ends() -> None:
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": floor_a}, 1) == [1e-4]
     with pytest.raises(ValueError, match=r"^min_lr must have one value per param group \(1\), got 2 values"):
         cooldown_floors({"type": "PerGroup", "schedulers": [{**cosine, "min_lr": [1e-4, 1e-5]}]}, 1)
+    with pytest.raises(TypeError, match=r"^min_lr must be a real number, got min_lr='1e-4' \(str\)"):
+        cooldown_floors({**cosine, "min_lr": [0.0, "1e-4"]}, 2)  # a floor is never read from a string
+    with pytest.raises(ValueError, match=r"^min_lr must be finite, got min_lr=nan"):
+        cooldown_floors({"type": "PerGroup", "schedulers": [{**cosine, "min_lr": float("nan")}]}, 1)
 
 
 # ---------------------------------------------------------------- the decisions, unit by unit (fast, exact)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lrkit import schedules as S
-from lrkit.schedules._checks import check_per_group
+from lrkit.schedules._checks import check_per_group, check_real
 from lrkit.schedules.codec import spec_diff
 from lrkit.spec import spec_class, spec_fingerprint
 from lrkit.spec.clocked import spec_clock_unit
@@ -239,8 +239,8 @@ def cooldown_floors(
         from lrkit.spec.groups import per_group_children
 
         children = per_group_children(spec, group_names, num_groups)
-        return [float(check_per_group("min_lr", child.get("min_lr", 0.0), 1)[0]) for child in children]
-    return [float(f) for f in check_per_group("min_lr", spec.get("min_lr", 0.0), num_groups)]
+        return [check_real("min_lr", check_per_group("min_lr", child.get("min_lr", 0.0), 1)[0]) for child in children]
+    return [check_real("min_lr", f) for f in check_per_group("min_lr", spec.get("min_lr", 0.0), num_groups)]
 
 
 def in_force(

@@ -40,6 +40,7 @@ import torch
 from lrkit.runtime import TrainingSchedule
 from lrkit.runtime.resume import ResumeError
 from lrkit.schedulers.base import StateError
+from lrkit.schedules.batch import BatchRamp
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.errors import TrainError
 
@@ -192,13 +193,16 @@ def schedule_lrs(payload: Mapping[str, Any], where: str = "the checkpoint") -> d
         HyperparamScheduler(None if key == GRAD_CLIP else scratch, key, saved["schedules"])
         for key, saved in (state.get("hparams") or {}).items()
     ]
+    ramp = state.get("batch_ramp")
+    batch_ramp = BatchRamp.from_dict(ramp, f"{where}: state['batch_ramp']") if ramp is not None else None
     schedule = TrainingSchedule(
         state["scheduler_spec"],
         scratch,
         backend=state.get("scheduler_backend", "lrkit"),
-        tokens_per_step=state.get("tokens_per_step"),
+        tokens_per_step=state.get("tokens_per_step") if batch_ramp is None else None,
         sequence_length=sequence_length,
         hparams=hparams,
+        batch_ramp=batch_ramp,
     )
     schedule.load_state_dict(state, policy="strict", where=where)  # the spec asked for is the saved one: no change
     now = schedule.lrs()

@@ -43,7 +43,7 @@ from typing import Any
 
 from lrkit.runtime.resume import parse_policy
 from lrkit.schedules.batch import LR_SCALING_RULES, BatchRamp, BatchRampError, parse_batch_ramp
-from lrkit.schedules.clock import Quantity, RateError, Rates, steps_to_reach
+from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
 from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train.data import DATA_ORDERS
 from lrkit.train.errors import ConfigError, TrainError
@@ -963,15 +963,14 @@ class TrainConfig:
         if schedule.total_steps is None and schedule.total is None:
             schedule = replace(schedule, total_steps=batch.num_iterations)
         rates = Rates(None if ramp is not None else tokens_per_step, self.batch.sequence_length)
-        try:
+        ramped = (
+            "--batch-size-schedule makes the tokens per step vary: give the schedule's lengths all in tokens or "
+            "samples (--warmup 50Mtok --total 10Btok), or all in steps"
+        )
+        if ramp is not None:
+            spec = spec_from_args(schedule.flags(), rates=rates, missing_rate=ramped)
+        else:
             spec = spec_from_args(schedule.flags(), rates=rates)
-        except RateError as err:
-            if ramp is None:
-                raise
-            raise RateError(
-                f"{err}, which --batch-size-schedule makes vary: give the schedule's lengths all in tokens or "
-                "samples (--warmup 50Mtok --total 10Btok), or all in steps"
-            ) from None
         return replace(self, batch=batch, schedule=replace(schedule, spec=spec))
 
 

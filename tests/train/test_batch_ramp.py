@@ -14,6 +14,7 @@ import torch
 import lrkit
 from lrkit import schedules as S
 from lrkit.tools.flags import ScheduleFlagError
+from lrkit.train.checkpoint_command import inspect_checkpoint
 from lrkit.train.config import TrainConfig
 from lrkit.train.errors import ConfigError, TrainError
 from tests.conftest import CHAINED, chained_run, megatron_batch, parse, trace, train_error_of, train_run
@@ -51,6 +52,9 @@ def test_a_step_schedule_keeps_counting_steps_and_a_resume_mid_ramp_is_exact(tmp
     step 4, where the batch is about to grow, the run gives the straight run's LRs, batches and losses."""
     straight = chained_run(tmp_path / "a", *RAMP, "--num-iterations", "8")
     chained_run(tmp_path / "b", *RAMP, "--num-iterations", "4", "--save-interval", "4")
+    info = inspect_checkpoint(tmp_path / "b")  # `lrkit checkpoint inspect`: the LRs of steps 5 and 6
+    assert (info["lr"]["now"], info["lr"]["next"]) == (straight[4]["lr"], straight[5]["lr"])
+    assert info["batch_ramp"]["lr_scaling"] == "linear"
     resumed = chained_run(tmp_path / "b", *RAMP, "--num-iterations", "8", "--resume", "auto")
     assert trace(resumed) == trace(straight)
     batches = [(r["batch_sequences"], r["grad_accum"], r["tokens"]) for r in straight]

@@ -17,7 +17,17 @@ from lrkit.tools.flags import ScheduleFlagError
 from lrkit.train.checkpoint_command import inspect_checkpoint
 from lrkit.train.config import TrainConfig
 from lrkit.train.errors import ConfigError, TrainError
-from tests.conftest import CHAINED, chained_run, megatron_batch, parse, trace, train_error_of, train_run
+from lrkit.train.metrics import read_metrics
+from tests.conftest import (
+    CHAINED,
+    chained_run,
+    megatron_batch,
+    parse,
+    torchrun,
+    trace,
+    train_error_of,
+    train_run,
+)
 
 SEQUENCE = 32  # TINY's --sequence-length; its --batch-size is 2 (the ramp's grid with one rank)
 
@@ -73,6 +83,18 @@ def test_a_step_schedule_keeps_counting_steps_and_a_resume_mid_ramp_is_exact(tmp
         oracle.step()
 
 
+def test_a_skipped_update_does_not_move_the_ramp(tmp_path: Path) -> None:
+    """The fp16 GradScaler skips update 4: the clock stays, so update 5 reads update 4's batch again."""
+    records = chained_run(tmp_path, *RAMP, "--num-iterations", "6", "--dtype", "float16", "--inject-inf-grad-at", "4")
+    assert [r["skipped"] for r in records] == [False, False, False, True, False, False]
+    clock, expected = 0, []
+    for record in records:
+        expected.append(megatron_batch(2, 2, 6, 384, clock))
+        clock += 0 if record["skipped"] else expected[-1] * SEQUENCE
+    assert [r["batch_sequences"] for r in records] == expected and expected[3] == expected[4] == 4
+    assert [r["tokens"] for r in records] == list(np.cumsum([b * SEQUENCE for b in expected]))
+
+
 def test_a_resume_with_another_ramp_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     chained_run(tmp_path, *RAMP, "--num-iterations", "2", "--save-interval", "2")
     other = [RAMP[0], "linear:2:6:768tok", *RAMP[2:]]
@@ -125,3 +147,18 @@ def test_the_ramp_is_config_data_that_round_trips_through_toml() -> None:
     config = TrainConfig.from_args(parse(*ramp))
     assert TrainConfig.from_toml(config.to_toml()) == config
     assert json.loads(json.dumps(config.to_dict()))["batch"]["lr_scaling"] == "sqrt"
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_under_ddp_the_ramp_reads_the_batches_of_one_process(tmp_path: Path) -> None:
+    """2 ranks of 1 sequence per micro-batch against 1 process of 2: the same grid, so the same global batch,
+    accumulation and LR every update (ranks equal, --check-lr-sync), the same loss up to summation order."""
+    flags = [*RAMP, "--num-iterations", "8", "--lr-scheduler", json.dumps(CHAINED)]
+    torchrun(2, "--run-dir", str(tmp_path / "ddp"), *flags, "--batch-size", "1", "--check-lr-sync")
+    ddp = read_metrics(tmp_path / "ddp" / "metrics.jsonl")
+    one = train_run(tmp_path / "one", *flags)
+    fields = ("step", "batch_sequences", "grad_accum", "tokens", "lr")
+    assert [[r[k] for k in fields] for r in ddp] == [[r[k] for k in fields] for r in one]
+    assert [r["loss"] for r in ddp] == pytest.approx([r["loss"] for r in one], rel=1e-6)
+    assert {r["grad_accum"] for r in ddp} == {1, 2, 3}

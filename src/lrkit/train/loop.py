@@ -21,15 +21,15 @@ Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or 
 advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
 schedule's time at which ``"lr"`` was set (tokens or samples of the successful updates before this
 step), so ``lr == schedule(clock)``. A ``--total`` in tokens or samples without ``--num-iterations``
-sets the run length to ``ceil((total - clock) / per step)`` more steps.
-``"batch_sequences"`` and ``"grad_accum"`` are the update's global batch (sequences) and micro-batches per rank.
+sets the run length to ``ceil((total - clock) / per step)`` more steps. Checkpoints hold the clocks and the
+tokens per step, so a resume may change ``--total-batch-size``: a schedule in tokens stays continuous in
+tokens; one in steps stays continuous in steps (a note says the batch changed). ``"batch_sequences"`` and
+``"grad_accum"`` are the update's global batch (sequences) and micro-batches per rank.
 
 A batch-size ramp (``--batch-size-schedule``, :mod:`lrkit.schedules.batch`) sizes each update from the token
 clock: ``B(clock)`` sequences, ``B / (batch_size x dp)`` micro-batches; the scheduler advances by that update's
 tokens and the ``--batch-lr-scaling`` factor multiplies its LRs (:class:`~lrkit.runtime.TrainingSchedule`).
-Checkpoints hold the clock and the ramp, so a resume continues both exactly. Checkpoints hold the clocks
-and the tokens per step, so a resume may change ``--total-batch-size``: a schedule in tokens stays
-continuous in tokens; one in steps stays continuous in steps (a note says the batch changed).
+Checkpoints hold the clock and the ramp, so a resume continues both exactly.
 
 Param groups and the other hyperparameters (:mod:`lrkit.train.optim`): with named groups
 (``--param-groups parts|layers``, ``--layer-decay``) the record adds ``"lr_groups"``, the groups' names in

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,13 @@ def wait_for_records(path: Path, count: int, proc: subprocess.Popen[Any], limit_
             return
         time.sleep(0.01)
     raise AssertionError(f"{path} did not reach {count} records (exit code {proc.poll()})")
+
+
+def megatron_batch(start: int, increment: int, end: int, ramp: int, consumed: int) -> int:
+    """The global batch of Megatron-LM's ``--rampup-batch-size START INCREMENT RAMP`` after ``consumed`` units
+    (its ``RampupBatchsizeNumMicroBatchesCalculator.update``, with exact fractions): one ``increment`` every
+    ``ramp / num_increments`` units, the end batch past the ramp. The oracle of lrkit's batch ramp."""
+    if consumed > ramp or start == end:
+        return end
+    num_increments = (end - start) // increment
+    return start + math.floor(consumed / Fraction(ramp, num_increments)) * increment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from typing import Any
 
@@ -14,6 +15,7 @@ from lrkit import schedules as S
 from lrkit.runtime.resume import ResumeError
 from lrkit.runtime.schedule import ScheduleError, TrainingSchedule
 from lrkit.schedulers.hparams import HyperparamScheduler
+from lrkit.schedules.batch import BatchRamp
 
 COSINE = {"type": "WarmupCosine", "warmup_steps": 3, "total_steps": 12, "min_lr": 1e-4}
 STEP = {"type": "StepLR", "step_size": 2, "gamma": 0.5}
@@ -156,3 +158,78 @@ def test_override_reports_the_jump_and_a_plateau_can_be_put_in_force():
     assert second.lrs() == [1e-2, 1e-2]  # a plateau schedule starts at the peak
     second.step(metric=1.0)
     assert second.to_spec() == PLATEAU
+
+
+# ----------------------------------------------------------------------------- a batch-size ramp
+
+RAMP = BatchRamp(start=2, end=8, ramp_tokens=640, increment=2, lr_scaling="sqrt")
+
+
+def ramped_lrs(spec: dict[str, Any], backend: str, ramp: Any, updates: int, sequence_length: int = 32) -> tuple:
+    """Each update's LRs, clock and batch under ``ramp``, stepping with the ramp's tokens (as the trainer does)."""
+    schedule = TrainingSchedule(spec, optimizer(), backend=backend, sequence_length=sequence_length, batch_ramp=ramp)
+    seen = []
+    for _ in range(updates):
+        seen.append((schedule.lrs(), schedule.clock["tokens"], schedule.batch_sequences()))
+        schedule.optimizer.step()
+        schedule.step(tokens=schedule.tokens_per_step)
+    return seen, schedule
+
+
+@pytest.mark.parametrize("backend", ["lrkit", "torch"])
+@pytest.mark.parametrize("spec", [STEP, COSINE, TOKENS], ids=["StepLR", "WarmupCosine", "Clocked"])
+def test_the_ramps_lr_scaling_multiplies_the_schedule_it_would_follow_unscaled(spec: dict, backend: str) -> None:
+    """The oracle: the same schedule with the same tokens and no scaling, times (B / start) ** 1/2 at each clock.
+    StepLR is chainable on torch's backend (it reads the LR it set): the factor must not compound into it."""
+    scaled, _ = ramped_lrs(spec, backend, RAMP, 14)
+    plain, _ = ramped_lrs(spec, backend, BatchRamp(2, 8, 640, 2, lr_scaling="none"), 14)
+    assert [clock for _, clock, _ in scaled] == [clock for _, clock, _ in plain]
+    assert [b for _, _, b in scaled] == [RAMP.sequences(clock) for _, clock, _ in scaled]
+    assert {b for _, _, b in scaled} == {2, 4, 6, 8}
+    for (lrs, _, batch), (base, _, _) in zip(scaled, plain):
+        assert lrs == [lr * math.sqrt(batch / 2) for lr in base]
+
+
+@pytest.mark.parametrize("backend", ["lrkit", "torch"])
+def test_a_ramped_schedule_resumed_mid_ramp_continues_exactly(backend: str) -> None:
+    straight, _ = ramped_lrs(STEP, backend, RAMP, 12)
+    _, first = ramped_lrs(STEP, backend, RAMP, 5)
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["batch_ramp"] == RAMP.to_dict()
+    assert state["tokens_per_step"] == RAMP.sequences(state["clock"]["tokens"]) * 32  # the next update's
+    opt = optimizer()
+    opt.load_state_dict(first.optimizer.state_dict())  # the scaled LRs, as a checkpoint holds them
+    resumed = TrainingSchedule(STEP, opt, backend=backend, sequence_length=32, batch_ramp=RAMP)
+    assert resumed.load_state_dict(state) == []
+    rest = []
+    for _ in range(7):
+        rest.append((resumed.lrs(), resumed.clock["tokens"], resumed.batch_sequences()))
+        opt.step()
+        resumed.step(tokens=resumed.tokens_per_step)
+    assert rest == straight[5:]
+
+
+def test_a_checkpoint_of_another_batch_ramp_is_refused_and_changes_nothing() -> None:
+    _, first = ramped_lrs(COSINE, "lrkit", RAMP, 4)
+    state = first.state_dict()
+    other = BatchRamp(2, 8, 1280, 2, lr_scaling="sqrt")
+    for ramp, match in [
+        (other, r"ramps the batch as linear:2:8:640tok:2 with sqrt LR scaling, and this run asks for linear:2:8:1280"),
+        (None, r"ramps the batch as .*, and this run asks for none: .* resume with the checkpoint's batch ramp"),
+    ]:
+        kwargs = {"batch_ramp": ramp} if ramp is not None else {"tokens_per_step": 64}
+        schedule = TrainingSchedule(COSINE, optimizer(), sequence_length=32, **kwargs)
+        before = schedule.lrs(), schedule.steps
+        with pytest.raises(ScheduleError, match=match):
+            schedule.load_state_dict(state)
+        assert (schedule.lrs(), schedule.steps) == before
+    without = TrainingSchedule(COSINE, optimizer(), tokens_per_step=64, sequence_length=32).state_dict()
+    with pytest.raises(ScheduleError, match=r"has no batch ramp, and this run asks for linear:2:8:640tok:2"):
+        TrainingSchedule(COSINE, optimizer(), sequence_length=32, batch_ramp=RAMP).load_state_dict(without)
+
+
+def test_a_batch_ramp_refuses_a_fixed_batch_and_scaling_a_metric_schedule() -> None:
+    with pytest.raises(ScheduleError, match=r"pass sequence_length= and no tokens_per_step, got tokens_per_step=64"):
+        TrainingSchedule(COSINE, optimizer(), tokens_per_step=64, sequence_length=32, batch_ramp=RAMP)
+    with pytest.raises(ScheduleError, match=r"ReduceLROnPlateau follows a metric .* sqrt LR scaling would compound"):
+        TrainingSchedule(PLATEAU, optimizer(), sequence_length=32, batch_ramp=RAMP)

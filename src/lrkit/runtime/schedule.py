@@ -14,6 +14,10 @@ and saves it with its checkpoints; it keeps the guarantees that make a schedule 
 * **It carries its spec and its state.** :meth:`state_dict` is plain data: the spec in force, the spec
   the run asked for, the resume policy that changed it, the update count, the clocks, the tokens per
   update, the scheduler's own state (lrkit backend) and the hyperparameter schedules' states.
+* **A batch-size ramp keeps in step.** Given a :class:`~lrkit.schedules.batch.BatchRamp`, it says the
+  global batch of the next update (:meth:`batch_sequences`, a function of the token clock) and multiplies every
+  group's LR by the ramp's scaling factor ``(B / start) ** p`` (:meth:`lr_factor`); the scheduler itself keeps
+  computing the unscaled LR, so a chainable torch scheduler never compounds the factor.
 * **It applies the resume policy.** :meth:`load_state_dict` restores the checkpoint's schedule, then
   applies ``strict|checkpoint|override|extend|cooldown:N`` (:mod:`lrkit.runtime.resume`) when the run
   now asks for another one. Every policy but ``override`` keeps the first LR after the resume equal to
@@ -59,6 +63,7 @@ from lrkit.schedulers.base import (
 from lrkit.schedulers.hparams import GRAD_CLIP, HyperparamScheduler
 from lrkit.schedulers.llm import ScheduleLR
 from lrkit.schedulers.torch_compat import ReduceLROnPlateau
+from lrkit.schedules.batch import BatchRamp, BatchRampError
 from lrkit.spec import Backend, build_scheduler, spec_fingerprint
 from lrkit.spec.clocked import advance, move_to, spec_clock_unit
 
@@ -80,8 +85,11 @@ class TrainingSchedule:
         optimizer: its param groups' LRs are the schedule's peaks.
         backend: ``"lrkit"`` or ``"torch"`` (PyTorch's classes from the same spec).
         tokens_per_step: tokens of one optimizer update (the global batch in tokens): the clocks' default
-            step. Needed for a schedule in tokens or samples, unless :meth:`step` is given ``tokens``.
-        sequence_length: tokens of one sample (for the samples clock).
+            step. Needed for a schedule in tokens or samples, unless :meth:`step` is given ``tokens``. With a
+            ``batch_ramp`` leave it out: each update's tokens come from the ramp.
+        sequence_length: tokens of one sample (for the samples clock; needed with a ``batch_ramp``).
+        batch_ramp: the global batch as a function of the token clock, and its LR scaling rule
+            (:mod:`lrkit.schedules.batch`); its LR factor multiplies every group's LR. None: a fixed batch.
         hparams: hyperparameter schedulers stepped with the LR.
         hparam_labels: how messages name each hyperparameter schedule (key -> e.g. its flag).
         resume_policy: what :meth:`load_state_dict` does when the checkpoint's schedule differs from ``spec``:
@@ -99,6 +107,8 @@ class TrainingSchedule:
         policy: the resume policy that last changed the schedule, or None.
         steps: successful updates so far (the scheduler's step count).
         clock: ``{"tokens": ..., "samples": ...}`` of the successful updates.
+        tokens_per_step: tokens of the next update (with a ``batch_ramp``, its batch at the clock).
+        batch_ramp: the batch-size ramp, or None.
         scheduler: the scheduler object (lrkit's or torch's).
         resume_policy: the policy :meth:`load_state_dict` applies by default.
         resume_notes: the notes of the last :meth:`load_state_dict` (also logged on the ``lrkit`` logger).
@@ -117,6 +127,7 @@ class TrainingSchedule:
         resume_policy: str | resume_policy.Policy = "strict",
         check_ranks: bool = False,
         policy_argument: str = "resume_policy",
+        batch_ramp: BatchRamp | None = None,
     ) -> None:
         self.policy_argument = policy_argument
         self.resume_policy = _as_policy(resume_policy)
@@ -127,13 +138,27 @@ class TrainingSchedule:
         self.spec: dict[str, Any] = python_scalars(dict(spec))  # numpy numbers as Python's: the state is plain data
         self.request: dict[str, Any] = dict(self.spec)
         self.policy: str | None = None
-        self.tokens_per_step = tokens_per_step
+        self.batch_ramp = batch_ramp
+        if batch_ramp is not None and (tokens_per_step is not None or not sequence_length):
+            raise ScheduleError(
+                f"TrainingSchedule: a batch_ramp gives the tokens of each update: pass sequence_length= and no "
+                f"tokens_per_step, got tokens_per_step={tokens_per_step}, sequence_length={sequence_length}"
+            )
+        self._tokens_per_step = tokens_per_step
         self.sequence_length = sequence_length
         self.hparams = list(hparams)
         self.hparam_labels = dict(hparam_labels or {})
         self.steps = 0
         self.clock = {"tokens": 0, "samples": 0}
+        self._unscaled: list[float] | None = None  # the scheduler's LRs, before the ramp's factor
         self.scheduler = build_scheduler(self.spec, optimizer, backend=backend)
+        if self._scales_lr and self.follows_a_metric:
+            raise ScheduleError(
+                f"{self.spec.get('type')} follows a metric and lowers the LR it finds, so the batch ramp's "
+                f"{batch_ramp.lr_scaling if batch_ramp else ''} LR scaling would compound: use lr_scaling 'none' "
+                "with it, or a schedule of the clock"
+            )
+        self._scale_lrs()
 
     # ------------------------------------------------------------------ stepping
 
@@ -148,8 +173,48 @@ class TrainingSchedule:
         return _follows_a_metric(self.scheduler)
 
     def lrs(self) -> list[float]:
-        """Each param group's LR now: the LR the next update uses."""
+        """Each param group's LR now: the LR the next update uses (the ramp's factor included)."""
         return group_lrs(self.optimizer)
+
+    @property
+    def tokens_per_step(self) -> int | None:
+        """Tokens of the next update: the ramp's batch at the clock times the sequence length, or the fixed
+        ``tokens_per_step`` given."""
+        if self.batch_ramp is not None and self.sequence_length:
+            return self.batch_ramp.sequences(self.clock["tokens"]) * self.sequence_length
+        return self._tokens_per_step
+
+    @tokens_per_step.setter
+    def tokens_per_step(self, value: int | None) -> None:
+        self._tokens_per_step = value
+
+    def batch_sequences(self) -> int | None:
+        """The global batch of the next update in sequences (the ramp's ``B(clock)``), or None without a ramp."""
+        return None if self.batch_ramp is None else self.batch_ramp.sequences(self.clock["tokens"])
+
+    def lr_factor(self) -> float:
+        """The ramp's LR multiplier for the next update, ``(B(clock) / start) ** p``; 1 without a ramp."""
+        return 1.0 if self.batch_ramp is None else self.batch_ramp.lr_factor(self.clock["tokens"])
+
+    @property
+    def _scales_lr(self) -> bool:
+        return self.batch_ramp is not None and self.batch_ramp.lr_scaling != "none"
+
+    def _unscale_lrs(self) -> None:
+        """Give the groups back the scheduler's own LRs (a chainable scheduler reads them to make the next)."""
+        if self._unscaled is not None:
+            for group, lr in zip(self.optimizer.param_groups, self._unscaled):
+                set_group_value(group, "lr", lr)
+            self._unscaled = None
+
+    def _scale_lrs(self) -> None:
+        """Keep the scheduler's LRs and set each group's to it times :meth:`lr_factor`."""
+        if not self._scales_lr:
+            return
+        self._unscaled = group_lrs(self.optimizer)
+        factor = self.lr_factor()
+        for group, lr in zip(self.optimizer.param_groups, self._unscaled):
+            set_group_value(group, "lr", lr * factor)
 
     def ticks(self, tokens: int | None = None) -> dict[str, int]:
         """The clock ticks of one update: ``{"tokens": t, "samples": t // sequence_length}``."""
@@ -171,6 +236,7 @@ class TrainingSchedule:
         """
         if skipped:
             return False
+        self._unscale_lrs()
         unit = self.unit
         if unit is not None or self.tokens_per_step is not None or tokens is not None:
             ticks = self.ticks(tokens)
@@ -185,6 +251,7 @@ class TrainingSchedule:
             else:
                 self.scheduler.step()
         self.steps += 1
+        self._scale_lrs()
         for h in self.hparams:
             h.step()
         if self.check_ranks:
@@ -280,6 +347,7 @@ class TrainingSchedule:
             "scheduler_resume_policy": self.policy,
             "clock": dict(self.clock),
             "tokens_per_step": self.tokens_per_step,
+            "batch_ramp": None if self.batch_ramp is None else self.batch_ramp.to_dict(),
         }
 
     def load_state_dict(
@@ -318,6 +386,7 @@ class TrainingSchedule:
                 f"{where} holds no TrainingSchedule state (expected the keys of TrainingSchedule.state_dict(), "
                 f"got {shown})"
             )
+        self._check_batch_ramp(state.get("batch_ramp"), where)
         decision = resume_policy.decide(policy, resume_policy.Saved.from_payload(state), self.request, where=where)
         steps = _saved_steps(state["scheduler_steps"], where)
         clock = saved_clock(state, self.sequence_length)
@@ -329,6 +398,7 @@ class TrainingSchedule:
         # The schedule in force at the checkpoint, where it stopped.
         self.spec, self.request, self.policy = decision.saved.spec, decision.request, decision.record
         self.steps, self.clock, self.hparams = steps, clock, hparams
+        self._unscaled = None  # the optimizer's loaded LRs are replaced by the scheduler's below
         same_backend = state.get("scheduler_backend") == self.backend
         saved_state = state.get("scheduler") if same_backend else None
         self.scheduler = self._rebuild(self.spec, 0 if saved_state else steps, clock)
@@ -344,7 +414,27 @@ class TrainingSchedule:
         saved_per_step = state.get("tokens_per_step")
         if saved_per_step and self.tokens_per_step and int(saved_per_step) != self.tokens_per_step:
             notes.append(self._batch_change_note(int(saved_per_step)))
+        self._scale_lrs()
         return notes
+
+    def _check_batch_ramp(self, saved: Any, where: str) -> None:
+        """Refuse a checkpoint whose batch ramp (or its absence) differs from this run's: the batches and LRs
+        after the resume would not be the ones the run was following."""
+        mine = None if self.batch_ramp is None else self.batch_ramp.to_dict()
+        if saved is None and mine is None:
+            return
+        if saved is not None:
+            try:
+                saved = BatchRamp.from_dict(saved, f"{where}: state['batch_ramp']").to_dict()
+            except BatchRampError as err:
+                raise StateError(str(err)) from None
+        if saved != mine:
+            theirs = "has no batch ramp" if saved is None else f"ramps the batch as {BatchRamp.from_dict(saved)}"
+            ours = "none" if self.batch_ramp is None else str(self.batch_ramp)
+            raise ScheduleError(
+                f"{where} {theirs}, and this run asks for {ours}: the batch sizes and LRs would not continue "
+                "the run's; resume with the checkpoint's batch ramp (--batch-size-schedule, --batch-lr-scaling)"
+            )
 
     def _worded(self, message: str) -> str:
         """``message`` naming the policy as this schedule's user passes it (:mod:`lrkit.runtime.resume` words

@@ -4,6 +4,7 @@
   (re-exported here: ``lrkit.schedules.WarmupCosine`` and friends);
 * :mod:`lrkit.schedules.torch_formulas`: PyTorch's scheduler formulas, in closed form and as recurrences;
 * :mod:`lrkit.schedules.clock`: time in steps, tokens and samples, and the conversions between them;
+* :mod:`lrkit.schedules.batch`: a batch-size ramp on the token clock and its LR scaling rule;
 * :mod:`lrkit.schedules.codec`: every schedule type as plain data and back (``schedule_from_dict``, re-exported).
 """
 

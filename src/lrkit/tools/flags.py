@@ -272,7 +272,10 @@ class _Flags:
 
 
 def spec_from_args(
-    args: argparse.Namespace, parser: argparse.ArgumentParser | None = None, rates: Rates | None = None
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser | None = None,
+    rates: Rates | None = None,
+    missing_rate: str = "lrkit preview/plot: pass --tokens-per-step, and --sequence-length for samples",
 ) -> dict[str, Any]:
     """The JSON spec the schedule flags describe (buildable by :func:`lrkit.build_scheduler`).
 
@@ -281,6 +284,7 @@ def spec_from_args(
         parser: when given, misuse is reported with ``parser.error`` (usage + exit 2).
         rates: tokens per optimizer step and per sample, to convert lengths given in different units
             (``--warmup-steps 2000 --total 10Btok``); unknown by default.
+        missing_rate: what the message of a conversion that lacks its rate adds, in parentheses: how to give it.
 
     Raises:
         ScheduleFlagError: a flag the chosen schedule does not use, a missing required flag,
@@ -305,7 +309,7 @@ def spec_from_args(
         flags.fail(f"{flag} does not apply to {what}; it applies to: {', '.join(users)}")
     if isinstance(choice, dict):
         return dict(choice)
-    resolved, unit = _on_clock(flags, rates or Rates())
+    resolved, unit = _on_clock(flags, rates or Rates(), missing_rate)
     cli = names[str(choice)]
     if unit != "steps" and not cli.clockable:
         clockable = [name for name, other in names.items() if other.clockable]
@@ -328,7 +332,7 @@ def _spec_of(flags: _Flags, cli: CliName) -> dict[str, Any]:
     return cli.build(flags)
 
 
-def _on_clock(flags: _Flags, rates: Rates) -> tuple[argparse.Namespace, str]:
+def _on_clock(flags: _Flags, rates: Rates, missing_rate: str) -> tuple[argparse.Namespace, str]:
     """The flags with every length in ticks of the schedule's clock, and that clock's unit.
 
     The clock and the conversions follow :mod:`lrkit.schedules.clock`: tokens if any length is in tokens, else
@@ -365,7 +369,7 @@ def _on_clock(flags: _Flags, rates: Rates) -> tuple[argparse.Namespace, str]:
             else:
                 setattr(resolved, dest, rates.convert(quantity, unit, total, name=flag))
     except RateError as err:
-        flags.fail(f"{err} (lrkit preview/plot: pass --tokens-per-step, and --sequence-length for samples)")
+        flags.fail(f"{err} ({missing_rate})")
     except QuantityError as err:
         flags.fail(str(err))
     return resolved, unit

@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from lrkit.runtime import resume as resume_policy
+from lrkit.schedules.batch import LR_SCALING_RULES
 from lrkit.tools.flags import add_schedule_arguments
 from lrkit.train import optim as train_optim
 from lrkit.train.config import TrainConfig
@@ -128,6 +129,22 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="optimizer updates to run (steps). Default: 100, or with a --total in tokens or samples, "
         "as many as reach it: ceil(total / tokens (samples) per step)",
+    )
+    g.add_argument(
+        "--batch-size-schedule",
+        default=None,
+        metavar="linear:START:END:LENGTH[:INCREMENT]",
+        help="ramp the global batch on the token clock: sequences per update from START to END over the first "
+        "LENGTH tokens or samples (e.g. linear:256:2048:10Btok), on a grid of INCREMENT sequences (default: "
+        "batch * dp), as Megatron's --rampup-batch-size; gradient accumulation = batch / (batch-size * dp) per "
+        "update. Not with --total-batch-size",
+    )
+    g.add_argument(
+        "--batch-lr-scaling",
+        choices=list(LR_SCALING_RULES),
+        default=d.batch.lr_scaling,
+        help="with --batch-size-schedule: multiply the LR by (batch / START)^p, p = 0 (none, the default), "
+        "1 (linear) or 1/2 (sqrt, OLMo-core's rule); --lr is the LR of the START batch",
     )
     g = _Recording(parser.add_argument_group("optimizer"))
     g.add_argument("--optimizer", choices=["adamw", "adam", "sgd"], default=d.optimizer.name)

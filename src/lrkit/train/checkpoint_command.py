@@ -40,6 +40,7 @@ import torch
 from lrkit.runtime import TrainingSchedule
 from lrkit.runtime.resume import ResumeError
 from lrkit.schedulers.base import StateError
+from lrkit.schedules.batch import BatchRamp
 from lrkit.train import checkpoint as ckpt
 from lrkit.train.errors import TrainError
 
@@ -192,13 +193,16 @@ def schedule_lrs(payload: Mapping[str, Any], where: str = "the checkpoint") -> d
         HyperparamScheduler(None if key == GRAD_CLIP else scratch, key, saved["schedules"])
         for key, saved in (state.get("hparams") or {}).items()
     ]
+    ramp = state.get("batch_ramp")
+    batch_ramp = BatchRamp.from_dict(ramp, f"{where}: state['batch_ramp']") if ramp is not None else None
     schedule = TrainingSchedule(
         state["scheduler_spec"],
         scratch,
         backend=state.get("scheduler_backend", "lrkit"),
-        tokens_per_step=state.get("tokens_per_step"),
+        tokens_per_step=state.get("tokens_per_step") if batch_ramp is None else None,
         sequence_length=sequence_length,
         hparams=hparams,
+        batch_ramp=batch_ramp,
     )
     schedule.load_state_dict(state, policy="strict", where=where)  # the spec asked for is the saved one: no change
     now = schedule.lrs()
@@ -259,6 +263,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         "resume_policy": state.get("scheduler_resume_policy") if isinstance(state, Mapping) else None,
         "backend": state.get("scheduler_backend") if isinstance(state, Mapping) else None,
         "tokens_per_step": state.get("tokens_per_step") if isinstance(state, Mapping) else None,
+        "batch_ramp": state.get("batch_ramp") if isinstance(state, Mapping) else None,
         "lr": {k: v for k, v in lr.items() if k != "clock"},
         "model": {"name": name, "preset": preset},
         "parameters": _parameter_count(payload),
@@ -301,6 +306,9 @@ def format_inspection(info: Mapping[str, Any]) -> str:
         nxt = _lr_text(lr["next"], lr["groups"]) if lr["next"] is not None else lr.get("next_note", "unknown")
         lines.append(f"lr next      {nxt}  (step {lr['next_step']})")
     lines.append(f"spec         {json.dumps(info['spec'])}")
+    ramp = info.get("batch_ramp")
+    if isinstance(ramp, Mapping):
+        lines.append(f"batch ramp   {json.dumps(dict(ramp))}")
     if info.get("spec_requested") not in (None, info["spec"]):
         lines.append(f"asked for    {json.dumps(info['spec_requested'])} (resume policy {info['resume_policy']})")
     model = info["model"]

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from lrkit.runtime.resume import parse_policy
+from lrkit.schedules.batch import LR_SCALING_RULES, BatchRamp, BatchRampError, parse_batch_ramp
 from lrkit.schedules.clock import Quantity, Rates, steps_to_reach
 from lrkit.tools.flags import add_schedule_arguments, spec_from_args, total_length
 from lrkit.train.data import DATA_ORDERS
@@ -201,12 +202,21 @@ class BatchConfig:
             ``total / (batch_size * sequence_length * data-parallel size)``. None: one micro-batch per rank.
         num_iterations: optimizer updates of the run (steps). None until resolved: then 100, or with a
             ``--total`` in tokens or samples, as many as reach it.
+        batch_size_schedule: a batch-size ramp on the token clock, ``linear:START:END:LENGTH[:INCREMENT]``
+            (sequences per update from START to END over the first LENGTH tokens or samples;
+            :mod:`lrkit.schedules.batch`); INCREMENT defaults to ``batch_size * data-parallel size``. Each
+            update's gradient accumulation is its batch / (``batch_size`` x data-parallel size). None: a fixed
+            batch (``total_batch_size``).
+        lr_scaling: with ``batch_size_schedule``, multiply the LR by ``(B / START) ** p``: ``none`` (p = 0),
+            ``linear`` (1) or ``sqrt`` (1/2) (``--batch-lr-scaling``).
     """
 
     batch_size: int = _field(8)
     sequence_length: int = _field(128)
     total_batch_size: int | None = _field(None)
     num_iterations: int | None = _field(None)
+    batch_size_schedule: str | None = _field(None)
+    lr_scaling: str = _field("none", flag="--batch-lr-scaling", choices=tuple(LR_SCALING_RULES))
 
     def tokens_per_micro_batch(self, data_parallel_size: int) -> int:
         """Tokens one micro-batch reads over all data-parallel ranks."""
@@ -229,9 +239,48 @@ class BatchConfig:
         return total // per_update
 
     def tokens_per_step(self, data_parallel_size: int) -> int:
-        """Tokens per optimizer update, over all ranks."""
+        """Tokens per optimizer update, over all ranks (with a ``batch_size_schedule``, of the first update)."""
+        ramp = self.batch_ramp(data_parallel_size)
+        if ramp is not None:
+            return ramp.start * self.sequence_length
         accumulation = self.gradient_accumulation_steps(data_parallel_size)
         return self.tokens_per_micro_batch(data_parallel_size) * accumulation
+
+    def batch_ramp(self, data_parallel_size: int) -> BatchRamp | None:
+        """The ramp of ``batch_size_schedule`` (None without one), its increment defaulting to and checked
+        against the grid the trainer can run: ``batch_size * data_parallel_size`` sequences per micro-batch.
+
+        Raises:
+            TrainError: a ramp that does not parse or fit the micro-batches, beside ``total_batch_size``, or
+                an ``lr_scaling`` without a ramp; the message names the flag, the value and what was expected.
+        """
+        text = self.batch_size_schedule
+        if text is None:
+            if self.lr_scaling != "none":
+                raise TrainError(
+                    f"--batch-lr-scaling {self.lr_scaling} scales the LR with a batch-size ramp, but there is "
+                    "none: add --batch-size-schedule, or leave --batch-lr-scaling out"
+                )
+            return None
+        self.gradient_accumulation_steps(data_parallel_size)  # the sizes' own checks
+        if self.total_batch_size is not None:
+            raise TrainError(
+                f"--total-batch-size {self.total_batch_size} and --batch-size-schedule {text!r} both set the "
+                "tokens per update; expected one of them"
+            )
+        grid = self.batch_size * data_parallel_size
+        try:
+            ramp = parse_batch_ramp(text, self.sequence_length, increment=grid, lr_scaling=self.lr_scaling)
+        except BatchRampError as err:
+            raise TrainError(str(err)) from None
+        sizes = f"--batch-size x data-parallel size = {self.batch_size} x {data_parallel_size} = {grid}"
+        for what, value in (("START", ramp.start), ("INCREMENT", ramp.increment)):
+            if value % grid:
+                raise TrainError(
+                    f"--batch-size-schedule {text!r}: {what} {value} must be a multiple of {sizes} sequences "
+                    "(each update is a whole number of micro-batches on every rank)"
+                )
+        return ramp
 
 
 @dataclass(frozen=True)
@@ -602,6 +651,11 @@ def _checked(cls: type, key: str, value: Any, hint: Any, where: str) -> Any:
         raise ConfigError(f"{where} = {value!r} must be one of: {', '.join(map(str, choices))}")
     if cls is ScheduleConfig:
         typed = _schedule_value(key, typed, where)
+    if (cls, key) == (BatchConfig, "batch_size_schedule") and typed is not None:
+        try:  # the syntax now; the sizes it must fit once the data-parallel size is known (resolve)
+            parse_batch_ramp(typed, sequence_length=1, name=where)
+        except BatchRampError as err:
+            raise ConfigError(str(err)) from None
     check = _RANGES.get((cls, key))
     if typed is not None and check is not None and not check.holds(typed):
         raise ConfigError(f"{where} = {value!r} must be {check.expected}")
@@ -871,18 +925,36 @@ class TrainConfig:
         * ``schedule.spec``: the spec of the schedule flags, lengths given in other units converted at
           ``tokens_per_step(data_parallel_size)`` tokens and ``sequence_length`` tokens per sample.
 
+        With a ``batch_size_schedule`` the run length from a ``--total`` counts the updates along the ramp
+        (:meth:`~lrkit.schedules.batch.BatchRamp.steps_to_reach`), and a schedule cannot mix lengths in steps
+        with lengths in tokens or samples (the tokens per step vary).
+
         ``start_step`` and ``start_clock`` (``{"tokens", "samples"}`` of the successful updates) are where a
         resumed run starts. Resolving a resolved config gives it back.
 
         Raises:
-            TrainError: the batch sizes do not divide (:meth:`BatchConfig.gradient_accumulation_steps`).
+            TrainError: the batch sizes do not divide (:meth:`BatchConfig.gradient_accumulation_steps`), a
+                batch ramp that does not fit them (:meth:`BatchConfig.batch_ramp`), or one with pipeline
+                parallelism.
             ScheduleFlagError, QuantityError: schedule flags that do not fit together.
         """
+        ramp = self.batch.batch_ramp(data_parallel_size)
+        if ramp is not None and self.parallel.pipeline_parallel > 1:
+            raise TrainError(
+                f"--batch-size-schedule {self.batch.batch_size_schedule!r} with --pipeline-parallel "
+                f"{self.parallel.pipeline_parallel}: the pipeline's microbatches are fixed when it is built, so "
+                "the batch cannot ramp; expected --pipeline-parallel 1 or a fixed --total-batch-size"
+            )
         tokens_per_step = self.batch.tokens_per_step(data_parallel_size)
         per_step = {"tokens": tokens_per_step, "samples": tokens_per_step // self.batch.sequence_length}
         batch, schedule = self.batch, self.schedule
         length = self.run_length_from_total()
-        if length is not None:
+        if length is not None and ramp is not None:  # the updates grow: count them along the ramp
+            tokens = int(length.amount) * (self.batch.sequence_length if length.unit == "samples" else 1)
+            done = (start_clock or {}).get("tokens", 0)
+            steps = start_step + ramp.steps_to_reach(tokens, done, self.batch.sequence_length)
+            batch = replace(batch, num_iterations=steps)
+        elif length is not None:
             clock = (start_clock or {}).get(length.unit, 0)
             steps = start_step + steps_to_reach(int(length.amount), clock, per_step[length.unit])
             batch = replace(batch, num_iterations=steps)
@@ -890,8 +962,15 @@ class TrainConfig:
             batch = replace(batch, num_iterations=DEFAULT_NUM_ITERATIONS)
         if schedule.total_steps is None and schedule.total is None:
             schedule = replace(schedule, total_steps=batch.num_iterations)
-        rates = Rates(tokens_per_step, self.batch.sequence_length)
-        spec = spec_from_args(schedule.flags(), rates=rates)
+        rates = Rates(None if ramp is not None else tokens_per_step, self.batch.sequence_length)
+        ramped = (
+            "--batch-size-schedule makes the tokens per step vary: give the schedule's lengths all in tokens or "
+            "samples (--warmup 50Mtok --total 10Btok), or all in steps"
+        )
+        if ramp is not None:
+            spec = spec_from_args(schedule.flags(), rates=rates, missing_rate=ramped)
+        else:
+            spec = spec_from_args(schedule.flags(), rates=rates)
         return replace(self, batch=batch, schedule=replace(schedule, spec=spec))
 
 

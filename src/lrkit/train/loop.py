@@ -9,7 +9,8 @@ Per step the last rank prints (InfiniTrain's format)::
     step    1/200 | train loss 5.545177 | lr 3.00e-06 | (95.12 ms | 21531 tok/s | DP=1)
 
 and the main rank appends one JSON object to ``<run-dir>/metrics.jsonl``:
-``{"step", "lr": [per group], "loss", "tokens", "samples", "ms", "tok_per_s", "grad_norm", "skipped"}``;
+``{"step", "lr": [per group], "loss", "tokens", "samples", "batch_sequences", "grad_accum", "ms", "tok_per_s",
+"grad_norm", "skipped"}``;
 eval records add ``"val_loss"``, its standard error ``"val_loss_se"`` and ``"val_ppl"``. ``"lr"`` is the LR this
 step used, ``"tokens"`` and ``"samples"`` count what was read up to the end of this step. The update's norms
 (:mod:`lrkit.train.telemetry`): ``"grad_norm_groups"`` and ``"update_ratio"`` (``||Δθ||/||θ||``), one per
@@ -20,9 +21,15 @@ Time in tokens (:mod:`lrkit.schedules.clock`): with a schedule on the token (or 
 advances by the tokens (samples) of each *successful* update, and the record adds ``"clock"``: the
 schedule's time at which ``"lr"`` was set (tokens or samples of the successful updates before this
 step), so ``lr == schedule(clock)``. A ``--total`` in tokens or samples without ``--num-iterations``
-sets the run length to ``ceil((total - clock) / per step)`` more steps. Checkpoints hold the clocks
-and the tokens per step, so a resume may change ``--total-batch-size``: a schedule in tokens stays
-continuous in tokens; one in steps stays continuous in steps (a note says the batch changed).
+sets the run length to ``ceil((total - clock) / per step)`` more steps. Checkpoints hold the clocks and the
+tokens per step, so a resume may change ``--total-batch-size``: a schedule in tokens stays continuous in
+tokens; one in steps stays continuous in steps (a note says the batch changed). ``"batch_sequences"`` and
+``"grad_accum"`` are the update's global batch (sequences) and micro-batches per rank.
+
+A batch-size ramp (``--batch-size-schedule``, :mod:`lrkit.schedules.batch`) sizes each update from the token
+clock: ``B(clock)`` sequences, ``B / (batch_size x dp)`` micro-batches; the scheduler advances by that update's
+tokens and the ``--batch-lr-scaling`` factor multiplies its LRs (:class:`~lrkit.runtime.TrainingSchedule`).
+Checkpoints hold the clock and the ramp, so a resume continues both exactly.
 
 Param groups and the other hyperparameters (:mod:`lrkit.train.optim`): with named groups
 (``--param-groups parts|layers``, ``--layer-decay``) the record adds ``"lr_groups"``, the groups' names in
@@ -194,21 +201,27 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     assert config.schedule.spec is not None
     spec = train_optim.group_spec(config, config.schedule.spec, named)
 
-    grad_accum = batch.gradient_accumulation_steps(ctx.dp_size)
+    ramp = batch.batch_ramp(ctx.dp_size)
+    if ramp is None:
+        grad_accum = batch.gradient_accumulation_steps(ctx.dp_size)
+        tokens_per_step = batch.tokens_per_step(ctx.dp_size)
+    else:  # the first update's; every update sets its own (_ramp_batch)
+        tokens_per_step = ramp.sequences(clock["tokens"]) * sequence_length
+        grad_accum = tokens_per_step // batch.tokens_per_micro_batch(ctx.dp_size)
     pm = parallelize(model, config, ctx, grad_accum)
     optimizer = build_optimizer(config, pm)
-    tokens_per_step = batch.tokens_per_step(ctx.dp_size)
     hparams = train_optim.build_hparam_schedulers(config, optimizer)  # weight decay, betas, momentum, clip
     try:
         schedule = TrainingSchedule(
             spec,
             optimizer,
             backend=config.schedule.backend,  # type: ignore[arg-type]
-            tokens_per_step=tokens_per_step,
+            tokens_per_step=tokens_per_step if ramp is None else None,
             sequence_length=sequence_length,
             hparams=hparams,
             hparam_labels=train_optim.HPARAM_FLAGS,
             policy_argument="--lr-resume-policy",
+            batch_ramp=ramp,
         )
     except (TypeError, ValueError) as err:  # the schedule's own argument checks (build_scheduler's documented errors)
         raise TrainError(f"--lr-scheduler {json.dumps(spec)}: {err}") from err
@@ -240,10 +253,11 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
     if payload is not None:
         _resume(t, payload, resume_path)
     if length is not None:
+        per_step = f"the batch ramp {ramp}" if ramp else f"{schedule.ticks()[length.unit]} {length.unit} per step"
         _note(
             ctx,
             f"--total {length} without --num-iterations: running to step {batch.num_iterations} "
-            f"({schedule.ticks()[length.unit]} {length.unit} per step; the last step reaches or passes the total)",
+            f"({per_step}; the last step reaches or passes the total)",
         )
     return t
 
@@ -347,6 +361,7 @@ def train_step(t: Trainer) -> dict[str, Any]:
     t0 = time.perf_counter()
     t.step += 1
     ctx, pm, optimizer, schedule = t.ctx, t.pm, t.optimizer, t.schedule
+    _ramp_batch(t)
     record: dict[str, Any] = {"step": t.step, "lr": schedule.lrs()}  # the LRs (and values) this update uses
     hparam_values = train_optim.hparam_record(schedule.hparams)
     if schedule.unit is not None:
@@ -386,7 +401,7 @@ def train_step(t: Trainer) -> dict[str, Any]:
     update_norms = norms.after_step()
     optimizer.zero_grad(set_to_none=True)
     loss = all_reduce_mean(float(loss_sum), ctx)
-    schedule.step(skipped=skipped, metric=loss)
+    schedule.step(skipped=skipped, metric=loss, tokens=t.tokens_per_step)
     t.tokens += t.tokens_per_step
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
@@ -395,6 +410,8 @@ def train_step(t: Trainer) -> dict[str, Any]:
         loss=loss,
         tokens=t.tokens,
         samples=t.tokens // t.config.batch.sequence_length,
+        batch_sequences=t.tokens_per_step // t.config.batch.sequence_length,
+        grad_accum=t.grad_accum,
         ms=ms,
         tok_per_s=t.tokens_per_step / (ms / 1000.0),
         grad_norm=grad_norm,
@@ -413,6 +430,18 @@ def train_step(t: Trainer) -> dict[str, Any]:
         if not record["lr_ranks_equal"]:
             raise RuntimeError(f"ranks disagree on the LR at step {t.step}: {ranks}")
     return record
+
+
+def _ramp_batch(t: Trainer) -> None:
+    """With a batch-size ramp, size the next update: ``B(clock)`` sequences (the schedule's token clock of the
+    successful updates, so a resume, which restores the clock, sizes it as the straight run did), read as
+    ``B / (batch_size x dp)`` micro-batches per rank."""
+    sequences = t.schedule.batch_sequences()
+    if sequences is None:
+        return
+    t.tokens_per_step = sequences * t.config.batch.sequence_length
+    t.grad_accum = t.tokens_per_step // t.config.batch.tokens_per_micro_batch(t.ctx.dp_size)
+    t.loader.accumulation = t.grad_accum  # between updates: the loader wraps at the update's size
 
 
 def save(t: Trainer) -> None:

@@ -46,6 +46,8 @@ _SINGLE = {
     "loss_scale": "loss_scale",
     "skipped": "skipped",
     "tokens": "tokens",
+    "batch_sequences": "batch/sequences",
+    "grad_accum": "batch/grad_accum",
     "grad_clip": "grad_clip",
     "tok_per_s": "throughput/tok_per_s",
 }
@@ -55,7 +57,8 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     """A metrics record as TensorBoard scalars, by tag: one per group of each per-group field
     (``lr/<group>``, ``grad_norm/<group>``, ``update_ratio/<group>``, and the scheduled ``weight_decay``,
     ``beta2``, ``momentum``), and ``loss/train``, ``loss/val``, ``perplexity/val``, ``grad_norm/total``,
-    ``update_ratio/total``, ``loss_scale``, ``skipped`` (1 or 0), ``tokens``, ``grad_clip``,
+    ``update_ratio/total``, ``loss_scale``, ``skipped`` (1 or 0), ``tokens``, ``batch/sequences``,
+    ``batch/grad_accum``, ``grad_clip``,
     ``throughput/tok_per_s``; a field the record lacks (and a group's value that is None) gives none."""
     out: dict[str, float] = {}
     names = group_labels(record)

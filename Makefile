@@ -72,9 +72,9 @@ MUTATE_VENV := .venv-mutate
 MUTATE_CHILDREN ?= 2
 $(MUTATE_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(MUTATE_VENV)
-	$(MUTATE_VENV)/bin/pip install -q --upgrade pip
-	$(MUTATE_VENV)/bin/pip install -q torch==2.13.0
-	$(MUTATE_VENV)/bin/pip install -q numpy 'transformers>=4.45' 'pytest>=8' 'mutmut==3.8.1'
+	$(MUTATE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MUTATE_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(MUTATE_VENV)/bin/python -m pip install -q numpy 'transformers>=4.45' 'pytest>=8' 'mutmut==3.8.1'
 	touch $@
 
 mutate: $(MUTATE_VENV)/.installed

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lrkit.train.arguments import config_from_args
+from lrkit.train.errors import ConfigError
 from lrkit.train.loop import setup, train, train_step
 from lrkit.train.metrics import read_metrics
 from lrkit.train.parallel import DistContext
@@ -76,6 +77,26 @@ def test_per_group_norms_equal_a_direct_computation(tmp_path: Path, groups: list
         assert record["update_ratio_total"] == pytest.approx(expected["update_ratio_total"], rel=1e-5)
         assert all(r > 0 for r in record["update_ratio"])
     assert "loss_scale" not in records[0]  # fp32: no GradScaler
+
+
+@pytest.mark.parametrize("interval", [2, 0], ids=["every-2nd", "never"])
+def test_update_ratio_interval_takes_the_ratio_on_every_nth_step_only(tmp_path: Path, interval: int) -> None:
+    """``--update-ratio-interval N``: the steps that are multiples of N log the update ratio, equal to the one
+    taken by hand; the others log none (and copy no parameters). Every step logs its groups' gradient norms."""
+    records, direct = _direct_norms(tmp_path, 4, "--grad-clip", "0", "--update-ratio-interval", str(interval))
+    for record, expected in zip(records, direct):
+        assert record["grad_norm_groups"] == pytest.approx(expected["grad_norm_groups"], rel=1e-5)
+        if interval and record["step"] % interval == 0:
+            assert record["update_ratio"] == pytest.approx(expected["update_ratio"], rel=1e-5)
+            assert record["update_ratio_total"] == pytest.approx(expected["update_ratio_total"], rel=1e-5)
+        else:
+            assert "update_ratio" not in record and "update_ratio_total" not in record
+    assert [r["step"] for r in records if "update_ratio" in r] == ([2, 4] if interval else [])
+
+
+def test_update_ratio_interval_must_be_a_count(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--update-ratio-interval = -1 must be an integer >= 0 \(0: never\)"):
+        config_from_args(parse(*TINY, "--run-dir", str(tmp_path), "--update-ratio-interval", "-1"))
 
 
 def test_group_grad_norms_are_taken_before_clipping(tmp_path: Path) -> None:

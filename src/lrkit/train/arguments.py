@@ -301,6 +301,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where --tensorboard writes its event files (default: <run-dir>/tensorboard)",
     )
+    g.add_argument(
+        "--update-ratio-interval",
+        type=int,
+        default=d.logging.update_ratio_interval,
+        metavar="N",
+        help="log update_ratio (||Δθ||/||θ|| per group) on every Nth step (default: %(default)s, every step); it "
+        "costs one copy of this rank's parameters during the step. 0: never",
+    )
     g.add_argument("--quiet", action="store_true", help="no per-step lines")
     g.add_argument("--inject-inf-grad-at", type=int, default=None, help=argparse.SUPPRESS)
     g = _Recording(parser.add_argument_group("weight averaging (lrkit.train.averaging)"))

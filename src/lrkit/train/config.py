@@ -462,6 +462,8 @@ class LoggingConfig:
         check_lr_sync: all-gather the LR each step and fail if the ranks disagree.
         tensorboard: also write each step's scalars to TensorBoard event files (:mod:`lrkit.train.tensorboard`).
         tensorboard_dir: where they go with ``tensorboard``; None: ``<run_dir>/tensorboard``.
+        update_ratio_interval: take the update ratio ``||Δθ||/||θ||`` (:mod:`lrkit.train.telemetry`) on every
+            this many steps; it costs one copy of this rank's parameters during the step. 0 never takes it.
     """
 
     run_dir: str = _field("runs/default")
@@ -472,6 +474,7 @@ class LoggingConfig:
     check_lr_sync: bool = _field(False)
     tensorboard: bool = _field(False)
     tensorboard_dir: str | None = _field(None)
+    update_ratio_interval: int = _field(1)
 
 
 @dataclass(frozen=True)
@@ -724,6 +727,7 @@ _RANGES: dict[tuple[type, str], _Range] = {
     (CheckpointConfig, "keep_last"): _at_least(1),
     (LoggingConfig, "eval_interval"): _at_least(0, " (0: never)"),
     (LoggingConfig, "eval_iters"): _at_least(1, " (validation micro-batches per evaluation)"),
+    (LoggingConfig, "update_ratio_interval"): _at_least(0, " (0: never)"),
     (AveragingConfig, "ema"): _Range(
         "a number in (0, 1) (the decay per update)", low=0.0, high=1.0, low_open=True, high_open=True
     ),

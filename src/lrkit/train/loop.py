@@ -386,7 +386,9 @@ def train_step(t: Trainer) -> dict[str, Any]:
     if t.config.optimizer.inject_inf_grad_at == t.step:
         [p for p in pm.raw.parameters() if p.requires_grad][0].grad.fill_(float("inf"))  # type: ignore[union-attr]
     t.scaler.unscale_(optimizer)
-    norms = StepNorms(optimizer, pm)  # the groups' gradients before clipping, the parameters before the update
+    every = t.config.logging.update_ratio_interval
+    # the groups' gradients before clipping and, on the steps that take the update ratio, the parameters before
+    norms = StepNorms(optimizer, pm, update_ratio=every > 0 and t.step % every == 0)
     max_norm = train_optim.grad_clip(schedule.hparams, t.config.optimizer.grad_clip)
     if isinstance(pm, PipelineModel):
         grad_norm = pm.clip_grad_norm(max_norm)  # global over all stages

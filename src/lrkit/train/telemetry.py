@@ -22,7 +22,9 @@ head's copy on the last pipeline stage) counts once: the parameters a layout doe
 Cost per update: one copy of this rank's parameters (its local shards) before the step, three norm passes
 (``torch.nn.utils.get_total_norm`` of the gradients, the parameters and their difference) and, with more
 than one rank, one all-reduce of ``3 x groups`` float64 values (plus, under sequence parallelism, the
-reduction of the gradients still partial over the tensor-parallel group).
+reduction of the gradients still partial over the tensor-parallel group). The copy is as large as the model's
+parameters on this rank, so the trainer's ``--update-ratio-interval N`` takes the update ratio only on every
+``N``-th step (0: never); the other steps cost one norm pass and an all-reduce of ``groups`` values.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class StepNorms:
     """
 
     @torch.no_grad()
-    def __init__(self, optimizer: torch.optim.Optimizer, pm: ParallelModel) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer, pm: ParallelModel, update_ratio: bool = True) -> None:
         ctx = pm.ctx
         self.device = ctx.device
         self.distributed = ctx.distributed
@@ -100,12 +102,19 @@ class StepNorms:
             weights = [1.0 / _copies(g, holders) for g in grads]
             grad_squared.append(_squared([local_tensor(g) for g in grads], weights, self.device))
         self.grad_squared = grad_squared
-        self.before = [[t.clone() for t in tensors] for tensors in self.groups]
+        self.update_ratio = update_ratio
+        self.before = [[t.clone() for t in tensors] for tensors in self.groups] if update_ratio else []
 
     @torch.no_grad()
     def after_step(self) -> dict[str, Any]:
         """``{"grad_norm_groups": [...], "update_ratio": [...], "update_ratio_total": x}``, per group in the
-        optimizer's order; collective over all ranks when distributed."""
+        optimizer's order (only ``grad_norm_groups`` when built with ``update_ratio=False``); collective over all
+        ranks when distributed."""
+        if not self.update_ratio:
+            sums = torch.stack(self.grad_squared)
+            if self.distributed:
+                dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            return {"grad_norm_groups": [math.sqrt(max(g, 0.0)) for g in sums.tolist()]}
         delta_squared, param_squared = [], []
         for tensors, before, weights in zip(self.groups, self.before, self.weights):
             param_squared.append(_squared(before, weights, self.device))

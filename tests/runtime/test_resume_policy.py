@@ -632,6 +632,20 @@ def test_cooldown_on_the_token_clock_needs_the_clock_and_joins_from_the_first_to
     assert spec["schedule"]["schedules"] == [joined]
 
 
+@pytest.mark.parametrize("steps", [None, 0])
+def test_a_cooldown_policy_built_without_its_number_of_steps_is_refused(steps: int | None) -> None:
+    """parse_policy never makes one (``cooldown`` needs ``:N``); a ``Policy`` built in code gets the same answer
+    instead of a length made up for it."""
+    decision = decide(Policy("cooldown", steps), Saved(COS8, COS8), COS8)
+    with pytest.raises(
+        ResumeError,
+        match=rf"^--lr-resume-policy cooldown:{steps}: cooldown needs its number of decay steps N >= 1 "
+        r"\(cooldown:N\)$",
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    in_force(decide(Policy("cooldown", 1), Saved(COS8, COS8), COS8), 4, [0.005], [LR])  # the control: N = 1
+
+
 def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
     assert cooldown_floors({**COS8, "min_lr": 2e-4, "schedule": {"min_lr": 5e-4}}, 1) == [2e-4]
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "min_lr": 5e-4}}, 1) == [5e-4]

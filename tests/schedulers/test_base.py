@@ -419,3 +419,39 @@ def test_a_loaded_state_gives_its_arguments_as_stored_whatever_was_loaded_before
         scheduler.load_state_dict(stored, policy="strict")
     with pytest.raises(base.StateError, match=r"it differs in:\n  gamma: 1\.0 -> 1\n"):
         lrkit.StepLR(_sgd(0.1), 4, gamma=1).load_state_dict(stored, policy="strict")  # the control: 1 is not 1.0
+
+
+def test_a_state_whose_step_count_the_constructor_would_refuse_is_refused_and_changes_nothing() -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2)
+    scheduler.step()
+    state = scheduler.state_dict()
+    with pytest.raises(
+        base.StateError, match=r"^state\['last_epoch'\]=-2 is refused: last_epoch must be an int >= -1, got last_epoch=-2$"
+    ):
+        scheduler.load_state_dict({**state, "last_epoch": -2})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['last_epoch'\]=9007199254740993 is refused: last_epoch must be an int in \[-1, 2\*\*53\]",
+    ):
+        scheduler.load_state_dict({**state, "last_epoch": 2**53 + 1})
+    with pytest.raises(
+        base.StateError, match=r"^state\['_step_count'\]=-1 is refused: _step_count must be an int >= 0, got"
+    ):
+        scheduler.load_state_dict({**state, "_step_count": -1})
+    assert scheduler.state_dict() == state
+    scheduler.load_state_dict({**state, "last_epoch": -1, "_step_count": 0})  # the control: the lowest it holds
+
+
+def test_a_loaded_state_of_a_field_that_is_also_an_argument_is_described_as_the_saved_spec() -> None:
+    """PureSchedule's ``schedules`` is both its argument and its state field (the schedules, stored as their
+    dicts): loaded under ``checkpoint``, ``to_spec()`` is the saved spec."""
+    from lrkit.schedulers.llm import PureSchedule
+
+    decay = {"type": "Decay", "start_lr": 0.1, "decay_steps": 4}
+    saved = PureSchedule(_sgd(0.1, 0.2), [decay, {**decay, "start_lr": 0.2}])
+    saved.step()
+    state = saved.state_dict()
+    scheduler = PureSchedule(_sgd(0.1, 0.2), {"type": "Constant", "value": 0.3})
+    scheduler.load_state_dict(state, policy="checkpoint")
+    assert scheduler.to_spec() == saved.to_spec() == state["spec"]
+    assert scheduler.state_dict() == state

@@ -426,7 +426,8 @@ def test_a_state_whose_step_count_the_constructor_would_refuse_is_refused_and_ch
     scheduler.step()
     state = scheduler.state_dict()
     with pytest.raises(
-        base.StateError, match=r"^state\['last_epoch'\]=-2 is refused: last_epoch must be an int >= -1, got last_epoch=-2$"
+        base.StateError,
+        match=r"^state\['last_epoch'\]=-2 is refused: last_epoch must be an int >= -1, got last_epoch=-2$",
     ):
         scheduler.load_state_dict({**state, "last_epoch": -2})
     with pytest.raises(

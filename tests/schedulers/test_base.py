@@ -421,7 +421,7 @@ def test_a_loaded_state_gives_its_arguments_as_stored_whatever_was_loaded_before
         lrkit.StepLR(_sgd(0.1), 4, gamma=1).load_state_dict(stored, policy="strict")  # the control: 1 is not 1.0
 
 
-def test_a_state_whose_step_count_the_constructor_would_refuse_is_refused_and_changes_nothing() -> None:
+def test_a_state_whose_counts_or_lrs_the_constructor_would_refuse_is_refused_and_changes_nothing() -> None:
     scheduler = lrkit.StepLR(_sgd(0.1), 2)
     scheduler.step()
     state = scheduler.state_dict()
@@ -439,8 +439,21 @@ def test_a_state_whose_step_count_the_constructor_would_refuse_is_refused_and_ch
         base.StateError, match=r"^state\['_step_count'\]=-1 is refused: _step_count must be an int >= 0, got"
     ):
         scheduler.load_state_dict({**state, "_step_count": -1})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['base_lrs'\]=\[-0\.1\] is refused: base_lrs\[0\] must be in \[0\.0, inf\), "
+        r"got base_lrs\[0\]=-0\.1$",
+    ):
+        scheduler.load_state_dict({**state, "base_lrs": [-0.1]})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['_last_lr'\]=\['nan'\] is refused: _last_lr\[0\] must be finite, got _last_lr\[0\]=nan$",
+    ):
+        scheduler.load_state_dict({**state, "_last_lr": ["nan"]})
     assert scheduler.state_dict() == state
-    scheduler.load_state_dict({**state, "last_epoch": -1, "_step_count": 0})  # the control: the lowest it holds
+    lowest = {"last_epoch": -1, "_step_count": 0, "base_lrs": [0.0], "_last_lr": [-1.0]}
+    scheduler.load_state_dict({**state, **lowest})  # the control: the lowest each holds
+    assert scheduler.state_dict() == {**state, **lowest}
 
 
 def test_a_loaded_state_of_a_field_that_is_also_an_argument_is_described_as_the_saved_spec() -> None:

@@ -646,6 +646,24 @@ def test_a_cooldown_policy_built_without_its_number_of_steps_is_refused(steps: i
     in_force(decide(Policy("cooldown", 1), Saved(COS8, COS8), COS8), 4, [0.005], [LR])  # the control: N = 1
 
 
+def test_a_resume_with_the_flags_of_an_extended_run_continues_the_schedule_in_force() -> None:
+    """After extend, the checkpoint holds the schedule in force (a SequentialLR) and the request that made it:
+    resuming with that request again is the same schedule, whatever the policy (the unit form of the trainer's
+    second resume of an extended run)."""
+    longer = {**COS8, "total_steps": 12}
+    now = S.WarmupCosine(LR, 2, 8, min_lr=FLOOR)(4)
+    spec, _ = in_force(decide(Policy("extend"), Saved(COS8, COS8), longer), 4, [now], [LR])
+    assert spec["type"] == "SequentialLR"
+    saved = Saved(spec, longer, "extend")
+    for policy in (Policy("strict"), Policy("extend"), Policy("override"), Policy("checkpoint")):
+        decision = decide(policy, saved, longer)
+        assert (decision.change, decision.notes, decision.request, decision.record) == (False, [], longer, "extend")
+    with pytest.raises(
+        ResumeError, match=r"^the schedule differs from the one in the checkpoint:\n  total_steps: 12 -> 8\n"
+    ):
+        decide(Policy("strict"), saved, COS8)  # the control: the first leg's flags are another schedule now
+
+
 def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:
     assert cooldown_floors({**COS8, "min_lr": 2e-4, "schedule": {"min_lr": 5e-4}}, 1) == [2e-4]
     assert cooldown_floors({"type": "Clocked", "unit": "tokens", "schedule": {**COS8, "min_lr": 5e-4}}, 1) == [5e-4]

@@ -326,18 +326,25 @@ def test_load_state_dict_policies() -> None:
     saved.step()
     state = saved.state_dict()
     scheduler = lrkit.StepLR(_sgd(0.1), 3, gamma=0.5)
-    with pytest.raises(
-        base.StateError,
-        match=r"^StepLR\.load_state_dict\(policy='extend'\): a scheduler loads its state under 'strict' or "
-        r"'checkpoint'",
-    ):
+    refused = (
+        "StepLR.load_state_dict(policy='extend'): a scheduler loads its state under 'strict' or 'checkpoint'; "
+        "override, extend and cooldown:N put a new schedule in force at the resume step, which "
+        "lrkit.TrainingSchedule(spec, optimizer, resume_policy=...) does"
+    )
+    with pytest.raises(base.StateError, match=f"^{re.escape(refused)}$"):
         scheduler.load_state_dict(state, policy="extend")
-    with pytest.raises(
-        base.StateError,
-        match=r"^the state was saved by another schedule than this StepLR's; it differs in:\n  step_size: 2 -> 3\n"
-        r"load_state_dict\(state, policy='checkpoint'\) keeps the saved schedule",
-    ):
+    differs = (
+        "the state was saved by another schedule than this StepLR's; it differs in:\n  step_size: 2 -> 3\n"
+        "load_state_dict(state, policy='checkpoint') keeps the saved schedule; lrkit.TrainingSchedule(spec, "
+        "optimizer, resume_policy='extend' | 'override' | 'cooldown:N').load_state_dict(state) puts this one in "
+        "force from the saved step"
+    )
+    with pytest.raises(base.StateError, match=f"^{re.escape(differs)}$"):
         scheduler.load_state_dict(state, policy="strict")
+    with pytest.raises(base.StateError, match=r"^state_dict must be a dict, got list$"):
+        scheduler.load_state_dict([state])  # type: ignore[arg-type]
+    with pytest.raises(base.StateError, match=r"^StepLR state is missing keys \['step_size', 'gamma'\]$"):
+        scheduler.load_state_dict({k: v for k, v in state.items() if k not in ("gamma", "step_size")})
     assert scheduler.to_spec()["step_size"] == 3  # nothing loaded
     scheduler.load_state_dict(state)  # the drop-in classes' default: "checkpoint", the saved arguments win
     assert scheduler.to_spec() == saved.to_spec() and scheduler.state_dict() == state

@@ -476,3 +476,23 @@ def test_a_loaded_state_of_a_field_that_is_also_an_argument_is_described_as_the_
     scheduler.load_state_dict(state, policy="checkpoint")
     assert scheduler.to_spec() == saved.to_spec() == state["spec"]
     assert scheduler.state_dict() == state
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("base_lrs", ["x"], r"^state\['base_lrs'\] must be a number, got 'x'$"),
+        ("_last_lr", [None], r"^state\['_last_lr'\] must be a number, got None$"),
+        ("base_lrs", [0.1, 0.1], r"^state\['base_lrs'\] must be a list with one float per param group \(1\), got "),
+        ("_step_count", 2.5, r"^state\['_step_count'\] must be an int, got 2\.5$"),
+        ("_step_count", True, r"^state\['_step_count'\] must be an int, got True$"),
+        ("last_epoch", 1.0, r"^state\['last_epoch'\] must be an int, got 1\.0$"),
+        ("last_epoch", False, r"^state\['last_epoch'\] must be an int, got False$"),
+    ],
+)
+def test_a_malformed_base_field_is_refused_by_its_key(key: str, value: Any, message: str) -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2)
+    state = scheduler.state_dict()
+    with pytest.raises(base.StateError, match=message):
+        scheduler.load_state_dict({**state, key: value})
+    assert scheduler.state_dict() == state

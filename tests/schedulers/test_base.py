@@ -496,3 +496,26 @@ def test_a_malformed_base_field_is_refused_by_its_key(key: str, value: Any, mess
     with pytest.raises(base.StateError, match=message):
         scheduler.load_state_dict({**state, key: value})
     assert scheduler.state_dict() == state
+
+
+def test_a_tensor_argument_loads_back_as_a_tensor_of_its_dtype() -> None:
+    """eta_min given as a float64 Tensor is stored as a float and loaded back as a float64 Tensor (the LRs are
+    computed in its dtype, as torch computes them), so a resumed run steps as the uninterrupted one."""
+
+    def build() -> Any:
+        return lrkit.CosineAnnealingLR(_sgd(0.1), T_max=6, eta_min=torch.tensor(0.01, dtype=torch.float64))
+
+    straight, resumed = build(), build()
+    for _ in range(2):
+        straight.step()
+    state = straight.state_dict()
+    assert type(state["eta_min"]) is float
+    resumed.optimizer.load_state_dict(straight.optimizer.state_dict())
+    resumed.load_state_dict(state)
+    assert isinstance(resumed.eta_min, torch.Tensor) and resumed.eta_min.dtype == torch.float64
+    assert resumed.eta_min.item() == 0.01
+    for _ in range(4):
+        straight.step()
+        resumed.step()
+        assert [float(v) for v in resumed.get_last_lr()] == [float(v) for v in straight.get_last_lr()]
+        assert [type(v) for v in resumed.get_last_lr()] == [type(v) for v in straight.get_last_lr()]

@@ -511,6 +511,8 @@ def test_a_tensor_argument_loads_back_as_a_tensor_of_its_dtype() -> None:
     state = straight.state_dict()
     assert type(state["eta_min"]) is float
     resumed.optimizer.load_state_dict(straight.optimizer.state_dict())
+    with pytest.raises(base.StateError, match=r"^state\['eta_min'\] must be a number, got 'x'$"):
+        resumed.load_state_dict({**state, "eta_min": "x"})
     resumed.load_state_dict(state)
     assert isinstance(resumed.eta_min, torch.Tensor) and resumed.eta_min.dtype == torch.float64
     assert resumed.eta_min.item() == 0.01

@@ -488,10 +488,12 @@ def test_a_loaded_state_of_a_field_that_is_also_an_argument_is_described_as_the_
         ("_step_count", True, r"^state\['_step_count'\] must be an int, got True$"),
         ("last_epoch", 1.0, r"^state\['last_epoch'\] must be an int, got 1\.0$"),
         ("last_epoch", False, r"^state\['last_epoch'\] must be an int, got False$"),
+        ("gamma", "x", r"^state\['gamma'\] must be a float like 0\.1, got 'x'$"),
+        ("step_size", [1], r"^state\['step_size'\] must be a int like 2, got \[1\]$"),
     ],
 )
-def test_a_malformed_base_field_is_refused_by_its_key(key: str, value: Any, message: str) -> None:
-    scheduler = lrkit.StepLR(_sgd(0.1), 2)
+def test_a_malformed_field_is_refused_by_its_key(key: str, value: Any, message: str) -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2, gamma=0.1)
     state = scheduler.state_dict()
     with pytest.raises(base.StateError, match=message):
         scheduler.load_state_dict({**state, key: value})

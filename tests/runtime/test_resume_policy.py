@@ -86,6 +86,7 @@ def _error_of(tmp: Path, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return train_error_of(tmp, "--num-iterations", "8", "--resume", "auto", *argv, capsys=capsys)
 
 
+@pytest.mark.trainer
 def test_strict_is_an_error_with_the_diff_before_any_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     changed = json.loads(json.dumps(CHAINED))
     changed["schedulers"][0]["gamma"] = 0.3
@@ -97,6 +98,7 @@ def test_strict_is_an_error_with_the_diff_before_any_step(tmp_path: Path, capsys
     assert "total_steps: 8 -> 12" in err
 
 
+@pytest.mark.trainer
 def test_checkpoint_keeps_the_old_schedule_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     straight = leg(tmp_path / "straight", 8, *COSINE, "--total-steps", "8")
     leg(tmp_path / "b", 4, *COSINE, "--total-steps", "8")
@@ -111,6 +113,7 @@ def test_checkpoint_keeps_the_old_schedule_exactly(tmp_path: Path, capsys: pytes
     assert lrs_of(again)[8] == old(8)
 
 
+@pytest.mark.trainer
 def test_override_applies_the_new_schedule_at_the_step_and_reports_the_jump(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,6 +127,7 @@ def test_override_applies_the_new_schedule_at_the_step_and_reports_the_jump(
     assert saved_spec(tmp_path)["total_steps"] == 12  # the new schedule is in force, and saved
 
 
+@pytest.mark.trainer
 def test_extend_keeps_the_lr_continuous_and_reaches_the_new_floor_at_the_new_total(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -147,6 +151,7 @@ def test_extend_keeps_the_lr_continuous_and_reaches_the_new_floor_at_the_new_tot
 HF_COSINE = ["--lr", str(LR), "--lr-scheduler", "hf:cosine", "--warmup-steps", "2"]
 
 
+@pytest.mark.trainer
 @pytest.mark.parametrize("backend", ["lrkit", "torch"])
 def test_extend_of_a_transformers_schedule_refits_it_to_the_new_num_training_steps(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
@@ -260,6 +265,7 @@ def test_cooldown_reaches_a_decay_from_the_stable_phase_of_every_wsds_cycle(resu
     assert lrs[resume_at + 3 :] == [[FLOOR, FLOOR]] * 3
 
 
+@pytest.mark.trainer
 def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) -> None:
     wsd = [
         "--lr",
@@ -279,6 +285,7 @@ def test_extend_in_a_stable_phase_is_the_longer_schedule_itself(tmp_path: Path) 
     assert lrs_of(resumed) == [longer(t) for t in range(10)]
 
 
+@pytest.mark.trainer
 def test_extend_with_another_change_is_an_error_that_lists_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -288,6 +295,7 @@ def test_extend_with_another_change_is_an_error_that_lists_it(
     assert "min_lr: 0.001 -> 0.002" in err and "total_steps: 8 -> 12" not in err
 
 
+@pytest.mark.trainer
 def test_cooldown_reaches_min_lr_after_n_steps_and_holds_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flags = [*COSINE, "--total-steps", "20"]
     first = S.WarmupCosine(LR, 2, 20, min_lr=FLOOR)
@@ -302,6 +310,7 @@ def test_cooldown_reaches_min_lr_after_n_steps_and_holds_it(tmp_path: Path, caps
     assert lrs[7:] == [FLOOR] * 3  # min_lr exactly 3 steps after the resume, then held
 
 
+@pytest.mark.trainer
 @pytest.mark.parametrize("policy", ["extend", "cooldown:3:cosine"])
 def test_torch_backend_applies_the_same_policy(tmp_path: Path, policy: str) -> None:
     """PyTorch's LambdaLR over the same math: LRs equal lrkit's up to the rounding of schedule / base_lr."""
@@ -317,6 +326,7 @@ def test_torch_backend_applies_the_same_policy(tmp_path: Path, policy: str) -> N
     assert runs["torch"][4] == pytest.approx(old(4), rel=1e-12)
 
 
+@pytest.mark.trainer
 def test_cooldown_from_a_constant_run_decays_to_zero(tmp_path: Path) -> None:
     flags = ["--lr", str(LR), "--lr-scheduler", "constant"]
     leg(tmp_path, 4, *flags)
@@ -624,6 +634,38 @@ def test_cooldown_on_the_token_clock_needs_the_clock_and_joins_from_the_first_to
     before = S.WarmupCosine(LR, 2, 800, min_lr=FLOOR)
     joined = S.Sequence((before, S.Decay(0.005, 300, FLOOR, "linear")), (1,)).to_dict()
     assert spec["schedule"]["schedules"] == [joined]
+
+
+@pytest.mark.parametrize("steps", [None, 0])
+def test_a_cooldown_policy_built_without_its_number_of_steps_is_refused(steps: int | None) -> None:
+    """parse_policy never makes one (``cooldown`` needs ``:N``); a ``Policy`` built in code gets the same answer
+    instead of a length made up for it."""
+    decision = decide(Policy("cooldown", steps), Saved(COS8, COS8), COS8)
+    with pytest.raises(
+        ResumeError,
+        match=rf"^--lr-resume-policy cooldown:{steps}: cooldown needs its number of decay steps N >= 1 "
+        r"\(cooldown:N\)$",
+    ):
+        in_force(decision, 4, [0.005], [LR])
+    in_force(decide(Policy("cooldown", 1), Saved(COS8, COS8), COS8), 4, [0.005], [LR])  # the control: N = 1
+
+
+def test_a_resume_with_the_flags_of_an_extended_run_continues_the_schedule_in_force() -> None:
+    """After extend, the checkpoint holds the schedule in force (a SequentialLR) and the request that made it:
+    resuming with that request again is the same schedule, whatever the policy (the unit form of the trainer's
+    second resume of an extended run)."""
+    longer = {**COS8, "total_steps": 12}
+    now = S.WarmupCosine(LR, 2, 8, min_lr=FLOOR)(4)
+    spec, _ = in_force(decide(Policy("extend"), Saved(COS8, COS8), longer), 4, [now], [LR])
+    assert spec["type"] == "SequentialLR"
+    saved = Saved(spec, longer, "extend")
+    for policy in (Policy("strict"), Policy("extend"), Policy("override"), Policy("checkpoint")):
+        decision = decide(policy, saved, longer)
+        assert (decision.change, decision.notes, decision.request, decision.record) == (False, [], longer, "extend")
+    with pytest.raises(
+        ResumeError, match=r"^the schedule differs from the one in the checkpoint:\n  total_steps: 12 -> 8\n"
+    ):
+        decide(Policy("strict"), saved, COS8)  # the control: the first leg's flags are another schedule now
 
 
 def test_cooldown_floors_unwrap_only_a_clocked_spec() -> None:

@@ -3,6 +3,7 @@ found nothing that would notice a change: torch's own classes are the oracle whe
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any
@@ -48,10 +49,17 @@ def _epoch_warning(make: Any) -> warnings.WarningMessage:
     return warning
 
 
-def test_step_with_an_epoch_warns_as_torch_does_at_the_callers_line() -> None:
+def test_step_with_an_epoch_warns_as_torch_does() -> None:
     ours, theirs = _epoch_warning(lrkit.StepLR), _epoch_warning(torch_lr.StepLR)
     assert str(ours.message) == str(theirs.message) == base.EPOCH_DEPRECATION_WARNING
     assert ours.category is theirs.category is UserWarning
+
+
+@pytest.mark.skipif(
+    "MUTANT_UNDER_TEST" in os.environ, reason="mutmut's trampolines add stack frames between the caller and lrkit"
+)
+def test_the_epoch_warning_points_at_the_callers_line_as_torchs_does() -> None:
+    ours, theirs = _epoch_warning(lrkit.StepLR), _epoch_warning(torch_lr.StepLR)
     assert ours.filename == theirs.filename == __file__
     assert ours.lineno == theirs.lineno
 
@@ -318,18 +326,25 @@ def test_load_state_dict_policies() -> None:
     saved.step()
     state = saved.state_dict()
     scheduler = lrkit.StepLR(_sgd(0.1), 3, gamma=0.5)
-    with pytest.raises(
-        base.StateError,
-        match=r"^StepLR\.load_state_dict\(policy='extend'\): a scheduler loads its state under 'strict' or "
-        r"'checkpoint'",
-    ):
+    refused = (
+        "StepLR.load_state_dict(policy='extend'): a scheduler loads its state under 'strict' or 'checkpoint'; "
+        "override, extend and cooldown:N put a new schedule in force at the resume step, which "
+        "lrkit.TrainingSchedule(spec, optimizer, resume_policy=...) does"
+    )
+    with pytest.raises(base.StateError, match=f"^{re.escape(refused)}$"):
         scheduler.load_state_dict(state, policy="extend")
-    with pytest.raises(
-        base.StateError,
-        match=r"^the state was saved by another schedule than this StepLR's; it differs in:\n  step_size: 2 -> 3\n"
-        r"load_state_dict\(state, policy='checkpoint'\) keeps the saved schedule",
-    ):
+    differs = (
+        "the state was saved by another schedule than this StepLR's; it differs in:\n  step_size: 2 -> 3\n"
+        "load_state_dict(state, policy='checkpoint') keeps the saved schedule; lrkit.TrainingSchedule(spec, "
+        "optimizer, resume_policy='extend' | 'override' | 'cooldown:N').load_state_dict(state) puts this one in "
+        "force from the saved step"
+    )
+    with pytest.raises(base.StateError, match=f"^{re.escape(differs)}$"):
         scheduler.load_state_dict(state, policy="strict")
+    with pytest.raises(base.StateError, match=r"^state_dict must be a dict, got list$"):
+        scheduler.load_state_dict([state])  # type: ignore[arg-type]
+    with pytest.raises(base.StateError, match=r"^StepLR state is missing keys \['step_size', 'gamma'\]$"):
+        scheduler.load_state_dict({k: v for k, v in state.items() if k not in ("gamma", "step_size")})
     assert scheduler.to_spec()["step_size"] == 3  # nothing loaded
     scheduler.load_state_dict(state)  # the drop-in classes' default: "checkpoint", the saved arguments win
     assert scheduler.to_spec() == saved.to_spec() and scheduler.state_dict() == state
@@ -365,3 +380,146 @@ def test_a_spec_keeps_the_arguments_as_given_and_is_a_copy() -> None:
     spec = pure.to_spec()
     spec["schedules"][0]["value"] = 0.5
     assert pure.to_spec() == {"type": "PureSchedule", "schedules": [{"type": "Constant", "value": 0.1}]}
+
+
+def test_a_spec_is_a_deep_copy_of_an_argument_that_is_not_a_state_field() -> None:
+    """PerGroup's ``schedulers`` (a list of specs) is recorded, not a state field: changing a spec nested in a
+    returned spec changes nothing in the scheduler."""
+    child = {"type": "WarmupCosine", "warmup_steps": 2, "total_steps": 8}
+    per_group = lrkit.PerGroup(_sgd(0.1, 0.2), [child, {**child, "total_steps": 6}])
+    spec = per_group.to_spec()
+    spec["schedulers"][0]["total_steps"] = 99
+    assert per_group.to_spec() == {"type": "PerGroup", "schedulers": [child, {**child, "total_steps": 6}]}
+
+
+def test_a_recorded_argument_that_is_not_data_is_never_the_same_as_a_live_value() -> None:
+    """``_same_data(live, recorded)``: ``0`` and ``0.0`` say the same, and so do a Tensor and its float; a callable
+    object (a LambdaLR-style argument) is not the plain data a state holds, even where its attributes are."""
+
+    class Scale:
+        def __init__(self) -> None:
+            self.factor = 2
+
+        def __call__(self, step: int) -> float:
+            return self.factor * step
+
+    assert base._same_data(0.0, 0) and base._same_data(0.5, torch.tensor(0.5))
+    assert not base._same_data(0.5, 0.25)
+    scale = Scale()
+    assert not base._same_data(vars(scale), scale)
+    assert not base._same_data(None, abs)
+
+
+def test_a_loaded_state_gives_its_arguments_as_stored_whatever_was_loaded_before() -> None:
+    """After a load, ``to_spec()`` is the saved spec, typed as stored (``gamma=1.0`` over the constructor's
+    ``gamma=1``: they fingerprint differently), so the same state then loads under ``strict``; an earlier load
+    makes no difference."""
+    other = lrkit.StepLR(_sgd(0.1), 4, gamma=0.5).state_dict()
+    stored = lrkit.StepLR(_sgd(0.1), 4, gamma=1.0).state_dict()
+    direct = lrkit.StepLR(_sgd(0.1), 4, gamma=1)
+    direct.load_state_dict(stored)
+    twice = lrkit.StepLR(_sgd(0.1), 4, gamma=1)
+    twice.load_state_dict(other)
+    twice.load_state_dict(stored)
+    for scheduler in (direct, twice):
+        assert scheduler.to_spec() == stored["spec"] and type(scheduler.to_spec()["gamma"]) is float
+        scheduler.load_state_dict(stored, policy="strict")
+    with pytest.raises(base.StateError, match=r"it differs in:\n  gamma: 1\.0 -> 1\n"):
+        lrkit.StepLR(_sgd(0.1), 4, gamma=1).load_state_dict(stored, policy="strict")  # the control: 1 is not 1.0
+
+
+def test_a_state_whose_counts_or_lrs_the_constructor_would_refuse_is_refused_and_changes_nothing() -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2)
+    scheduler.step()
+    state = scheduler.state_dict()
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['last_epoch'\]=-2 is refused: last_epoch must be an int >= -1, got last_epoch=-2$",
+    ):
+        scheduler.load_state_dict({**state, "last_epoch": -2})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['last_epoch'\]=9007199254740993 is refused: last_epoch must be an int in \[-1, 2\*\*53\]",
+    ):
+        scheduler.load_state_dict({**state, "last_epoch": 2**53 + 1})
+    with pytest.raises(
+        base.StateError, match=r"^state\['_step_count'\]=-1 is refused: _step_count must be an int >= 0, got"
+    ):
+        scheduler.load_state_dict({**state, "_step_count": -1})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['base_lrs'\]=\[-0\.1\] is refused: base_lrs\[0\] must be in \[0\.0, inf\), "
+        r"got base_lrs\[0\]=-0\.1$",
+    ):
+        scheduler.load_state_dict({**state, "base_lrs": [-0.1]})
+    with pytest.raises(
+        base.StateError,
+        match=r"^state\['_last_lr'\]=\['nan'\] is refused: _last_lr\[0\] must be finite, got _last_lr\[0\]=nan$",
+    ):
+        scheduler.load_state_dict({**state, "_last_lr": ["nan"]})
+    assert scheduler.state_dict() == state
+    lowest = {"last_epoch": -1, "_step_count": 0, "base_lrs": [0.0], "_last_lr": [-1.0]}
+    scheduler.load_state_dict({**state, **lowest})  # the control: the lowest each holds
+    assert scheduler.state_dict() == {**state, **lowest}
+
+
+def test_a_loaded_state_of_a_field_that_is_also_an_argument_is_described_as_the_saved_spec() -> None:
+    """PureSchedule's ``schedules`` is both its argument and its state field (the schedules, stored as their
+    dicts): loaded under ``checkpoint``, ``to_spec()`` is the saved spec."""
+    from lrkit.schedulers.llm import PureSchedule
+
+    decay = {"type": "Decay", "start_lr": 0.1, "decay_steps": 4}
+    saved = PureSchedule(_sgd(0.1, 0.2), [decay, {**decay, "start_lr": 0.2}])
+    saved.step()
+    state = saved.state_dict()
+    scheduler = PureSchedule(_sgd(0.1, 0.2), {"type": "Constant", "value": 0.3})
+    scheduler.load_state_dict(state, policy="checkpoint")
+    assert scheduler.to_spec() == saved.to_spec() == state["spec"]
+    assert scheduler.state_dict() == state
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("base_lrs", ["x"], r"^state\['base_lrs'\] must be a number, got 'x'$"),
+        ("_last_lr", [None], r"^state\['_last_lr'\] must be a number, got None$"),
+        ("base_lrs", [0.1, 0.1], r"^state\['base_lrs'\] must be a list with one float per param group \(1\), got "),
+        ("_step_count", 2.5, r"^state\['_step_count'\] must be an int, got 2\.5$"),
+        ("_step_count", True, r"^state\['_step_count'\] must be an int, got True$"),
+        ("last_epoch", 1.0, r"^state\['last_epoch'\] must be an int, got 1\.0$"),
+        ("last_epoch", False, r"^state\['last_epoch'\] must be an int, got False$"),
+        ("gamma", "x", r"^state\['gamma'\] must be a float like 0\.1, got 'x'$"),
+        ("step_size", [1], r"^state\['step_size'\] must be a int like 2, got \[1\]$"),
+    ],
+)
+def test_a_malformed_field_is_refused_by_its_key(key: str, value: Any, message: str) -> None:
+    scheduler = lrkit.StepLR(_sgd(0.1), 2, gamma=0.1)
+    state = scheduler.state_dict()
+    with pytest.raises(base.StateError, match=message):
+        scheduler.load_state_dict({**state, key: value})
+    assert scheduler.state_dict() == state
+
+
+def test_a_tensor_argument_loads_back_as_a_tensor_of_its_dtype() -> None:
+    """eta_min given as a float64 Tensor is stored as a float and loaded back as a float64 Tensor (the LRs are
+    computed in its dtype, as torch computes them), so a resumed run steps as the uninterrupted one."""
+
+    def build() -> Any:
+        return lrkit.CosineAnnealingLR(_sgd(0.1), T_max=6, eta_min=torch.tensor(0.01, dtype=torch.float64))
+
+    straight, resumed = build(), build()
+    for _ in range(2):
+        straight.step()
+    state = straight.state_dict()
+    assert type(state["eta_min"]) is float
+    resumed.optimizer.load_state_dict(straight.optimizer.state_dict())
+    with pytest.raises(base.StateError, match=r"^state\['eta_min'\] must be a number, got 'x'$"):
+        resumed.load_state_dict({**state, "eta_min": "x"})
+    resumed.load_state_dict(state)
+    assert isinstance(resumed.eta_min, torch.Tensor) and resumed.eta_min.dtype == torch.float64
+    assert resumed.eta_min.item() == 0.01
+    for _ in range(4):
+        straight.step()
+        resumed.step()
+        assert [float(v) for v in resumed.get_last_lr()] == [float(v) for v in straight.get_last_lr()]
+        assert [type(v) for v in resumed.get_last_lr()] == [type(v) for v in straight.get_last_lr()]

@@ -336,7 +336,9 @@ def _cooldown(
     """``cooldown:N``: a :class:`lrkit.schedules.Decay` per group from the LR in force, after the saved schedule."""
     policy, new_spec = decision.policy, decision.new_spec
     unit, now = _clock_now(policy, new_spec, step, clock, per_step)
-    steps = int(policy.steps or 1)
+    if not policy.steps:  # parse_policy never makes one; a Policy built in code may
+        raise ResumeError(f"--lr-resume-policy {policy}: cooldown needs its number of decay steps N >= 1 (cooldown:N)")
+    steps = int(policy.steps)
     length = steps * int(per_step[unit]) if unit is not None else steps
     shape = policy.shape or str(_on_the_clock(new_spec).get("decay_shape") or "linear")
     try:

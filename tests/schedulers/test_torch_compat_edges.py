@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from typing import Any
 
 import pytest
@@ -364,3 +365,161 @@ def test_one_cycle_refuses_phase_ends_that_no_constructor_makes(three_phase: boo
     with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
         scheduler.load_state_dict({**before, "three_phase": three_phase, "phase_ends": ends})
     assert round_trip(scheduler) == before
+
+
+def test_one_cycle_spec_keeps_the_arguments_as_given() -> None:
+    """Ints stay ints, tuples stay tuples: the spec is the call that was made, while the state agrees with it."""
+    kwargs: dict[str, Any] = {
+        "max_lr": (0.4, 1),
+        "total_steps": 30,
+        "pct_start": 0.25,
+        "anneal_strategy": "linear",
+        "cycle_momentum": 1,
+        "base_momentum": (0.8, 0),
+        "max_momentum": 1,
+        "div_factor": 4,
+        "final_div_factor": 8,
+        "three_phase": 0,
+    }
+    scheduler = lrkit.OneCycleLR(sgd(0.1, 0.2, momentum=0.9), **kwargs)
+    spec = scheduler.to_spec()
+    assert spec == {"type": "OneCycleLR", **kwargs}
+    assert [type(spec[k]) for k in kwargs] == [type(v) for v in kwargs.values()]
+    assert [type(v) for v in spec["base_momentum"]] == [float, int]
+
+
+def one_cycle_error(module: Any, optimizer: Any, **kwargs: Any) -> Exception:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises((TypeError, ValueError)) as refused:
+            module.OneCycleLR(optimizer, **{"max_lr": 0.3, "total_steps": 40, **kwargs})
+    return refused.value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"final_div_factor": 0.0}, "final_div_factor must be in (0.0, inf), got final_div_factor=0.0"),
+        ({"final_div_factor": -2.0}, "final_div_factor must be in (0.0, inf), got final_div_factor=-2.0"),
+        ({"max_lr": [0.1, 0.2]}, "max_lr must have one value per param group (1), got 2 values: max_lr=[0.1, 0.2]"),
+        ({"base_momentum": -0.1}, "base_momentum[0] must be in [0.0, inf), got base_momentum[0]=-0.1"),
+        ({"max_momentum": -0.2}, "max_momentum[0] must be in [0.0, inf), got max_momentum[0]=-0.2"),
+        (
+            {"base_momentum": [0.8, 0.7]},
+            "base_momentum must have one value per param group (1), got 2 values: base_momentum=[0.8, 0.7]",
+        ),
+        (
+            {"max_momentum": [0.9, 0.9]},
+            "max_momentum must have one value per param group (1), got 2 values: max_momentum=[0.9, 0.9]",
+        ),
+    ],
+    ids=["final_div_factor-0", "final_div_factor-negative", "max_lr", "base_m", "max_m", "base_m-list", "max_m-list"],
+)
+def test_one_cycle_refuses_bad_arguments_naming_them(kwargs: dict[str, Any], message: str) -> None:
+    error = one_cycle_error(lrkit, sgd(0.1, momentum=0.9), **kwargs)
+    assert type(error) is ValueError and str(error) == message
+    if "max_lr" in kwargs:  # torch refuses it too (in its own words)
+        assert type(one_cycle_error(torch_lr, sgd(0.1, momentum=0.9), **kwargs)) is ValueError
+
+
+def test_one_cycle_refuses_to_cycle_the_momentum_of_an_optimizer_without_one_as_torch() -> None:
+    adagrad = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    assert type(one_cycle_error(torch_lr, adagrad)) is ValueError
+    expected = "cycle_momentum=True needs an optimizer with 'momentum' or 'betas' (Adagrad has neither); pass "
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}cycle_momentum=False$"):
+        one_cycle(adagrad)
+
+
+class GroupsOnly:
+    """An optimizer in all but name: param_groups, no ``defaults``."""
+
+    def __init__(self) -> None:
+        self.param_groups = [{"params": [], "lr": 0.1, "momentum": 0.9}]
+
+
+def test_one_cycle_reads_no_defaults_of_an_object_without_them() -> None:
+    with pytest.raises(ValueError, match=r"\(GroupsOnly has neither\); pass cycle_momentum=False$"):
+        one_cycle(GroupsOnly())
+    one_cycle(GroupsOnly(), cycle_momentum=False)
+
+
+def test_one_cycle_accepts_a_final_div_factor_below_1_as_torch() -> None:
+    ours_opt, theirs_opt = sgd(0.1, momentum=0.9), sgd(0.1, momentum=0.9)
+    ours = one_cycle(ours_opt, final_div_factor=0.5)
+    theirs = torch_lr.OneCycleLR(theirs_opt, max_lr=0.3, total_steps=40, final_div_factor=0.5)
+    for _ in range(39):
+        for opt in (ours_opt, theirs_opt):
+            opt.step()
+        ours.step()
+        theirs.step()
+        assert hyperparameters(ours_opt) == hyperparameters(theirs_opt)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: sgd(0.1, 0.2, momentum=0.9), lambda: sgd(0.1, 0.2)], ids=["SGD", "no-momentum"]
+)
+def test_one_cycle_with_tensor_arguments_and_use_beta1_as_torch(make: Any) -> None:
+    """Tensor max_lr and momenta compute as torch's (in their dtype); an SGD's momentum is no beta1, with or
+    without momentum cycling."""
+    cycle = make().defaults["momentum"] > 0
+    kwargs: dict[str, Any] = {
+        "max_lr": [torch.tensor(0.3, dtype=torch.float64), 0.2],
+        "total_steps": 20,
+        "cycle_momentum": cycle,
+        "base_momentum": torch.tensor(0.8, dtype=torch.float64),
+        "max_momentum": [torch.tensor(0.9, dtype=torch.float64), 0.95],
+    }
+    ours_opt, theirs_opt = make(), make()
+    ours = lrkit.OneCycleLR(ours_opt, **kwargs)
+    theirs = torch_lr.OneCycleLR(theirs_opt, **kwargs)
+    assert ours.use_beta1 is getattr(theirs, "use_beta1", False) is False  # torch sets none without cycling
+    assert hyperparameters(ours_opt) == hyperparameters(theirs_opt)
+    for _ in range(19):
+        for opt in (ours_opt, theirs_opt):
+            opt.step()
+        ours.step()
+        theirs.step()
+        assert hyperparameters(ours_opt) == hyperparameters(theirs_opt)
+
+
+def test_one_cycle_built_at_a_later_step_continues_as_torch() -> None:
+    """last_epoch=k: the groups already hold initial_lr, max_lr and min_lr; the schedule resumes at step k + 1."""
+    ours_opt, theirs_opt = sgd(0.1, momentum=0.9), sgd(0.1, momentum=0.9)
+    one_cycle(ours_opt)
+    torch_lr.OneCycleLR(theirs_opt, max_lr=0.3, total_steps=40)
+    ours = one_cycle(ours_opt, last_epoch=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch_lr.OneCycleLR(theirs_opt, max_lr=0.3, total_steps=40, last_epoch=9)
+    assert ours.last_epoch == theirs.last_epoch == 10
+    assert hyperparameters(ours_opt) == hyperparameters(theirs_opt)
+
+
+# --------------------------------------------------------------------------- SWALR
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("anneal_epochs", -1, "anneal_epochs must be an int >= 0, got anneal_epochs=-1"),
+        ("anneal_epochs", 2.5, "anneal_epochs must be an int, got anneal_epochs=2.5 (float)"),
+        ("anneal_strategy", "sine", "anneal_strategy must be one of 'cos', 'linear'; got anneal_strategy='sine'"),
+    ],
+    ids=["anneal_epochs-negative", "anneal_epochs-float", "anneal_strategy"],
+)
+def test_swalr_refuses_a_state_field_its_constructor_refuses(key: str, value: Any, reason: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{key} must be"):  # the constructor refuses it as well
+        lrkit.SWALR(sgd(), swa_lr=0.05, **{key: value})
+    scheduler = lrkit.SWALR(sgd(), swa_lr=0.05)
+    before = round_trip(scheduler)
+    expected = f"state[{key!r}]={value!r} is refused: {reason}"
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**before, key: value})
+    assert round_trip(scheduler) == before
+
+
+def test_swalr_loads_a_state_without_annealing() -> None:
+    source = lrkit.SWALR(sgd(), swa_lr=0.05, anneal_epochs=0, anneal_strategy="linear")
+    scheduler = lrkit.SWALR(sgd(), swa_lr=0.05)
+    scheduler.load_state_dict(round_trip(source))
+    assert round_trip(scheduler) == round_trip(source)

@@ -523,3 +523,19 @@ def test_swalr_loads_a_state_without_annealing() -> None:
     scheduler = lrkit.SWALR(sgd(), swa_lr=0.05)
     scheduler.load_state_dict(round_trip(source))
     assert round_trip(scheduler) == round_trip(source)
+
+
+def test_plateau_spec_keeps_every_argument_as_given() -> None:
+    kwargs: dict[str, Any] = {
+        "mode": "max",
+        "factor": 0.5,
+        "patience": 3,
+        "threshold": 0,
+        "threshold_mode": "abs",
+        "cooldown": 2,
+        "min_lr": (0.0, 0.01),
+        "eps": 0,
+    }
+    spec = lrkit.ReduceLROnPlateau(sgd(0.5, 0.4), **kwargs).to_spec()
+    assert spec == {"type": "ReduceLROnPlateau", **kwargs}
+    assert [type(spec[k]) for k in kwargs] == [type(v) for v in kwargs.values()]

@@ -1238,18 +1238,26 @@ class OneCycleLR(LRScheduler):
         return {
             **super()._state_checks(),
             "total_steps": lambda v: check_count("total_steps", v, minimum=1),
-            "phase_ends": lambda v: check_each("phase_ends", v, low=-1.0),
+            "phase_ends": lambda v: check_each("phase_ends", v, low=-2.0),  # 2*pct_start*T - 2 at pct_start 0
             "anneal_strategy": lambda v: check_choice("anneal_strategy", v, ("cos", "linear")),
         }
 
     def _check_state(self, updates: Mapping[str, Any]) -> None:
         super()._check_state(updates)
-        ends, total = updates["phase_ends"], updates["total_steps"]
-        phases = 3 if updates["three_phase"] else 2
-        if len(ends) != phases or list(ends) != sorted(ends) or ends[-1] != total - 1:
+        ends, total, three_phase = updates["phase_ends"], updates["total_steps"], updates["three_phase"]
+        # What the constructor makes for a pct_start in [0, 1] (F.one_cycle_phase_ends): pct_start*T - 1, in
+        # [-1, T - 1]; in three phases then twice that (exactly: scaling by 2 rounds alike), which is below the
+        # first end when pct_start*T < 1 and past the last one when pct_start > 1/2 + 1/(2T), as in torch; T - 1.
+        if (
+            len(ends) != (3 if three_phase else 2)
+            or not -1 <= ends[0] <= total - 1
+            or (three_phase and ends[1] != 2 * ends[0])
+            or ends[-1] != total - 1
+        ):
+            middle = "2*pct_start*T - 2, " if three_phase else ""
             raise StateError(
-                f"state['phase_ends']={_plain(ends)!r} is refused: expected {phases} increasing phase ends, the last "
-                f"one total_steps - 1 = {total - 1} (three_phase={updates['three_phase']!r})"
+                f"state['phase_ends']={_plain(ends)!r} is refused: expected [pct_start*T - 1, {middle}T - 1] for a "
+                f"pct_start in [0, 1] and T = total_steps = {total} (three_phase={three_phase!r})"
             )
 
     def get_lr(self) -> list[float]:

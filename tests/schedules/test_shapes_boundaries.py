@@ -1,0 +1,584 @@
+"""The schedule shapes at their edges: every refusal's exact message, the smallest accepted arguments, and each
+schedule's phases, jumps, peak and end, derived from its arguments (issue 19: what mutation testing found unpinned).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from lrkit import schedules as S
+
+PEAK, FLOOR, START = 3e-4, 3e-5, 1e-6
+
+
+def exactly(message: str) -> str:
+    """A ``match=`` pattern for the whole message, nothing before or after it."""
+    return "^" + re.escape(message) + "$"
+
+
+# ----------------------------------------------------------------------------- every refusal, word for word
+
+REFUSALS = [
+    (
+        lambda: S.WarmupConstant(PEAK, 3, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.WarmupCosine(PEAK, 100, 100),
+        ValueError,
+        "total_steps must be > warmup_steps (the decay needs at least one step), got warmup_steps=100, total_steps=100",
+    ),
+    (
+        lambda: S.WarmupCosine(PEAK, 0, 0),
+        ValueError,
+        "total_steps must be a positive int, got total_steps=0",
+    ),
+    (
+        lambda: S.WarmupLinear(PEAK, 2, 10, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_steps=10, decay_shape="exponential"),
+        ValueError,
+        "decay_shape='exponential' needs min_lr > 0, got min_lr=0.0",
+    ),
+    (
+        lambda: S.WSD(PEAK, 10, 100),
+        ValueError,
+        "WSD needs exactly one of decay_steps or decay_fraction, got decay_steps=None, decay_fraction=None",
+    ),
+    (
+        lambda: S.WSD(PEAK, 10, 100, decay_steps=10, decay_fraction=0.1),
+        ValueError,
+        "WSD needs exactly one of decay_steps or decay_fraction, got decay_steps=10, decay_fraction=0.1",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 10, decay_fraction=0.04),
+        ValueError,
+        "decay_fraction * total_steps must round to at least 1 step, got decay_fraction=0.04, total_steps=10",
+    ),
+    (
+        lambda: S.WSD(PEAK, 50, 100, decay_steps=51),
+        ValueError,
+        "warmup_steps + decay steps must be <= total_steps, got warmup_steps=50, decay steps=51, total_steps=100",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_steps=0),
+        ValueError,
+        "decay_steps must be a positive int, got decay_steps=0",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_fraction=0.0),
+        ValueError,
+        "decay_fraction must be in (0.0, 1.0], got decay_fraction=0.0",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_fraction=1.5),
+        ValueError,
+        "decay_fraction must be in (0.0, 1.0], got decay_fraction=1.5",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_steps=10, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.InverseSqrt(PEAK, 0),
+        ValueError,
+        "InverseSqrt needs timescale >= 1 when warmup_steps=0, got timescale=None",
+    ),
+    (
+        lambda: S.InverseSqrt(PEAK, 3, timescale=0),
+        ValueError,
+        "timescale must be a positive int, got timescale=0",
+    ),
+    (
+        lambda: S.InverseSqrt(PEAK, 3, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, cycle_warmup_steps=10),
+        ValueError,
+        "cycle_warmup_steps must be < cycle_steps, got cycle_warmup_steps=10, cycle_steps=10",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 0),
+        ValueError,
+        "cycle_steps must be a positive int, got cycle_steps=0",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, cycle_mult=0),
+        ValueError,
+        "cycle_mult must be a positive int, got cycle_mult=0",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, cycle_decay=0.0),
+        ValueError,
+        "cycle_decay must be in (0.0, 1.0], got cycle_decay=0.0",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, cycle_decay=1.5),
+        ValueError,
+        "cycle_decay must be in (0.0, 1.0], got cycle_decay=1.5",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, min_lr=2 * PEAK),
+        ValueError,
+        f"min_lr must be <= peak_lr, got min_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, warmup_steps=-1),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, cycle_warmup_steps=-1),
+        ValueError,
+        "cycle_warmup_steps must be an int >= 0, got cycle_warmup_steps=-1",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.CosineWithRestarts(PEAK, 10, num_cycles=0),
+        ValueError,
+        "num_cycles must be a positive int, got num_cycles=0",
+    ),
+    (
+        lambda: S.LogWarmup(PEAK, 0),
+        ValueError,
+        "warmup_steps must be a positive int, got warmup_steps=0",
+    ),
+    (
+        lambda: S.LogWarmup(PEAK, 3, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.ExponentialRamp(0.0, 1.0, 5),
+        ValueError,
+        "start_lr must be in (0.0, inf), got start_lr=0.0",
+    ),
+    (
+        lambda: S.ExponentialRamp(1.0, 0.0, 5),
+        ValueError,
+        "end_lr must be in (0.0, inf), got end_lr=0.0",
+    ),
+    (
+        lambda: S.ExponentialRamp(1.0, 2.0, 1),
+        ValueError,
+        "num_steps must be an int >= 2, got num_steps=1",
+    ),
+    (
+        lambda: S.Sequence([], []),
+        TypeError,
+        "schedules must be a non-empty list of Schedule, got schedules=[]",
+    ),
+    (
+        lambda: S.Sequence("ab", []),
+        TypeError,
+        "schedules must be a non-empty list of Schedule, got schedules='ab'",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), 2.0], [3]),
+        TypeError,
+        "schedules must be a non-empty list of Schedule, got schedules=[Constant(value=1.0), 2.0]",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], 3),
+        ValueError,
+        "boundaries must have one entry fewer than schedules (1), got boundaries=3",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], [3, 4]),
+        ValueError,
+        "boundaries must have one entry fewer than schedules (1), got boundaries=[3, 4]",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0), S.Constant(3.0)], [4, 4]),
+        ValueError,
+        "boundaries must be strictly increasing, got boundaries=[4, 4]",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0), S.Constant(3.0)], [5, 4]),
+        ValueError,
+        "boundaries must be strictly increasing, got boundaries=[5, 4]",
+    ),
+    (
+        lambda: S.Sequence([S.Constant(1.0), S.Constant(2.0)], [0]),
+        ValueError,
+        "boundaries[0] must be a positive int, got boundaries[0]=0",
+    ),
+    (
+        lambda: S.Product(S.Constant(1.0), 2.0),
+        TypeError,
+        "b must be a Schedule, got b=2.0",
+    ),
+    (
+        lambda: S.Product(0.5, S.Constant(1.0)),
+        TypeError,
+        "a must be a Schedule, got a=0.5",
+    ),
+    (
+        lambda: S.Decay(1.0, 10, 0.0, "exponential"),
+        ValueError,
+        "decay_shape='exponential' needs start_lr > 0 and min_lr > 0, got start_lr=1.0, min_lr=0.0",
+    ),
+    (
+        lambda: S.Decay(0.0, 10, 0.1, "exponential"),
+        ValueError,
+        "decay_shape='exponential' needs start_lr > 0 and min_lr > 0, got start_lr=0.0, min_lr=0.1",
+    ),
+    (
+        lambda: S.Decay(1.0, 0),
+        ValueError,
+        "decay_steps must be a positive int, got decay_steps=0",
+    ),
+    (
+        lambda: S.Decay(1.0, 10, -0.5),
+        ValueError,
+        "min_lr must be in [0.0, inf), got min_lr=-0.5",
+    ),
+    (
+        lambda: S.Decay(1.0, 10, 0.0, "step"),
+        ValueError,
+        "decay_shape must be one of 'linear', 'cosine', '1-sqrt', 'exponential'; got decay_shape='step'",
+    ),
+    (
+        lambda: S.Refit(0.5, 0, 1.0),
+        TypeError,
+        "schedule must be a Schedule, got schedule=0.5",
+    ),
+    (
+        lambda: S.Refit(S.InverseSqrt(1.0, 10), 0, 1.0),
+        ValueError,
+        "schedule must end at a final LR to be refitted, got InverseSqrt",
+    ),
+    (
+        lambda: S.Refit(S.WarmupLinear(1.0, 0, 10, 0.1), 10, 1.0),
+        ValueError,
+        "schedule must still be above its final LR at offset to be refitted, got offset=10 (LR 0.1), "
+        "final LR 0.1 from step 10",
+    ),
+    (
+        lambda: S.Refit(S.WarmupLinear(1.0, 0, 10, 0.1), -1, 1.0),
+        ValueError,
+        "offset must be an int >= 0, got offset=-1",
+    ),
+    (
+        lambda: S.Refit(S.WarmupLinear(1.0, 0, 10, 0.1), 2, -1.0),
+        ValueError,
+        "start_lr must be in [0.0, inf), got start_lr=-1.0",
+    ),
+    (
+        lambda: S.HFPolynomialFactor(10, 10, 0.0, 1.0, 1.0),
+        ValueError,
+        "polynomial needs num_warmup_steps != num_training_steps (transformers divides by "
+        "num_training_steps - num_warmup_steps = 0 at step 10), got num_warmup_steps=10, num_training_steps=10",
+    ),
+    (
+        lambda: S.HFWSDFactor(3, 10, 5, warmup_type="exponential"),
+        ValueError,
+        "Unknown warmup type: exponential, expected 'linear', 'cosine' or '1-sqrt'",
+    ),
+    (
+        lambda: S.HFWSDFactor(3, 10, 5, decay_type="exponential"),
+        ValueError,
+        "Unknown decay type: exponential, expected 'linear', 'cosine' or '1-sqrt'",
+    ),
+    (
+        lambda: S.HFInverseSqrtFactor(-1, 5),
+        ValueError,
+        "num_warmup_steps must be an int >= 0, got num_warmup_steps=-1",
+    ),
+    (
+        lambda: S.HFLinearFactor(0, -1),
+        ValueError,
+        "num_training_steps must be an int >= 0, got num_training_steps=-1",
+    ),
+    (
+        lambda: S.HFCosineWarmupWithMinLRFactor(3, 30, 0.5, math.inf),
+        ValueError,
+        "min_lr_rate must be finite, got min_lr_rate=inf",
+    ),
+    (
+        lambda: S.HFWSDFactor(3, 10, 5, num_cycles=math.nan),
+        ValueError,
+        "num_cycles must be finite, got num_cycles=nan",
+    ),
+    (
+        lambda: S.HFPolynomialFactor(3, 30, math.inf, 1.0, 1e-3),
+        ValueError,
+        "lr_end must be finite, got lr_end=inf",
+    ),
+    (
+        lambda: S.HFWSDFactor(3, 10, 5, min_lr_ratio=math.inf),
+        ValueError,
+        "min_lr_ratio must be finite, got min_lr_ratio=inf",
+    ),
+    (
+        lambda: S.HFCosineWarmupWithMinLRFactor(3, 30, 0.5, 0.1, math.inf),
+        ValueError,
+        "warmup_lr_rate must be finite, got warmup_lr_rate=inf",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "message"), REFUSALS, ids=[r[2][:40] for r in REFUSALS])
+def test_every_refusal_names_the_argument_the_value_and_what_was_expected(make, error, message):
+    with pytest.raises(error, match=exactly(message)):
+        make()
+
+
+@pytest.mark.parametrize(
+    ("step", "error", "message"),
+    [
+        (-1, ValueError, "step must be finite and >= 0, got step=-1"),
+        (math.inf, ValueError, "step must be finite and >= 0, got step=inf"),
+        ("3", TypeError, "step must be a number or a numpy array, got step='3' (str)"),
+        (True, TypeError, "step must be a number or a numpy array, got step=True (bool)"),
+        ([0.0, -2.0], ValueError, "steps must be finite and >= 0, got min=np.float64(-2.0), max=np.float64(0.0)"),
+        ((1.0, math.inf), ValueError, "steps must be finite and >= 0, got min=np.float64(1.0), max=np.float64(inf)"),
+    ],
+)
+def test_a_bad_step_is_refused_word_for_word(step, error, message):
+    with pytest.raises(error, match=exactly(message)):
+        S.WarmupLinear(1.0, 2, 10)(step)
+
+
+# ----------------------------------------------------------------------------- phases, jumps, peak and end
+# Each expected list is read off the docstrings: the phase names and where each phase starts, from the arguments.
+
+W, T = 7, 40
+
+
+def describe(schedule: S.Schedule, until: float | None = None) -> tuple:
+    return schedule.phases(until), schedule.jumps(until), schedule.peak(), schedule.end()
+
+
+def test_the_simple_schedules_describe_themselves():
+    value = 0.25
+    assert describe(S.Constant(value)) == ([S.Phase("constant", 0)], [], (0, value), (0, value))
+    assert describe(S.WarmupConstant(PEAK, W)) == (
+        [S.Phase("warmup", 0), S.Phase("constant", W)],
+        [],
+        (W, PEAK),
+        (W, PEAK),
+    )
+    assert describe(S.WarmupConstant(PEAK, 0)) == ([S.Phase("constant", 0)], [], (0, PEAK), (0, PEAK))
+    assert describe(S.LogWarmup(PEAK, W)) == (
+        [S.Phase("log warmup", 0), S.Phase("constant", W)],
+        [],
+        (W, PEAK),
+        (W, PEAK),
+    )
+    n = 9
+    up, down = S.ExponentialRamp(1e-6, 1.0, n), S.ExponentialRamp(1.0, 1e-6, n)
+    ramp_phases = [S.Phase("exponential ramp", 0), S.Phase("constant", n - 1)]
+    assert describe(up) == (ramp_phases, [], (n - 1, 1.0), (n - 1, 1.0))
+    assert describe(down) == (ramp_phases, [], (0, 1.0), (n - 1, 1e-6))
+    assert S.ExponentialRamp(0.5, 0.5, n).peak() == (n - 1, 0.5)  # a flat ramp peaks where it ends
+
+
+@pytest.mark.parametrize(("make", "shape"), [(S.WarmupLinear, "linear"), (S.WarmupCosine, "cosine")])
+def test_a_warmup_decay_describes_its_phases(make, shape):
+    with_warmup = make(PEAK, W, T, FLOOR)
+    assert describe(with_warmup) == (
+        [S.Phase("warmup", 0), S.Phase(f"{shape} decay", W), S.Phase("floor", T)],
+        [],
+        (W, PEAK),
+        (T, FLOOR),
+    )
+    assert make(PEAK, 0, T, FLOOR).phases() == [S.Phase(f"{shape} decay", 0), S.Phase("floor", T)]
+    assert S.WarmupPolynomial(PEAK, W, T, power=2.0).phases()[1] == S.Phase("polynomial decay", W)
+
+
+def test_inverse_sqrt_describes_its_phases_and_has_no_end():
+    assert describe(S.InverseSqrt(PEAK, W)) == (
+        [S.Phase("warmup", 0), S.Phase("inverse-sqrt decay", W)],
+        [],
+        (W, PEAK),
+        None,
+    )
+    assert describe(S.InverseSqrt(PEAK, 0, timescale=5)) == ([S.Phase("inverse-sqrt decay", 0)], [], (0, PEAK), None)
+
+
+def test_decay_and_refit_describe_their_phases():
+    n = 12
+    down, up = S.Decay(PEAK, n, FLOOR, "cosine"), S.Decay(FLOOR, n, PEAK)
+    assert describe(down) == ([S.Phase("cosine decay", 0), S.Phase("floor", n)], [], (0, PEAK), (n, FLOOR))
+    assert describe(up) == ([S.Phase("linear decay", 0), S.Phase("floor", n)], [], (n, PEAK), (n, PEAK))
+    assert S.Decay(PEAK, n, PEAK).peak() == (0, PEAK)  # flat: the peak is at the start
+    base = S.WarmupLinear(1.0, 0, T, 0.1)
+    offset = 15
+    assert describe(S.Refit(base, offset, 0.5)) == (
+        [S.Phase("refit", 0), S.Phase("floor", T - offset)],
+        [],
+        None,
+        (T - offset, 0.1),
+    )
+
+
+# ----------------------------------------------------------------------------- the smallest accepted arguments
+
+
+def test_inverse_sqrt_accepts_a_timescale_of_one_step_and_refuses_a_negative_warmup():
+    schedule = S.InverseSqrt(PEAK, 0, timescale=1)
+    steps = np.arange(20)
+    assert schedule(steps).tolist() == [PEAK * math.sqrt(1 / (t + 1)) for t in steps]
+    with pytest.raises(ValueError, match=exactly("warmup_steps must be an int >= 0, got warmup_steps=-1")):
+        S.InverseSqrt(PEAK, -1, timescale=5)
+
+
+def test_a_polynomial_decay_accepts_any_positive_power():
+    """``power`` is in ``(0, inf)``: a concave decay (``power < 1``) is allowed."""
+    power, floor = 0.5, FLOOR
+    schedule = S.WarmupPolynomial(PEAK, 0, T, floor, power=power)
+    steps = np.arange(T + 3)
+    expected = [(PEAK - floor) * (1 - min(t / T, 1.0)) ** power + floor for t in steps]
+    np.testing.assert_allclose(schedule(steps), expected, rtol=1e-14)
+    with pytest.raises(ValueError, match=exactly("power must be in (0.0, inf), got power=0.0")):
+        S.WarmupPolynomial(PEAK, 0, T, power=0.0)
+
+
+@pytest.mark.parametrize("shape", S.DECAY_SHAPES)
+def test_wsd_describes_its_phases_with_and_without_a_stable_phase(shape):
+    decay = 10
+    stable = S.WSD(PEAK, W, T, decay_steps=decay, decay_shape=shape, min_lr=FLOOR)
+    assert describe(stable) == (
+        [S.Phase("warmup", 0), S.Phase("stable", W), S.Phase(f"{shape} decay", T - decay), S.Phase("floor", T)],
+        [],
+        (W, PEAK),
+        (T, FLOOR),
+    )
+    no_stable = S.WSD(PEAK, W, W + decay, decay_steps=decay, decay_shape=shape, min_lr=FLOOR)
+    assert no_stable.phases() == [S.Phase("warmup", 0), S.Phase(f"{shape} decay", W), S.Phase("floor", W + decay)]
+    no_warmup = S.WSD(PEAK, 0, T, decay_steps=decay, decay_shape=shape, min_lr=FLOOR)
+    assert no_warmup.phases() == [S.Phase("stable", 0), S.Phase(f"{shape} decay", T - decay), S.Phase("floor", T)]
+
+
+def test_a_wsds_cycle_without_a_stable_phase_lists_none():
+    """Cycle 0 is all warmup and decay (``W + D == E_0``); cycle 1 has a stable phase."""
+    warmup, decay, ends = 4, 6, (10, 20)
+    schedule = S.WSDS(PEAK, ends, warmup, decay_steps=decay, min_lr=FLOOR)
+    assert describe(schedule) == (
+        [
+            S.Phase("warmup", 0),
+            S.Phase("linear decay 1", ends[0] - decay),
+            S.Phase("stable 2", ends[0]),
+            S.Phase("linear decay 2", ends[1] - decay),
+            S.Phase("floor", ends[1]),
+        ],
+        [ends[0]],
+        (warmup, PEAK),
+        (ends[1], FLOOR),
+    )
+    assert schedule.phases(until=ends[0])[-1] == S.Phase("linear decay 1", ends[0] - decay)
+    no_warmup = S.WSDS(PEAK, ends, decay_steps=decay)
+    assert no_warmup.phases()[:2] == [S.Phase("stable 1", 0), S.Phase("linear decay 1", ends[0] - decay)]
+
+
+def test_power_lr_describes_its_phases():
+    a, b, decay = 3e-3, -0.5, 10
+    with_stable = S.PowerLR(PEAK, a, b, warmup_steps=W, total_steps=T, decay_steps=decay, decay_shape="cosine")
+    assert describe(with_stable) == (
+        [S.Phase("warmup", 0), S.Phase("power-law stable", W), S.Phase("cosine decay", T - decay), S.Phase("floor", T)],
+        [],
+        (W, min(PEAK, a * W**b)),
+        (T, 0.0),
+    )
+    no_stable = S.PowerLR(PEAK, a, b, warmup_steps=W, total_steps=W + decay, decay_steps=decay)
+    assert no_stable.phases() == [S.Phase("warmup", 0), S.Phase("linear decay", W), S.Phase("floor", W + decay)]
+    endless = S.PowerLR(PEAK, a, b)
+    assert describe(endless) == ([S.Phase("power-law stable", 0)], [], (0, PEAK), None)
+    assert endless.decay_length == 0
+
+
+# ----------------------------------------------------------------------------- composition
+
+
+def test_a_sequence_lists_the_phases_each_piece_reaches_before_until():
+    warm, decay, tail = S.WarmupConstant(1.0, 5), S.WarmupLinear(1.0, 3, 20, 0.1), S.Constant(0.1)
+    joined = S.Sequence([warm, decay, tail], [5, 25])
+    # Each piece's phases before its end, shifted by its boundary. Cut off: the first piece's "constant" phase
+    # (at 5, its end) and the second's "floor" (at 20 of its own steps, its end).
+    everything = [S.Phase("warmup", 0), S.Phase("warmup", 5), S.Phase("linear decay", 5 + 3), S.Phase("constant", 25)]
+    assert joined.phases() == everything
+    for until in (1, 5, 6, 8, 9, 25, 26, 1000):
+        assert joined.phases(until) == [p for p in everything if p.start < until], until
+
+
+def test_a_sequence_asks_an_endless_piece_for_its_phases_up_to_until():
+    """An endless restart schedule lists its cycles only up to the limit it is given: the piece must get it."""
+    cycle = 3
+    joined = S.Sequence([S.Constant(0.5), S.CosineWithRestarts(1.0, cycle)], [2])
+    until = 2 + 15 * cycle
+    starts = [p.start for p in joined.phases(until)]
+    assert starts == [0, *range(2, until, cycle)]
+    assert joined.jumps(until) == list(range(2 + cycle, until, cycle))
+    assert joined.jumps(2 + cycle) == [] and joined.jumps(2 + cycle + 1) == [2 + cycle]
+
+
+def test_a_sequence_shifts_the_jumps_of_each_piece_and_drops_those_past_its_boundary():
+    first, second = S.CosineWithRestarts(1.0, 4, num_cycles=5), S.CosineWithRestarts(1.0, 3, num_cycles=3)
+    assert first.jumps() == [4, 8, 12, 16] and second.jumps() == [3, 6]
+    joined = S.Sequence([first, second], [10])
+    assert joined.jumps() == [4, 8, 13, 16]
+    assert joined.jumps(until=13) == [4, 8] and joined.jumps(until=14) == [4, 8, 13]
+
+
+def test_a_sequence_peaks_where_a_piece_first_reaches_the_highest_lr_it_keeps():
+    # A piece cut off before its own peak does not reach it.
+    cut = S.Sequence([S.WarmupConstant(1.0, 10), S.Constant(0.5)], [6])
+    assert cut.peak() == (6, 0.5)
+    # A piece that ends exactly at its peak's step does not reach it either: the next piece owns that step.
+    at_boundary = S.Sequence([S.WarmupConstant(1.0, 5), S.Constant(0.5)], [5])
+    assert at_boundary(5) == 0.5 and at_boundary.peak() == (5, 0.5)
+    # A later piece's peak is counted from its boundary, and is kept only inside that piece.
+    later = S.Sequence([S.Constant(0.5), S.WarmupConstant(1.0, 4), S.Constant(0.25)], [3, 8])
+    assert later.peak() == (3 + 4, 1.0)
+    later_cut = S.Sequence([S.Constant(0.5), S.WarmupConstant(1.0, 4), S.Constant(0.25)], [3, 6])
+    assert later_cut.peak() == (0, 0.5)
+    # The first step of equal highs.
+    assert S.Sequence([S.Constant(1.0), S.Constant(1.0)], [5]).peak() == (0, 1.0)
+    # A piece without a peak is skipped; pieces without any peak give none.
+    refit = S.Refit(S.WarmupLinear(1.0, 0, 10, 0.1), 2, 0.5)
+    assert refit.peak() is None
+    assert S.Sequence([refit, S.Constant(0.25)], [4]).peak() == (4, 0.25)
+    assert S.Sequence([refit, refit], [4]).peak() is None
+
+
+def test_a_product_with_a_constant_scale_takes_the_other_sides_description():
+    shape = S.WarmupLinear(1.0, W, T, 0.1)
+    for product in (S.Product(S.Constant(2.0), shape), S.Product(shape, S.Constant(2.0))):
+        assert product.phases() == shape.phases() and product.phases(W) == shape.phases(W)
+        assert product.peak() == (W, 2.0) and product.end() == (T, 2.0 * 0.1)
+    endless = S.Product(S.Constant(2.0), S.InverseSqrt(1.0, W))
+    assert endless.end() is None and endless.peak() == (W, 2.0)
+    assert S.Product(S.Constant(2.0), S.Constant(3.0)).peak() == (0, 6.0)
+
+
+def test_a_product_of_two_shapes_merges_their_phases_and_jumps_and_declares_no_peak():
+    a = S.WarmupConstant(1.0, 5)
+    b = S.CosineWithRestarts(1.0, 10, num_cycles=3)
+    product = S.Product(a, b)
+    # At a shared start the first side's name wins.
+    assert product.phases() == [
+        S.Phase("warmup", 0),
+        S.Phase("constant", 5),
+        S.Phase("cycle 2 (restart)", 10),
+        S.Phase("cycle 3 (restart)", 20),
+        S.Phase("floor", 30),
+    ]
+    assert product.phases(until=11) == [S.Phase("warmup", 0), S.Phase("constant", 5), S.Phase("cycle 2 (restart)", 10)]
+    assert product.jumps() == [10, 20] == S.Product(b, S.Product(b, a)).jumps()
+    assert product.peak() is None and product.end() is None

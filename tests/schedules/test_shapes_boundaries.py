@@ -89,6 +89,145 @@ REFUSALS = [
         f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
     ),
     (
+        lambda: S.WSDS(PEAK, 30, decay_steps=3),
+        TypeError,
+        "cycle_ends must be a non-empty list of ints, got cycle_ends=30",
+    ),
+    (
+        lambda: S.WSDS(PEAK, [10, 20, 15], decay_steps=3),
+        ValueError,
+        "cycle_ends must be strictly increasing, got cycle_ends=[10, 20, 15]",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), warmup_steps=-1, decay_steps=3),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20)),
+        ValueError,
+        "WSDS needs exactly one of decay_steps or decay_fraction, got decay_steps=None, decay_fraction=None",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), decay_fraction=0.0),
+        ValueError,
+        "decay_fraction must be in (0.0, 1.0], got decay_fraction=0.0",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), decay_fraction=1.01),
+        ValueError,
+        "decay_fraction must be in (0.0, 1.0], got decay_fraction=1.01",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), decay_steps=0),
+        ValueError,
+        "decay_steps must be a positive int, got decay_steps=0",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (40, 50), decay_fraction=0.04),
+        ValueError,
+        "decay_fraction * cycle length must round to at least 1 step, got decay_fraction=0.04, cycle 1 of 10 steps",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), warmup_steps=5, decay_steps=6),
+        ValueError,
+        "warmup_steps + decay steps must be <= the cycle's length, got warmup_steps=5, decay steps=6, "
+        "cycle 0 = [0, 10) of 10 steps",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20, 30), rewarmup_steps=5, decay_steps=6),
+        ValueError,
+        "rewarmup_steps + decay steps must be <= the cycle's length, got rewarmup_steps=5, decay steps=6, "
+        "cycle 1 = [10, 20) of 10 steps",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), decay_steps=3, decay_shape="exponential"),
+        ValueError,
+        "decay_shape='exponential' needs min_lr > 0, got min_lr=0.0",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), decay_steps=3, min_lr=2 * PEAK),
+        ValueError,
+        f"min_lr must be <= peak_lr, got min_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.WSDS(PEAK, (10, 20), warmup_steps=3, decay_steps=3, warmup_start_lr=2 * PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, decay_steps=10),
+        ValueError,
+        "PowerLR decays only with total_steps, got total_steps=None with decay_steps=10, decay_fraction=None",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, decay_fraction=0.1),
+        ValueError,
+        "PowerLR decays only with total_steps, got total_steps=None with decay_steps=None, decay_fraction=0.1",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 0.0, -0.5),
+        ValueError,
+        "coefficient must be in (0.0, inf), got coefficient=0.0",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, 0.0),
+        ValueError,
+        "exponent must be in [-1.0, 0.0), got exponent=0.0",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -1.01),
+        ValueError,
+        "exponent must be in [-1.0, 0.0), got exponent=-1.01",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, warmup_steps=-1),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=0, decay_steps=1),
+        ValueError,
+        "total_steps must be a positive int, got total_steps=0",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=100),
+        ValueError,
+        "PowerLR needs exactly one of decay_steps or decay_fraction, got decay_steps=None, decay_fraction=None",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=100, decay_steps=10, decay_shape="step"),
+        ValueError,
+        "decay_shape must be one of 'linear', 'cosine', '1-sqrt', 'exponential'; got decay_shape='step'",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=100, decay_steps=10, decay_shape="exponential"),
+        ValueError,
+        "decay_shape='exponential' needs min_lr > 0, got min_lr=0.0",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=100, decay_steps=10, min_lr=-1.0),
+        ValueError,
+        "min_lr must be in [0.0, inf), got min_lr=-1.0",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, total_steps=1000, decay_steps=100, min_lr=PEAK),
+        ValueError,
+        f"min_lr must be <= power(total_steps - decay steps), got min_lr={PEAK!r}, "
+        f"power(total_steps - decay steps)={3e-3 * 900**-0.5!r}",
+    ),
+    (
+        lambda: S.PowerLR(PEAK, 3e-3, -0.5, warmup_steps=400, warmup_start_lr=PEAK),
+        ValueError,
+        f"warmup_start_lr must be <= power(warmup_steps), got warmup_start_lr={PEAK!r}, "
+        f"power(warmup_steps)={3e-3 * 400**-0.5!r}",
+    ),
+    (
+        lambda: S.PowerLR(-1.0, 3e-3, -0.5),
+        ValueError,
+        "peak_lr must be in [0.0, inf), got peak_lr=-1.0",
+    ),
+    (
         lambda: S.InverseSqrt(PEAK, 0),
         ValueError,
         "InverseSqrt needs timescale >= 1 when warmup_steps=0, got timescale=None",
@@ -582,3 +721,106 @@ def test_a_product_of_two_shapes_merges_their_phases_and_jumps_and_declares_no_p
     assert product.phases(until=11) == [S.Phase("warmup", 0), S.Phase("constant", 5), S.Phase("cycle 2 (restart)", 10)]
     assert product.jumps() == [10, 20] == S.Product(b, S.Product(b, a)).jumps()
     assert product.peak() is None and product.end() is None
+
+
+# ----------------------------------------------------------------------------- cosine with restarts
+
+
+def restarts_walk(s: S.CosineWithRestarts, t: float) -> float:
+    """The docstring's cycles, found by walking them with exact integer starts."""
+    if t < s.warmup_steps:
+        return s.warmup_start_lr + (s.peak_lr - s.warmup_start_lr) * t / s.warmup_steps
+    start, i = s.warmup_steps, 0
+    while s.num_cycles is None or i < s.num_cycles:
+        length = s.cycle_steps * s.cycle_mult**i
+        if t < start + length:
+            peak = max(s.peak_lr * s.cycle_decay**i, s.min_lr)
+            ramp = s.cycle_warmup_steps if i else 0
+            if t - start < ramp:
+                return s.min_lr + (peak - s.min_lr) * (t - start) / ramp
+            p = (t - start - ramp) / (length - ramp)
+            return s.min_lr + (peak - s.min_lr) * (1 + math.cos(math.pi * p)) / 2
+        start, i = start + length, i + 1
+    return s.min_lr
+
+
+def test_the_smallest_restart_arguments_are_accepted():
+    one_step = S.CosineWithRestarts(1.0, 1, num_cycles=1)
+    assert one_step(0) == 1.0 and one_step(1) == 0.0 and one_step.end() == (1, 0.0)
+    assert describe(one_step) == ([S.Phase("cycle 1", 0), S.Phase("floor", 1)], [], (0, 1.0), (1, 0.0))
+    schedule = S.CosineWithRestarts(1.0, 1, cycle_decay=1.0)
+    assert [schedule(t) for t in range(5)] == [1.0] * 5  # every step restarts at the (undecayed) peak
+
+
+@pytest.mark.parametrize(("cycle", "mult"), [(2, 1), (3, 2), (1, 3)])
+def test_a_warmup_longer_than_several_cycles_shifts_every_cycle(cycle, mult):
+    schedule = S.CosineWithRestarts(PEAK, cycle, cycle_mult=mult, min_lr=FLOOR, warmup_steps=25, cycle_decay=0.5)
+    steps = np.arange(0, 300, 0.5)
+    np.testing.assert_allclose(schedule(steps), [restarts_walk(schedule, t) for t in steps], rtol=1e-12)
+
+
+@pytest.mark.parametrize(("cycle", "mult"), [(1, 2), (5, 2), (1, 3), (4, 5)])
+def test_a_step_just_before_a_restart_is_still_in_the_previous_cycle(cycle, mult):
+    """``log`` can put a step a hair below a cycle's start into that cycle: the index is corrected exactly."""
+    schedule = S.CosineWithRestarts(1.0, cycle, cycle_mult=mult, cycle_decay=0.5, min_lr=0.0)
+    for i in range(1, 12):
+        start = int(schedule.cycle_start(i))
+        before = math.nextafter(start, 0.0)
+        assert schedule(before) == restarts_walk(schedule, before), (i, before)
+        assert schedule(before) < 1e-12 and schedule(start) == 0.5**i  # each restart at its own decayed peak
+        assert schedule(np.array([before, start])).tolist() == [schedule(before), 0.5**i]
+
+
+def test_an_integer_step_at_a_restart_that_log_puts_one_cycle_early_is_in_its_own_cycle():
+    """With ``cycle_mult = 3``, ``log`` puts step 121 (the start of cycle 5 of 1-step cycles) in cycle 4."""
+    schedule = S.CosineWithRestarts(1.0, 1, cycle_mult=3, cycle_decay=0.5)
+    start = int(schedule.cycle_start(5))
+    assert start == 1 + 3 + 9 + 27 + 81
+    assert math.floor(math.log(1 + start * 2) / math.log(3)) == 4  # the raw index is one cycle early
+    assert schedule(start) == 0.5**5 == restarts_walk(schedule, start)
+    assert schedule(np.array([start - 1, start, start + 1])).tolist() == [
+        restarts_walk(schedule, t) for t in (start - 1, start, start + 1)
+    ]
+
+
+def test_restarts_describe_their_cycles_floor_and_jumps():
+    w, cycle, n = 4, 5, 3
+    starts = [w + cycle * (2**i - 1) for i in range(n + 1)]  # 4, 9, 19, 39: cycles of 5, 10, 20 steps
+    schedule = S.CosineWithRestarts(PEAK, cycle, cycle_mult=2, min_lr=FLOOR, warmup_steps=w, num_cycles=n)
+    cycles = [S.Phase("cycle 1", starts[0]), S.Phase("cycle 2 (restart)", starts[1]),
+              S.Phase("cycle 3 (restart)", starts[2])]  # fmt: skip
+    assert describe(schedule) == (
+        [S.Phase("warmup", 0), *cycles, S.Phase("floor", starts[n])],
+        starts[1:n],
+        (w, PEAK),
+        (starts[n], FLOOR),
+    )
+    assert schedule.phases(until=starts[2]) == [S.Phase("warmup", 0), *cycles[:2]]
+    assert schedule.phases(until=starts[2] + 1) == [S.Phase("warmup", 0), *cycles]
+    assert schedule.phases(until=starts[n]) == [S.Phase("warmup", 0), *cycles]
+    assert schedule.phases(until=starts[n] + 1)[-1] == S.Phase("floor", starts[n])
+    assert schedule.jumps(until=starts[2]) == starts[1:2] and schedule.jumps(until=starts[2] + 1) == starts[1:3]
+    soft = S.CosineWithRestarts(PEAK, cycle, cycle_mult=2, cycle_warmup_steps=2, num_cycles=n)
+    assert soft.jumps() == [] and soft.phases()[0] == S.Phase("cycle 1", 0)
+
+
+def test_endless_restarts_list_their_first_ten_cycles_or_every_cycle_before_until():
+    cycle = 3
+    endless = S.CosineWithRestarts(1.0, cycle)
+    assert endless.end() is None
+    names = ["cycle 1"] + [f"cycle {k} (restart)" for k in range(2, 11)]
+    assert endless.phases() == [S.Phase(name, cycle * k) for k, name in enumerate(names)]
+    assert endless.jumps() == [cycle * k for k in range(1, 10)]
+    until = 15 * cycle + 1
+    assert [p.start for p in endless.phases(until)] == list(range(0, until, cycle))
+    assert endless.phases(until)[-1] == S.Phase("cycle 16 (restart)", 15 * cycle)
+    assert endless.jumps(until) == list(range(cycle, until, cycle))
+
+
+def test_wsds_keeps_its_branch_points_as_a_tuple():
+    """A list of branch points is stored as a tuple: the schedule stays hashable and equal to one built from a tuple."""
+    from_list = S.WSDS(PEAK, [10, 20], decay_steps=3)
+    assert from_list.cycle_ends == (10, 20)
+    assert from_list == S.WSDS(PEAK, (10, 20), decay_steps=3) and hash(from_list) == hash(
+        S.WSDS(PEAK, (10, 20), decay_steps=3)
+    )

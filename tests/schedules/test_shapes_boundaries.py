@@ -89,6 +89,31 @@ REFUSALS = [
         f"warmup_start_lr must be <= peak_lr, got warmup_start_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
     ),
     (
+        lambda: S.WarmupConstant(PEAK, -1),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.WarmupLinear(PEAK, -1, 10),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.WSD(PEAK, -1, 100, decay_steps=10),
+        ValueError,
+        "warmup_steps must be an int >= 0, got warmup_steps=-1",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 0, decay_steps=1),
+        ValueError,
+        "total_steps must be a positive int, got total_steps=0",
+    ),
+    (
+        lambda: S.WSD(PEAK, 0, 100, decay_steps=10, min_lr=2 * PEAK),
+        ValueError,
+        f"min_lr must be <= peak_lr, got min_lr={2 * PEAK!r}, peak_lr={PEAK!r}",
+    ),
+    (
         lambda: S.WSDS(PEAK, 30, decay_steps=3),
         TypeError,
         "cycle_ends must be a non-empty list of ints, got cycle_ends=30",
@@ -570,6 +595,29 @@ def test_decay_and_refit_describe_their_phases():
 # ----------------------------------------------------------------------------- the smallest accepted arguments
 
 
+def decay_value(schedule: S.Schedule, t: float) -> float:
+    """Halfway through a one-step linear or cosine decay from ``PEAK`` to ``FLOOR``."""
+    shape = "cosine" if isinstance(schedule, S.WarmupCosine) else "linear"
+    c = (1 + math.cos(math.pi * t)) / 2 if shape == "cosine" else 1 - t
+    return PEAK * c + FLOOR * (1 - c)
+
+
+def test_one_step_schedules_are_accepted():
+    """``total_steps = 1`` with no warmup: the peak at step 0, the floor from step 1."""
+    for schedule in (
+        S.WarmupLinear(PEAK, 0, 1, FLOOR),
+        S.WarmupCosine(PEAK, 0, 1, FLOOR),
+        S.WSD(PEAK, 0, 1, decay_steps=1, min_lr=FLOOR),
+        S.WSD(PEAK, 0, 1, decay_fraction=1.0, min_lr=FLOOR),
+        S.PowerLR(PEAK, 1.0, -0.5, total_steps=1, decay_steps=1, min_lr=FLOOR),
+        S.WSDS(PEAK, (1,), decay_steps=1, min_lr=FLOOR),
+        S.Decay(PEAK, 1, FLOOR),
+    ):
+        assert schedule.end() == (1, FLOOR), schedule
+        assert [schedule(t) for t in (0, 1, 2)] == [PEAK, FLOOR, FLOOR], schedule
+        assert schedule(0.5) == decay_value(schedule, 0.5), schedule
+
+
 def test_inverse_sqrt_accepts_a_timescale_of_one_step_and_refuses_a_negative_warmup():
     schedule = S.InverseSqrt(PEAK, 0, timescale=1)
     steps = np.arange(20)
@@ -824,3 +872,96 @@ def test_wsds_keeps_its_branch_points_as_a_tuple():
     assert from_list == S.WSDS(PEAK, (10, 20), decay_steps=3) and hash(from_list) == hash(
         S.WSDS(PEAK, (10, 20), decay_steps=3)
     )
+
+
+# ----------------------------------------------------------------------------- transformers' factors
+
+
+def test_the_hf_factors_describe_their_phases_peak_and_end():
+    w, t = 3, 30
+    assert describe(S.HFConstantFactor()) == ([S.Phase("constant", 0)], [], (0, 1.0), (0, 1.0))
+    assert describe(S.HFConstantWithWarmupFactor(w)) == (
+        [S.Phase("warmup", 0), S.Phase("constant", w)],
+        [],
+        (w, 1.0),
+        (w, 1.0),
+    )
+    assert S.HFConstantWithWarmupFactor(0).peak() == (0, 1.0)
+    assert describe(S.HFLinearFactor(w, t)) == (
+        [S.Phase("warmup", 0), S.Phase("linear decay", w), S.Phase("floor", t)],
+        [],
+        (w, 1.0),
+        (t, 0.0),
+    )
+    cosine = S.HFCosineFactor(w, t, 0.7)
+    rises = [S.Phase("warmup", 0), S.Phase("cosine decay", w), S.Phase("past the end (rises)", t)]
+    assert describe(cosine) == (rises, [], (w, 1.0), (t, cosine(t)))
+    assert cosine(t) == max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.7 * 2.0)))  # transformers' lambda at T
+    with_min = S.HFCosineWithMinLRFactor(w, t, 0.5, 0.1)
+    assert describe(with_min) == (rises, [], (w, 1.0), (t, with_min(t)))
+    assert with_min(t) == 0.1
+    assert describe(S.HFPolynomialFactor(w, t, 1e-7, 2.0, 1e-3)) == (
+        [S.Phase("warmup", 0), S.Phase("polynomial decay", w), S.Phase("floor", t)],
+        [],
+        (w, 1.0),
+        (t, 1e-7 / 1e-3),
+    )
+    assert describe(S.HFInverseSqrtFactor(w, 7)) == (
+        [S.Phase("warmup", 0), S.Phase("inverse-sqrt decay", w)],
+        [],
+        (w, 1.0),
+        None,
+    )
+    stable, decay = 10, 8
+    assert describe(S.HFWSDFactor(w, stable, decay, decay_type="1-sqrt", min_lr_ratio=0.1)) == (
+        [
+            S.Phase("warmup", 0),
+            S.Phase("stable", w),
+            S.Phase("1-sqrt decay", w + stable),
+            S.Phase("floor", w + stable + decay),
+        ],  # fmt: skip
+        [],
+        (w, 1.0),
+        (w + stable + decay, 0.1),
+    )
+
+
+def test_cosine_warmup_with_min_lr_peaks_and_ends_one_step_early():
+    w, t = 4, 30
+    factor = S.HFCosineWarmupWithMinLRFactor(w, t, 0.5, 0.1)
+    assert describe(factor) == (
+        [S.Phase("warmup", 0), S.Phase("cosine decay", w - 1), S.Phase("past the end (rises)", t - 1)],
+        [],
+        (w - 1, 1.0),
+        (t - 1, factor(t - 1)),
+    )
+    assert factor(w - 1) == 1.0 and factor(t - 1) == 0.1  # transformers' quirks: peak at W - 1, floor at T - 1
+    assert factor(0) == 1 / w and factor(w - 2) == (w - 1) / w  # (t + 1) / W
+    rate = 0.2
+    ramp = S.HFCosineWarmupWithMinLRFactor(w, t, 0.5, 0.1, rate)
+    assert [ramp(s) for s in range(w)] == [rate + (1.0 - rate) * s / (w - 1) for s in range(w)]
+    no_warmup = S.HFCosineWarmupWithMinLRFactor(0, 1, 0.5, 0.1)
+    assert no_warmup.phases() == [S.Phase("warmup", 0), S.Phase("cosine decay", 0), S.Phase("past the end (rises)", 0)]
+    assert no_warmup.peak() == (0, 1.0) and no_warmup.end() == (0, no_warmup(0))
+
+
+def test_hard_restarts_jump_where_each_cycle_starts():
+    """``T - W = 32`` steps and 4 cycles: the float progress is exact, so cycles start every 8 steps after ``W``."""
+    w, cycles = 2, 4
+    t = w + 32
+    factor = S.HFCosineWithHardRestartsFactor(w, t, cycles)
+    restarts = [w + 8, w + 16, w + 24]
+    assert describe(factor) == (
+        [
+            S.Phase("warmup", 0),
+            S.Phase("cycle 1", w),
+            *[S.Phase(f"cycle {k + 2} (restart)", s) for k, s in enumerate(restarts)],
+            S.Phase("floor", t),
+        ],  # fmt: skip
+        restarts,
+        (w, 1.0),
+        (t, 0.0),
+    )
+    assert [factor(s) for s in restarts] == [1.0] * 3 and factor(t) == 0.0 and factor(t + 5) == 0.0
+    one_cycle = S.HFCosineWithHardRestartsFactor(0, 1)
+    assert one_cycle.jumps() == [] and one_cycle.phases()[-1] == S.Phase("floor", 1)

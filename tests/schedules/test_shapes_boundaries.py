@@ -965,3 +965,93 @@ def test_hard_restarts_jump_where_each_cycle_starts():
     assert [factor(s) for s in restarts] == [1.0] * 3 and factor(t) == 0.0 and factor(t + 5) == 0.0
     one_cycle = S.HFCosineWithHardRestartsFactor(0, 1)
     assert one_cycle.jumps() == [] and one_cycle.phases()[-1] == S.Phase("floor", 1)
+
+
+# transformers' own lambdas (transformers/optimization.py, 5.x), copied as they are: the oracle where the mutation
+# run has no transformers to import.
+def hf_warmup(step: float, w: int) -> float:
+    return float(step) / float(max(1, w))
+
+
+def hf_linear(step: float, w: int, total: int) -> float:
+    if step < w:
+        return hf_warmup(step, w)
+    return max(0.0, float(total - step) / float(max(1, total - w)))
+
+
+def hf_cosine(step: float, w: int, total: int, cycles: float = 0.5, rate: float = 0.0) -> float:
+    if step < w:
+        return hf_warmup(step, w)
+    progress = float(step - w) / float(max(1, total - w))
+    factor = 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
+    return max(0, factor * (1 - rate) + rate)
+
+
+def hf_hard_restarts(step: float, w: int, total: int, cycles: float = 1) -> float:
+    if step < w:
+        return hf_warmup(step, w)
+    progress = float(step - w) / float(max(1, total - w))
+    if progress >= 1.0:
+        return 0.0
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(cycles) * progress) % 1.0))))
+
+
+def hf_wsd(step: float, w: int, s: int, d: int, warmup_type: str, decay_type: str, r: float, cycles: float) -> float:
+    if step < w:
+        progress = float(step) / float(max(1, w))
+        if warmup_type == "linear":
+            factor = progress
+        elif warmup_type == "cosine":
+            factor = 0.5 * (1.0 - math.cos(math.pi * progress))
+        else:
+            factor = 1.0 - math.sqrt(1.0 - progress)
+        return max(0.0, factor * (1.0 - r) + r)
+    if step < w + s:
+        return 1.0
+    if step < w + s + d:
+        progress = float(step - w - s) / float(max(1, d))
+        if decay_type == "linear":
+            factor = 1.0 - progress
+        elif decay_type == "cosine":
+            factor = 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
+        else:
+            factor = 1.0 - math.sqrt(progress)
+        return max(0.0, factor * (1.0 - r) + r)
+    return r
+
+
+HALF_STEPS = [k / 2 for k in range(0, 13)]
+
+
+@pytest.mark.parametrize(("w", "total"), [(1, 2), (0, 1), (1, 5), (3, 4)])
+def test_the_hf_factors_follow_transformers_lambdas_at_fractional_steps_and_one_step_phases(w, total):
+    cases = [
+        (S.HFConstantWithWarmupFactor(w), lambda t: hf_warmup(t, w) if t < w else 1.0),
+        (S.HFLinearFactor(w, total), lambda t: hf_linear(t, w, total)),
+        (S.HFCosineFactor(w, total, 0.7), lambda t: hf_cosine(t, w, total, 0.7)),
+        (S.HFCosineWithMinLRFactor(w, total, 0.5, 0.1), lambda t: hf_cosine(t, w, total, 0.5, 0.1)),
+        (S.HFCosineWithHardRestartsFactor(w, total, 2), lambda t: hf_hard_restarts(t, w, total, 2)),
+    ]
+    for factor, oracle in cases:
+        assert [factor(t) for t in HALF_STEPS] == [oracle(t) for t in HALF_STEPS], type(factor).__name__
+        assert factor(np.asarray(HALF_STEPS)).tolist() == [oracle(t) for t in HALF_STEPS], type(factor).__name__
+
+
+@pytest.mark.parametrize("warmup_type", ["linear", "cosine", "1-sqrt"])
+@pytest.mark.parametrize("decay_type", ["linear", "cosine", "1-sqrt"])
+@pytest.mark.parametrize(("w", "s", "d"), [(4, 2, 3), (1, 0, 1), (0, 3, 2), (2, 0, 0)])
+def test_the_hf_wsd_factor_follows_transformers_lambda(warmup_type, decay_type, w, s, d):
+    r, cycles = 0.1, 0.5
+    factor = S.HFWSDFactor(w, s, d, warmup_type, decay_type, r, cycles)
+    oracle = [hf_wsd(t, w, s, d, warmup_type, decay_type, r, cycles) for t in HALF_STEPS]
+    assert [factor(t) for t in HALF_STEPS] == oracle
+    assert factor(np.asarray(HALF_STEPS)).tolist() == oracle
+
+
+def test_an_hf_polynomial_of_power_zero_holds_until_its_end_then_drops_to_lr_end():
+    """transformers returns ``lr_end / lr_init`` only *after* ``T``; at ``T`` it computes ``pct ** 0 = 1``."""
+    w, total, lr_end, lr_init = 3, 30, 1e-7, 1e-3
+    factor = S.HFPolynomialFactor(w, total, lr_end, 0.0, lr_init)
+    assert factor(total) == 1.0 and factor(total + 1) == lr_end / lr_init
+    assert factor(np.array([total, total + 1])).tolist() == [1.0, lr_end / lr_init]
+    assert factor.end() == (total, lr_end / lr_init)

@@ -1055,3 +1055,18 @@ def test_an_hf_polynomial_of_power_zero_holds_until_its_end_then_drops_to_lr_end
     assert factor(total) == 1.0 and factor(total + 1) == lr_end / lr_init
     assert factor(np.array([total, total + 1])).tolist() == [1.0, lr_end / lr_init]
     assert factor.end() == (total, lr_end / lr_init)
+
+
+def test_a_large_cap_leaves_the_power_law_below_it_unclamped():
+    """With ``a * 1 ** b = 1 < P = 10`` the power law is already below the cap at step 1."""
+    peak, a, b = 10.0, 1.0, -0.5
+    schedule = S.PowerLR(peak, a, b)
+    steps = [0.005, 0.01, 0.5, 1, 4, 25, 100]
+    assert [schedule(t) for t in steps] == [min(peak, a * t**b) for t in steps]
+
+
+def test_ends_are_counted_from_where_the_last_piece_or_the_refit_starts():
+    assert S.Sequence([S.Constant(1.0), S.WarmupLinear(1.0, 0, 20, 0.1)], [5]).end() == (5 + 20, 0.1)
+    rising = S.HFCosineFactor(0, 10)  # rises again after its end at step 10
+    refit = S.Refit(rising, 15, 0.5)
+    assert rising(15) > rising.end()[1] and refit.end() == (0, rising.end()[1])

@@ -1070,3 +1070,17 @@ def test_ends_are_counted_from_where_the_last_piece_or_the_refit_starts():
     rising = S.HFCosineFactor(0, 10)  # rises again after its end at step 10
     refit = S.Refit(rising, 15, 0.5)
     assert rising(15) > rising.end()[1] and refit.end() == (0, rising.end()[1])
+
+
+def test_a_product_asks_each_side_for_its_phases_and_jumps_up_to_until():
+    cycle, until = 3, 3 * 15 + 1  # an endless side lists 10 cycles without until, 16 before this one
+    endless, other = S.CosineWithRestarts(1.0, cycle), S.WarmupConstant(1.0, 2)
+    for product in (S.Product(endless, other), S.Product(other, endless)):
+        assert [p.start for p in product.phases(until)] == sorted({0, 2, *range(0, until, cycle)})
+        assert product.jumps(until) == list(range(cycle, until, cycle))
+    for scaled in (S.Product(S.Constant(2.0), endless), S.Product(endless, S.Constant(2.0))):
+        assert scaled.phases(until) == endless.phases(until)
+
+
+def test_an_hf_constant_with_no_warmup_is_constant_from_step_0():
+    assert S.HFConstantWithWarmupFactor(0).phases() == [S.Phase("warmup", 0), S.Phase("constant", 0)]

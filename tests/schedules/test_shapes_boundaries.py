@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from lrkit import schedules as S
 
@@ -967,57 +970,12 @@ def test_hard_restarts_jump_where_each_cycle_starts():
     assert one_cycle.jumps() == [] and one_cycle.phases()[-1] == S.Phase("floor", 1)
 
 
-# transformers' own lambdas (transformers/optimization.py, 5.x), copied as they are: the oracle where the mutation
-# run has no transformers to import.
-def hf_warmup(step: float, w: int) -> float:
-    return float(step) / float(max(1, w))
-
-
-def hf_linear(step: float, w: int, total: int) -> float:
-    if step < w:
-        return hf_warmup(step, w)
-    return max(0.0, float(total - step) / float(max(1, total - w)))
-
-
-def hf_cosine(step: float, w: int, total: int, cycles: float = 0.5, rate: float = 0.0) -> float:
-    if step < w:
-        return hf_warmup(step, w)
-    progress = float(step - w) / float(max(1, total - w))
-    factor = 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
-    return max(0, factor * (1 - rate) + rate)
-
-
-def hf_hard_restarts(step: float, w: int, total: int, cycles: float = 1) -> float:
-    if step < w:
-        return hf_warmup(step, w)
-    progress = float(step - w) / float(max(1, total - w))
-    if progress >= 1.0:
-        return 0.0
-    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(cycles) * progress) % 1.0))))
-
-
-def hf_wsd(step: float, w: int, s: int, d: int, warmup_type: str, decay_type: str, r: float, cycles: float) -> float:
-    if step < w:
-        progress = float(step) / float(max(1, w))
-        if warmup_type == "linear":
-            factor = progress
-        elif warmup_type == "cosine":
-            factor = 0.5 * (1.0 - math.cos(math.pi * progress))
-        else:
-            factor = 1.0 - math.sqrt(1.0 - progress)
-        return max(0.0, factor * (1.0 - r) + r)
-    if step < w + s:
-        return 1.0
-    if step < w + s + d:
-        progress = float(step - w - s) / float(max(1, d))
-        if decay_type == "linear":
-            factor = 1.0 - progress
-        elif decay_type == "cosine":
-            factor = 0.5 * (1.0 + math.cos(math.pi * float(cycles) * 2.0 * progress))
-        else:
-            factor = 1.0 - math.sqrt(progress)
-        return max(0.0, factor * (1.0 - r) + r)
-    return r
+def transformers_lambda(name: str, *args: Any, **kwargs: Any) -> Callable[[float], float]:
+    """The LR factor transformers' own ``get_<name>`` schedule computes (its ``LambdaLR``'s lambda), the oracle of
+    lrkit's HF factors; skips when transformers is not installed."""
+    transformers = pytest.importorskip("transformers")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    return getattr(transformers, f"get_{name}")(optimizer, *args, **kwargs).lr_lambdas[0]
 
 
 HALF_STEPS = [k / 2 for k in range(0, 13)]
@@ -1026,11 +984,17 @@ HALF_STEPS = [k / 2 for k in range(0, 13)]
 @pytest.mark.parametrize(("w", "total"), [(1, 2), (0, 1), (1, 5), (3, 4)])
 def test_the_hf_factors_follow_transformers_lambdas_at_fractional_steps_and_one_step_phases(w, total):
     cases = [
-        (S.HFConstantWithWarmupFactor(w), lambda t: hf_warmup(t, w) if t < w else 1.0),
-        (S.HFLinearFactor(w, total), lambda t: hf_linear(t, w, total)),
-        (S.HFCosineFactor(w, total, 0.7), lambda t: hf_cosine(t, w, total, 0.7)),
-        (S.HFCosineWithMinLRFactor(w, total, 0.5, 0.1), lambda t: hf_cosine(t, w, total, 0.5, 0.1)),
-        (S.HFCosineWithHardRestartsFactor(w, total, 2), lambda t: hf_hard_restarts(t, w, total, 2)),
+        (S.HFConstantWithWarmupFactor(w), transformers_lambda("constant_schedule_with_warmup", w)),
+        (S.HFLinearFactor(w, total), transformers_lambda("linear_schedule_with_warmup", w, total)),
+        (S.HFCosineFactor(w, total, 0.7), transformers_lambda("cosine_schedule_with_warmup", w, total, 0.7)),
+        (
+            S.HFCosineWithMinLRFactor(w, total, 0.5, 0.1),
+            transformers_lambda("cosine_with_min_lr_schedule_with_warmup", w, total, 0.5, min_lr_rate=0.1),
+        ),
+        (
+            S.HFCosineWithHardRestartsFactor(w, total, 2),
+            transformers_lambda("cosine_with_hard_restarts_schedule_with_warmup", w, total, 2),
+        ),
     ]
     for factor, oracle in cases:
         assert [factor(t) for t in HALF_STEPS] == [oracle(t) for t in HALF_STEPS], type(factor).__name__
@@ -1043,7 +1007,11 @@ def test_the_hf_factors_follow_transformers_lambdas_at_fractional_steps_and_one_
 def test_the_hf_wsd_factor_follows_transformers_lambda(warmup_type, decay_type, w, s, d):
     r, cycles = 0.1, 0.5
     factor = S.HFWSDFactor(w, s, d, warmup_type, decay_type, r, cycles)
-    oracle = [hf_wsd(t, w, s, d, warmup_type, decay_type, r, cycles) for t in HALF_STEPS]
+    hf = transformers_lambda(
+        "wsd_schedule", w, d, num_stable_steps=s, warmup_type=warmup_type, decay_type=decay_type, min_lr_ratio=r,
+        num_cycles=cycles,
+    )  # fmt: skip
+    oracle = [hf(t) for t in HALF_STEPS]
     assert [factor(t) for t in HALF_STEPS] == oracle
     assert factor(np.asarray(HALF_STEPS)).tolist() == oracle
 

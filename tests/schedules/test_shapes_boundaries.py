@@ -1022,7 +1022,10 @@ def test_an_hf_polynomial_of_power_zero_holds_until_its_end_then_drops_to_lr_end
     factor = S.HFPolynomialFactor(w, total, lr_end, 0.0, lr_init)
     assert factor(total) == 1.0 and factor(total + 1) == lr_end / lr_init
     assert factor(np.array([total, total + 1])).tolist() == [1.0, lr_end / lr_init]
-    assert factor.end() == (total, lr_end / lr_init)
+    assert factor.end() == (total + 1, lr_end / lr_init)  # the floor starts after the jump
+    assert factor.jumps() == [total + 1] and factor.jumps(total + 1) == [] and factor.phases()[-1].start == total + 1
+    smooth = S.HFPolynomialFactor(w, total, lr_end, 1.0, lr_init)  # power > 0: the floor is reached at T
+    assert smooth(total) == lr_end / lr_init and smooth.end() == (total, lr_end / lr_init) and smooth.jumps() == []
 
 
 def test_a_large_cap_leaves_the_power_law_below_it_unclamped():

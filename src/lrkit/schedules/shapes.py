@@ -1555,18 +1555,28 @@ class HFPolynomialFactor(_HFFactor):
         after = xp.where(t > total, self.lr_end / self.lr_init, decay / self.lr_init)
         return xp.where(t < w, self._warmup_factor(t, w), after)
 
+    def _floor_start(self) -> int:
+        """Where the floor ``lr_end / lr_init`` starts: ``T``, or ``T + 1`` with ``power == 0``, where transformers'
+        ``pct ** 0`` is 1 at ``T`` itself (a constant 1 until ``T``, then a jump)."""
+        return self.num_training_steps + (1 if self.power == 0 else 0)
+
     def phases(self, until: float | None = None) -> list[Phase]:
         return [
             Phase("warmup", 0),
             Phase("polynomial decay", self.num_warmup_steps),
-            Phase("floor", self.num_training_steps),
+            Phase("floor", self._floor_start()),
         ]
+
+    def jumps(self, until: float | None = None) -> list[int]:
+        step = self._floor_start()
+        jumped = self.power == 0 and self.lr_end != self.lr_init
+        return [step] if jumped and (until is None or step < until) else []
 
     def peak(self) -> tuple[float, float] | None:
         return (self.num_warmup_steps, 1.0)
 
     def end(self) -> tuple[float, float] | None:
-        return (self.num_training_steps, self.lr_end / self.lr_init)
+        return (self._floor_start(), self.lr_end / self.lr_init)
 
 
 @dataclass(frozen=True)

@@ -1055,3 +1055,13 @@ def test_a_product_asks_each_side_for_its_phases_and_jumps_up_to_until():
 
 def test_an_hf_constant_with_no_warmup_is_constant_from_step_0():
     assert S.HFConstantWithWarmupFactor(0).phases() == [S.Phase("warmup", 0), S.Phase("constant", 0)]
+
+
+def test_a_sequence_ending_in_endless_restarts_lists_what_the_restarts_list_on_their_own():
+    """Without ``until``, the last piece is asked without one too (it used to be asked up to infinity, and an
+    endless ``CosineWithRestarts`` then counted its cycles for ever)."""
+    restarts = S.CosineWithRestarts(1.0, 10)
+    sequence = S.Sequence([S.WarmupConstant(1.0, 5), restarts], [5])
+    assert sequence.phases() == [S.Phase("warmup", 0), *[S.Phase(p.name, 5 + p.start) for p in restarts.phases()]]
+    assert sequence.jumps() == [5 + j for j in restarts.jumps()] and len(restarts.jumps()) == 9
+    assert sequence.phases(40) == [S.Phase("warmup", 0), *[S.Phase(p.name, 5 + p.start) for p in restarts.phases(35)]]

@@ -1150,20 +1150,26 @@ class Sequence(Schedule):
         ends: list[float] = [*self.boundaries, math.inf]
         return [(s, a, b) for s, a, b in zip(self.schedules, starts, ends)]
 
+    @staticmethod
+    def _until(limit: float) -> float | None:
+        """A piece's ``until``: None for the last piece when the caller gave none (an endless piece then lists
+        what it lists on its own, instead of counting its cycles up to infinity)."""
+        return None if math.isinf(limit) else limit
+
     def phases(self, until: float | None = None) -> list[Phase]:
         out: list[Phase] = []
         for piece, start, stop in self._pieces():
             if until is not None and start >= until:
                 break
             limit = stop - start if until is None else min(stop, until) - start
-            out += [Phase(p.name, start + p.start) for p in piece.phases(limit) if p.start < limit]
+            out += [Phase(p.name, start + p.start) for p in piece.phases(self._until(limit)) if p.start < limit]
         return out
 
     def jumps(self, until: float | None = None) -> list[int]:
         out: list[int] = []
         for piece, start, stop in self._pieces():
             limit = stop - start if until is None else min(stop, until) - start
-            out += [start + j for j in piece.jumps(limit) if j < limit]
+            out += [start + j for j in piece.jumps(self._until(limit)) if j < limit]
         return out
 
     def peak(self) -> tuple[float, float] | None:

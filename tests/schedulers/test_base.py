@@ -523,3 +523,39 @@ def test_a_tensor_argument_loads_back_as_a_tensor_of_its_dtype() -> None:
         resumed.step()
         assert [float(v) for v in resumed.get_last_lr()] == [float(v) for v in straight.get_last_lr()]
         assert [type(v) for v in resumed.get_last_lr()] == [type(v) for v in straight.get_last_lr()]
+
+
+# ------------------------------------------------------------------ the LR written back, against torch's
+
+
+def test_an_int_lr_is_replaced_by_the_computed_one_as_torch_replaces_it() -> None:
+    """``SGD(lr=1)`` holds the int 1: neither a float nor a Tensor, so it is replaced, not filled in place."""
+    ours, theirs = lrkit.StepLR(_sgd(1), 2, gamma=0.5), torch_lr.StepLR(_sgd(1), 2, gamma=0.5)
+    for _ in range(5):
+        assert ours.get_last_lr() == theirs.get_last_lr()
+        assert [g["lr"] for g in ours.optimizer.param_groups] == [g["lr"] for g in theirs.optimizer.param_groups]
+        ours.optimizer.step(), theirs.optimizer.step()
+        ours.step(), theirs.step()
+
+
+def test_the_last_lrs_are_copies_that_a_later_step_leaves_alone() -> None:
+    """A Tensor ``eta_min`` makes the computed LRs Tensors; the group then holds one and later steps fill it in
+    place. ``get_last_lr()`` holds copies, as torch's does, so a list taken earlier keeps its values."""
+    eta_min = torch.tensor(0.01, dtype=torch.float64)
+    ours = lrkit.CosineAnnealingLR(_sgd(0.1, 0.2), 10, eta_min=eta_min)
+    theirs = torch_lr.CosineAnnealingLR(_sgd(0.1, 0.2), 10, eta_min=eta_min)
+    held_ours, held_theirs = [], []
+    for _ in range(4):
+        ours.optimizer.step(), theirs.optimizer.step()
+        ours.step(), theirs.step()
+        held_ours.append(ours.get_last_lr()), held_theirs.append(theirs.get_last_lr())
+    assert [[float(v) for v in lrs] for lrs in held_ours] == [[float(v) for v in lrs] for lrs in held_theirs]
+    assert len({float(lrs[0]) for lrs in held_ours}) == 4  # each step's LRs kept, none overwritten by a later fill
+    assert all(lr is not g["lr"] for lr, g in zip(ours.get_last_lr(), ours.optimizer.param_groups))
+
+
+def test_a_state_of_another_schedule_lists_each_difference_on_its_own_line() -> None:
+    state = lrkit.StepLR(_sgd(0.1), 2, gamma=0.5).state_dict()
+    listing = "it differs in:\n  step_size: 2 -> 3\n  gamma: 0.5 -> 0.1\nload_state_dict(state, policy='checkpoint')"
+    with pytest.raises(base.StateError, match=re.escape(listing)):
+        lrkit.StepLR(_sgd(0.1), 3, gamma=0.1).load_state_dict(state, policy="strict")

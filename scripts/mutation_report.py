@@ -40,7 +40,7 @@ def change_of(mutmut: str, name: str) -> tuple[str, str]:
     """``(file:line, the line mutmut put in)`` of one mutant, from ``mutmut show``.
 
     mutmut's hunk numbers count from the function, so the line is found in the source: the first
-    line equal to the removed one after the function's ``def``.
+    line equal to the removed one after the function's ``def`` (a method's: after its class's line).
     """
     diff = subprocess.run([mutmut, "show", name], capture_output=True, text=True, check=False).stdout
     path, removed, added = "", "", ""
@@ -51,12 +51,17 @@ def change_of(mutmut: str, name: str) -> tuple[str, str]:
             removed = text[1:].strip()
         elif text.startswith("+") and not text.startswith("+++") and not added:
             added = text[1:].strip()
-    function = re.sub(r"__mutmut_\d+$", "", name.rsplit(".", 1)[-1]).removeprefix("x_").split("\u01c1")[-1]
+    parts = re.sub(r"__mutmut_\d+$", "", name.rsplit(".", 1)[-1]).removeprefix("x_").split("\u01c1")
+    function, owner = parts[-1], (parts[1] if len(parts) == 3 else None)
     line = 0
     source = Path(path)
     if source.is_file():
         lines = source.read_text().splitlines()
-        start = next((i for i, text in enumerate(lines) if re.match(rf"\s*def {re.escape(function)}\(", text)), 0)
+        # A method is looked for after its own class's line: several classes define `phases`, `_value`, ...
+        begin = next((i for i, text in enumerate(lines) if owner and re.match(rf"class {re.escape(owner)}\b", text)), 0)
+        start = next(
+            (i for i in range(begin, len(lines)) if re.match(rf"\s*def {re.escape(function)}\(", lines[i])), begin
+        )
         line = next((i + 1 for i in range(start, len(lines)) if lines[i].strip() == removed), start + 1)
     return f"{path}:{line}", added
 

@@ -995,6 +995,16 @@ def test_the_hf_factors_follow_transformers_lambdas_at_fractional_steps_and_one_
             S.HFCosineWithHardRestartsFactor(w, total, 2),
             transformers_lambda("cosine_with_hard_restarts_schedule_with_warmup", w, total, 2),
         ),
+        (
+            S.HFCosineWarmupWithMinLRFactor(w, total, 0.5, 0.1),
+            transformers_lambda("cosine_with_min_lr_schedule_with_warmup_lr_rate", w, total, 0.5, min_lr_rate=0.1),
+        ),
+        (
+            S.HFCosineWarmupWithMinLRFactor(w, total, 0.5, 0.1, warmup_lr_rate=0.2),
+            transformers_lambda(
+                "cosine_with_min_lr_schedule_with_warmup_lr_rate", w, total, 0.5, min_lr_rate=0.1, warmup_lr_rate=0.2
+            ),
+        ),
     ]
     for factor, oracle in cases:
         assert [factor(t) for t in HALF_STEPS] == [oracle(t) for t in HALF_STEPS], type(factor).__name__

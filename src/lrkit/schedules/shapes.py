@@ -1215,18 +1215,19 @@ class Product(Schedule):
     def jumps(self, until: float | None = None) -> list[int]:
         return sorted(set(self.a.jumps(until)) | set(self.b.jumps(until)))
 
-    def _scaled(self, which: str) -> tuple[float, float] | None:
+    def _scaled(self, point_of: Callable[[Schedule], tuple[float, float] | None]) -> tuple[float, float] | None:
+        """``point_of`` (:meth:`peak` or :meth:`end`) of the side a :class:`Constant` scales, its LR scaled."""
         for scale, other in ((self.a, self.b), (self.b, self.a)):
             if isinstance(scale, Constant):
-                point = other.peak() if which == "peak" else other.end()
+                point = point_of(other)
                 return None if point is None else (point[0], scale.value * point[1])
         return None
 
     def peak(self) -> tuple[float, float] | None:
-        return self._scaled("peak")
+        return self._scaled(lambda s: s.peak())
 
     def end(self) -> tuple[float, float] | None:
-        return self._scaled("end")
+        return self._scaled(lambda s: s.end())
 
 
 # ----------------------------------------------------------------------------- schedule changes on resume

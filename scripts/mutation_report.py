@@ -59,8 +59,9 @@ def change_of(mutmut: str, name: str) -> tuple[str, str]:
         lines = source.read_text().splitlines()
         # A method is looked for after its own class's line: several classes define `phases`, `_value`, ...
         begin = next((i for i, text in enumerate(lines) if owner and re.match(rf"class {re.escape(owner)}\b", text)), 0)
+        indent = r"\s+" if owner else ""  # a module-level function's def is not indented
         start = next(
-            (i for i in range(begin, len(lines)) if re.match(rf"\s*def {re.escape(function)}\(", lines[i])), begin
+            (i for i in range(begin, len(lines)) if re.match(rf"{indent}def {re.escape(function)}\(", lines[i])), begin
         )
         line = next((i + 1 for i in range(start, len(lines)) if lines[i].strip() == removed), start + 1)
     return f"{path}:{line}", added
@@ -114,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(f"  {name}: listed as `{entry.get('change')}`, but it now makes `{added}` ({where})")
     counted = killed + len(live)
     score = killed / counted if counted else 1.0
-    print(f"mutants {len(codes)}: killed {killed}, survived {len(survivors)} "
-          f"({len(survivors) - len(live) - len(stale)} listed as equivalent), "
-          f"not run {len(not_run)}, other (timeout, no tests) {len(other)}")
+    print(
+        f"mutants {len(codes)}: killed {killed}, survived {len(survivors)} "
+        f"({len(survivors) - len(live) - len(stale)} listed as equivalent), "
+        f"not run {len(not_run)}, other (timeout, no tests) {len(other)}"
+    )
     print(f"mutation score {score:.1%} (killed / (killed + survivors not listed as equivalent))")
     if live:
         print("survivors:")

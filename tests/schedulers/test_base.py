@@ -538,6 +538,17 @@ def test_an_int_lr_is_replaced_by_the_computed_one_as_torch_replaces_it() -> Non
         ours.step(), theirs.step()
 
 
+def test_an_int_initial_lr_becomes_a_float_base_lr() -> None:
+    """``initial_lrs`` documents a float per group (a Tensor only where the group holds one): the base LRs, and so
+    the saved state, are the same for ``lr=1`` as for ``lr=1.0``; torch keeps the int in its ``base_lrs``."""
+    from_int, from_float = lrkit.StepLR(_sgd(1, 2), 2), lrkit.StepLR(_sgd(1.0, 2.0), 2)
+    assert base.initial_lrs(from_int.optimizer) == [1.0, 2.0]
+    assert [type(v) for v in base.initial_lrs(from_int.optimizer)] == [float, float]
+    assert [type(v) for v in from_int.state_dict()["base_lrs"]] == [float, float]
+    assert from_int.state_dict()["base_lrs"] == from_float.state_dict()["base_lrs"]
+    assert [type(v) for v in torch_lr.StepLR(_sgd(1, 2), 2).base_lrs] == [int, int]  # the control: torch's differ
+
+
 def test_the_last_lrs_are_copies_that_a_later_step_leaves_alone() -> None:
     """A Tensor ``eta_min`` makes the computed LRs Tensors; the group then holds one and later steps fill it in
     place. ``get_last_lr()`` holds copies, as torch's does, so a list taken earlier keeps its values."""

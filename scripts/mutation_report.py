@@ -9,7 +9,7 @@ numbering moved) is reported as stale.
 
     score = killed / (killed + survivors that are not listed as equivalent)
 
-    python scripts/mutation_report.py [--mutants mutants] [--mutmut .venv-mutate/bin/mutmut]
+    python scripts/mutation_report.py [--mutants mutants] [--mutmut .venv-mutate/bin/mutmut] [--earlier DIR ...]
 """
 
 from __future__ import annotations
@@ -28,11 +28,33 @@ KILLED = {1, 3}
 SURVIVED = 0
 
 
-def exit_codes(mutants: Path) -> dict[str, int | None]:
-    """Mutant name -> the exit code of its test run (None: not run), over every module."""
+def run_of(mutants: Path) -> tuple[dict[str, int | None], dict[str, str]]:
+    """A run's exit codes by mutant name, and mutmut's hash of each mutated function's source by its name."""
     codes: dict[str, int | None] = {}
+    hashes: dict[str, str] = {}
     for meta in sorted(mutants.rglob("*.py.meta")):
-        codes.update(json.loads(meta.read_text())["exit_code_by_key"])
+        data = json.loads(meta.read_text())
+        codes.update(data["exit_code_by_key"])
+        hashes.update(data.get("hash_by_function_name", {}))
+    return codes, hashes
+
+
+def function_of(name: str) -> str:
+    """``lrkit.m.xǁCǁf__mutmut_3`` -> ``xǁCǁf``: the key of mutmut's function hashes."""
+    return re.sub(r"__mutmut_\d+$", "", name.rsplit(".", 1)[-1])
+
+
+def combined(latest: Path, earlier: list[Path]) -> dict[str, int | None]:
+    """The latest run's exit codes, a mutant it did not run taking an earlier run's result, the latest earlier run
+    first, but only where the mutated function's source is the same in both (mutmut's hash): a function edited
+    since then stays "not run"."""
+    codes, hashes = run_of(latest)
+    for folder in reversed(earlier):
+        old_codes, old_hashes = run_of(folder)
+        for name, code in codes.items():
+            function = function_of(name)
+            if code is None and old_codes.get(name) is not None and old_hashes.get(function) == hashes.get(function):
+                codes[name] = old_codes[name]
     return codes
 
 
@@ -94,10 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's working folder")
     parser.add_argument("--mutmut", default=".venv-mutate/bin/mutmut", help="the mutmut executable")
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier run's mutants/ folder, oldest first: it fills in the mutants --mutants did not run, "
+        "where the function is unchanged since (e.g. a complete run, then a run of its survivors' functions)",
+    )
     args = parser.parse_args(argv)
-    if not args.mutants.is_dir():
-        parser.error(f"no {args.mutants}/ folder: run `make mutate` first")
-    codes = exit_codes(args.mutants)
+    for folder in [args.mutants, *args.earlier]:
+        if not folder.is_dir():
+            parser.error(f"no {folder}/ folder: run `make mutate` first")
+    codes = combined(args.mutants, args.earlier)
     equivalent = tomllib.loads(EQUIVALENT.read_text()) if EQUIVALENT.exists() else {}
     killed = sum(code in KILLED for code in codes.values())
     survivors = sorted(name for name, code in codes.items() if code == SURVIVED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import stat
 import sys
 from pathlib import Path
@@ -67,3 +68,31 @@ def test_the_line_is_the_first_match_after_the_functions_own_def(report, tmp_pat
     where, added = report.change_of(fake_mutmut(tmp_path, "mod.py"), name)
     assert where == f"mod.py:{line}"
     assert added == "if until is not None and start > until:"
+
+
+def write_run(folder: Path, codes: dict[str, int | None], hashes: dict[str, str]) -> Path:
+    """A mutmut ``mutants/`` folder holding one module's meta file."""
+    meta = folder / "mutants" / "src" / "mod.py.meta"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": hashes}))
+    return folder / "mutants"
+
+
+def test_an_earlier_run_fills_in_only_the_unrun_mutants_of_unchanged_functions(report, tmp_path):
+    earlier = write_run(
+        tmp_path / "complete",
+        {"m.x_f__mutmut_1": 0, "m.x_f__mutmut_2": 1, "m.x_g__mutmut_1": 1, "m.x_h__mutmut_1": 0},
+        {"x_f": "aa", "x_g": "bb", "x_h": "cc"},
+    )
+    latest = write_run(
+        tmp_path / "survivors",
+        {"m.x_f__mutmut_1": 1, "m.x_f__mutmut_2": None, "m.x_g__mutmut_1": None, "m.x_h__mutmut_1": None},
+        {"x_f": "aa", "x_g": "bb", "x_h": "edited"},
+    )
+    assert report.combined(latest, [earlier]) == {
+        "m.x_f__mutmut_1": 1,  # the latest run's own result wins
+        "m.x_f__mutmut_2": 1,  # not run now, same function: the earlier result
+        "m.x_g__mutmut_1": 1,
+        "m.x_h__mutmut_1": None,  # h was edited since: its earlier result no longer counts
+    }
+    assert report.combined(latest, []) == report.run_of(latest)[0]

@@ -297,3 +297,45 @@ def test_a_warm_restarts_state_before_its_first_step_loads() -> None:
     state = {**round_trip(scheduler), "T_cur": -1.0, "last_epoch": -1, "_step_count": 0}
     scheduler.load_state_dict(state)
     assert scheduler.T_cur == -1.0
+
+
+# --------------------------------------------------------------------------- checks across fields
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"T_i": 2}, "state['T_i']=2 is refused: the period never falls below T_0=3"),
+        ({"T_cur": 6.5}, "state['T_cur']=6.5 is refused: the position in the period must be <= T_i=6"),
+        ({"T_i": 12, "T_cur": 12.5}, "state['T_cur']=12.5 is refused: the position in the period must be <= T_i=12"),
+    ],
+    ids=["T_i-below-T_0", "T_cur-past-T_i", "T_cur-past-a-later-T_i"],
+)
+def test_warm_restarts_refuses_a_period_or_position_no_step_makes(changes: dict[str, Any], expected: str) -> None:
+    scheduler = build("CosineAnnealingWarmRestarts", sgd())
+    for _ in range(4):  # into the second period: T_i = 6
+        scheduler.step()
+    before = round_trip(scheduler)
+    assert (before["T_0"], before["T_i"]) == (3, 6)
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**before, **changes})
+    assert round_trip(scheduler) == before
+
+
+@pytest.mark.parametrize("position", [6, 6.0])
+def test_warm_restarts_loads_a_position_at_the_end_of_its_period_and_steps_as_torch(position: float) -> None:
+    theirs_opt, ours_opt = sgd(), sgd()
+    theirs = build("CosineAnnealingWarmRestarts", theirs_opt, torch)
+    ours = build("CosineAnnealingWarmRestarts", ours_opt)
+    for _ in range(4):
+        theirs.step()
+        ours.step()
+    assert ours.T_i == theirs.T_i == 6
+    theirs.load_state_dict({**theirs.state_dict(), "T_cur": position})
+    ours.load_state_dict({**round_trip(ours), "T_cur": position})
+    assert ours.T_cur == position
+    for _ in range(3):
+        theirs.step()
+        ours.step()
+        assert hyperparameters(ours_opt) == hyperparameters(theirs_opt)
+        assert (ours.T_cur, ours.T_i) == (theirs.T_cur, theirs.T_i)

@@ -541,7 +541,7 @@ class SequentialLR(_Composite):
         check_int("last_epoch", last_epoch, minimum=-1)
         self.optimizer = optimizer
         self.base_lrs = initial_lrs(optimizer)
-        self._record_spec(milestones=list(self._milestones))
+        self._record_spec()  # the milestones are read from the running state: see _live_spec_args
         self.last_epoch = last_epoch + 1
         self._start()
 
@@ -635,7 +635,7 @@ class ChainedScheduler(_Composite):
                     f"{type(scheduler).__module__}.{type(scheduler).__name__} (schedulers[{i}]={scheduler!r})"
                 )
         if optimizer is None:
-            optimizer = getattr(schedulers[0], "optimizer", None)
+            optimizer = schedulers[0].optimizer  # an lrkit scheduler always has one
         check_optimizer(optimizer)
         assert optimizer is not None
         self._schedulers = _check_children("ChainedScheduler", optimizer, schedulers)

@@ -79,7 +79,8 @@ $(MUTATE_VENV)/.installed: pyproject.toml
 
 mutate: $(MUTATE_VENV)/.installed
 	$(MUTATE_VENV)/bin/python scripts/mutate.py --children $(MUTATE_CHILDREN) \
-		--mutmut $(abspath $(MUTATE_VENV))/bin/mutmut $(MODULE) $(if $(MUTANTS),--mutants $(MUTANTS))
+		--mutmut $(abspath $(MUTATE_VENV))/bin/mutmut $(MODULE) $(if $(MUTANTS),--mutants $(MUTANTS)) \
+		$(if $(MUTATE_WORK),--work $(MUTATE_WORK))
 
 # Weight averaging as a cooldown (issue 17), on demand: WSD with a 20% decay, a constant LR with --ema and
 # --average-last, and both; 3 runs of 1000 updates of the tiny model, 2 at a time, one thread each (its wall time is not measured yet).

@@ -59,10 +59,11 @@ def test_a_composites_base_lrs_are_the_groups_initial_lrs():
     for composite in (seq, chain):
         assert [float(v) for v in composite.base_lrs] == [0.5, 0.25]
         assert composite.base_lrs[1] is not optimizer.param_groups[1]["initial_lr"]  # a copy of the Tensor
-    fresh = sgd(0.5, 0.25)
-    fresh.param_groups[0]["lr"] = 0.125  # no initial_lr yet: a chain built first reads the LR
-    chain = lrkit.ChainedScheduler([lrkit.ConstantLR(fresh, factor=1.0, total_iters=1)], optimizer=fresh)
-    assert chain.base_lrs == [0.125, 0.25]
+    optimizer = sgd(0.5)
+    child = lrkit.ExponentialLR(optimizer, gamma=0.9)
+    optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.125})  # no initial_lr
+    chain = lrkit.ChainedScheduler([child])
+    assert chain.base_lrs == [0.5, 0.125]  # a group added after the children: its LR
 
 
 def test_a_leafs_state_may_hold_one_step_below_minus_one_per_construction_that_undid_it():

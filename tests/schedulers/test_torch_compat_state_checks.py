@@ -261,8 +261,15 @@ INSIDE: list[tuple[str, dict[str, Any], int]] = [
 
 
 def inside_id(row: tuple[Any, ...]) -> str:
+    """The same on every xdist worker: a Tensor by its value, a function by its name (its repr holds an address)."""
     name, kwargs, _ = row
-    return f"{name}-" + ",".join(f"{k}={float(v) if isinstance(v, torch.Tensor) else v!r}" for k, v in kwargs.items())
+
+    def shown(v: Any) -> str:
+        if isinstance(v, torch.Tensor):
+            return repr(float(v))
+        return v.__name__ if callable(v) else repr(v)
+
+    return f"{name}-" + ",".join(f"{k}={shown(v)}" for k, v in kwargs.items())
 
 
 def fields(scheduler: Any) -> dict[str, Any]:

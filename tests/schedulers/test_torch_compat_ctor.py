@@ -1,0 +1,338 @@
+"""The torch classes' constructors: their defaults, the arguments they refuse (each error names the argument),
+a ``last_epoch`` to resume from, and the spec they record (what the user passed, types included) and its round
+trip. torch.optim.lr_scheduler's own classes are the oracle for the defaults, the LRs and which arguments torch
+refuses too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+from torch.optim import lr_scheduler as torch_lr
+from torch.optim import swa_utils
+
+import lrkit
+from lrkit.spec.registry import build_scheduler
+
+
+def sgd(*lrs: float, momentum: float = 0.9) -> torch.optim.SGD:
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (lrs or (0.5,))]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
+
+
+def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def momenta(optimizer: torch.optim.Optimizer) -> list[float]:
+    return [float(group["momentum"]) for group in optimizer.param_groups]
+
+
+def torch_class(name: str) -> Any:
+    return swa_utils.SWALR if name == "SWALR" else getattr(torch_lr, name)
+
+
+def trace(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> list[tuple[list[float], list[float]]]:
+    """The LRs and momenta after construction and after each of ``steps`` steps."""
+    out = [(lrs(optimizer), momenta(optimizer))]
+    for _ in range(steps):
+        optimizer.step()
+        scheduler.step()
+        out.append((lrs(optimizer), momenta(optimizer)))
+    return out
+
+
+def as_json(spec: dict[str, Any]) -> str:
+    """A spec as text: ``2`` and ``2.0`` differ here (they fingerprint differently), where ``==`` calls them equal."""
+    return json.dumps(spec, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- defaults: torch's
+
+
+DEFAULTS: list[tuple[str, dict[str, Any], int]] = [
+    ("StepLR", {"step_size": 1}, 3),
+    ("MultiStepLR", {"milestones": [1, 2]}, 3),
+    ("ConstantLR", {}, 7),
+    ("LinearLR", {}, 7),
+    ("PolynomialLR", {}, 7),
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0}, 2),
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 2, "mode": "exp_range"}, 5),
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 2, "scale_fn": lambda x: 0.5**x}, 9),
+    ("SWALR", {"swa_lr": 0.05}, 12),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "steps"), DEFAULTS, ids=[f"{c[0]}-{i}" for i, c in enumerate(DEFAULTS)])
+def test_the_defaults_are_torchs(name: str, kwargs: dict[str, Any], steps: int) -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = getattr(lrkit, name)(ours_opt, **kwargs)
+    theirs = torch_class(name)(theirs_opt, **kwargs)
+    assert trace(ours, ours_opt, steps) == trace(theirs, theirs_opt, steps)
+
+
+# --------------------------------------------------------------------------- the recorded spec
+
+
+SPECS: list[tuple[str, dict[str, Any], int]] = [
+    ("StepLR", {"step_size": 2, "gamma": 2}, 5),
+    ("MultiStepLR", {"milestones": [3, 1, 3], "gamma": 2}, 5),
+    ("ConstantLR", {"factor": 1, "total_iters": 2}, 4),
+    ("LinearLR", {"start_factor": 1, "end_factor": 0, "total_iters": 2}, 4),
+    ("ExponentialLR", {"gamma": 2}, 3),
+    ("PolynomialLR", {"total_iters": 3, "power": 2}, 5),
+    ("SWALR", {"swa_lr": 0.05, "anneal_epochs": 3, "anneal_strategy": "linear"}, 5),
+    (
+        "CyclicLR",
+        {
+            "base_lr": [0.01, 0.01],
+            "max_lr": [1, 1],
+            "step_size_up": 2,
+            "base_momentum": [0.8, 0.8],
+            "max_momentum": [0.9, 0.9],
+        },
+        6,
+    ),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 1.0, "step_size_up": 0.1, "step_size_down": 0.2}, 4),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 1.0, "step_size_up": 0.7, "step_size_down": 0.1}, 4),
+]
+
+
+def expected_spec(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What the user passed, with torch's defaults for the rest (not the optimizer, last_epoch, nor a scale_fn
+    of None); milestones, a multiset, sorted."""
+    skip = {"optimizer", "last_epoch", "scale_fn"}
+    params = inspect.signature(torch_class(name)).parameters.values()
+    spec = {p.name: p.default for p in params if p.name not in skip and p.default is not inspect.Parameter.empty}
+    spec.update(kwargs)
+    if "milestones" in spec:
+        spec["milestones"] = sorted(spec["milestones"])
+    return {"type": name, **spec}
+
+
+@pytest.mark.parametrize(("name", "kwargs", "steps"), SPECS, ids=[f"{c[0]}-{i}" for i, c in enumerate(SPECS)])
+def test_the_spec_is_what_was_passed_and_rebuilds_the_schedule(name: str, kwargs: dict[str, Any], steps: int) -> None:
+    groups = len(kwargs["base_lr"]) if isinstance(kwargs.get("base_lr"), list) else 1
+    ours_opt, theirs_opt, rebuilt_opt = sgd(*[0.5] * groups), sgd(*[0.5] * groups), sgd(*[0.5] * groups)
+    ours = getattr(lrkit, name)(ours_opt, **kwargs)
+    spec = ours.to_spec()
+    assert as_json(spec) == as_json(expected_spec(name, kwargs))
+    rebuilt = build_scheduler(spec, rebuilt_opt)
+    assert as_json(rebuilt.to_spec()) == as_json(spec)
+    theirs = torch_class(name)(theirs_opt, **kwargs)
+    ours_trace = trace(ours, ours_opt, steps)
+    assert ours_trace == trace(theirs, theirs_opt, steps)
+    assert trace(rebuilt, rebuilt_opt, steps) == ours_trace
+
+
+def test_swalr_spec_reads_swa_lr_from_the_groups_one_value_where_they_agree() -> None:
+    assert lrkit.SWALR(sgd(0.5, 0.5), swa_lr=[0.05, 0.05]).to_spec()["swa_lr"] == 0.05
+    assert lrkit.SWALR(sgd(0.5, 0.5), swa_lr=[0.05, 0.1]).to_spec()["swa_lr"] == [0.05, 0.1]
+
+
+# --------------------------------------------------------------------------- a CyclicLR's loaded step sizes
+
+#: (step_size_up, step_size_down) of a saved CyclicLR: its spec after loading into another gives them back.
+LOADED = [(3, 5), (2.5, 3.5), (1e-9, None), (1e-9, 1.0)]
+
+
+@pytest.mark.parametrize(("up", "down"), LOADED)
+def test_cyclic_spec_after_a_load_gives_the_saved_step_sizes_and_rebuilds_it(up: float, down: float | None) -> None:
+    saved_opt, ours_opt, rebuilt_opt = sgd(), sgd(), sgd()
+    saved = lrkit.CyclicLR(saved_opt, 0.01, 1.0, step_size_up=up, step_size_down=down)
+    ours = lrkit.CyclicLR(ours_opt, 0.01, 1.0, step_size_up=2)
+    ours.load_state_dict(json.loads(json.dumps(saved.state_dict())))
+    spec = ours.to_spec()
+    assert spec == saved.to_spec()
+    rebuilt = build_scheduler(spec, rebuilt_opt)
+    assert (rebuilt.total_size, rebuilt.step_ratio) == (saved.total_size, saved.step_ratio)
+    assert trace(rebuilt, rebuilt_opt, 4) == trace(saved, saved_opt, 4)
+
+
+def test_cyclic_spec_after_a_load_keeps_whole_step_sizes_ints() -> None:
+    ours = lrkit.CyclicLR(sgd(), 0.01, 1.0, step_size_up=2)
+    ours.load_state_dict(lrkit.CyclicLR(sgd(), 0.01, 1.0, step_size_up=3, step_size_down=5).state_dict())
+    spec = ours.to_spec()
+    assert (spec["step_size_up"], spec["step_size_down"]) == (3, 5)
+    assert (type(spec["step_size_up"]), type(spec["step_size_down"])) == (int, int)
+
+
+# --------------------------------------------------------------------------- last_epoch: resuming as torch
+
+
+RESUMED: list[tuple[str, dict[str, Any]]] = [
+    ("MultiStepLR", {"milestones": [1, 3], "gamma": 0.5}),
+    ("ConstantLR", {"factor": 0.5, "total_iters": 4}),
+    ("LinearLR", {"start_factor": 0.5, "total_iters": 4}),
+    ("ExponentialLR", {"gamma": 0.5}),
+    ("PolynomialLR", {"total_iters": 6, "power": 2.0}),
+    ("SWALR", {"swa_lr": 0.05, "anneal_epochs": 5}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), RESUMED, ids=[c[0] for c in RESUMED])
+def test_a_scheduler_built_with_a_last_epoch_continues_from_it_as_torch(name: str, kwargs: dict[str, Any]) -> None:
+    ours_opt, theirs_opt = sgd(0.3, 0.2), sgd(0.3, 0.2)
+    for opt in (ours_opt, theirs_opt):
+        for group in opt.param_groups:
+            group["initial_lr"] = 1.0
+    ours = getattr(lrkit, name)(ours_opt, last_epoch=2, **kwargs)
+    theirs = torch_class(name)(theirs_opt, last_epoch=2, **kwargs)
+    assert ours.last_epoch == theirs.last_epoch == 3
+    assert trace(ours, ours_opt, 4) == trace(theirs, theirs_opt, 4)
+
+
+# --------------------------------------------------------------------------- refusals, naming the argument
+
+
+@pytest.mark.parametrize("name", ["MultiStepLR", "ExponentialLR"])
+@pytest.mark.parametrize("gamma", [0, 0.0, -0.5])
+def test_a_gamma_not_above_zero_is_refused_naming_it(name: str, gamma: float) -> None:
+    args = ([2],) if name == "MultiStepLR" else ()
+    with pytest.raises(ValueError, match=rf"^gamma must be in \(0\.0, inf\), got gamma={float(gamma)!r}$"):
+        getattr(lrkit, name)(sgd(), *args, gamma=gamma)
+
+
+def test_a_gamma_just_above_zero_is_accepted_as_torch() -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = lrkit.MultiStepLR(ours_opt, [1], gamma=1e-300)
+    theirs = torch_lr.MultiStepLR(theirs_opt, [1], gamma=1e-300)
+    assert trace(ours, ours_opt, 2) == trace(theirs, theirs_opt, 2)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda opt, **kw: lrkit.CyclicLR(opt, base_lr=-1.0, max_lr=1.0, **kw),
+        lambda opt, **kw: lrkit.OneCycleLR(opt, max_lr=-1.0, **kw),
+    ],
+    ids=["CyclicLR", "OneCycleLR"],
+)
+def test_a_bad_last_epoch_is_named_before_any_other_argument(build: Callable[..., Any]) -> None:
+    opt = sgd()
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"^last_epoch must be an int >= -1, got last_epoch=-2$"):
+        build(opt, last_epoch=-2)
+    with pytest.raises(TypeError, match=r"^last_epoch must be an int, got last_epoch=-1\.0 \(float\)$"):
+        build(opt, last_epoch=-1.0)
+    assert [dict(g) for g in opt.param_groups] == before
+
+
+def test_cyclic_refuses_a_base_lr_list_of_another_length_as_torch() -> None:
+    with pytest.raises(ValueError, match=r"^base_lr must have one value per param group \(1\), got 2 values: "):
+        lrkit.CyclicLR(sgd(), base_lr=[0.1, 0.2], max_lr=1.0)
+    with pytest.raises(ValueError):
+        torch_lr.CyclicLR(sgd(), base_lr=[0.1, 0.2], max_lr=1.0)
+
+
+def test_cyclic_refuses_a_negative_max_lr_naming_its_group() -> None:
+    with pytest.raises(ValueError, match=r"^max_lr\[1\] must be in \[0\.0, inf\), got max_lr\[1\]=-1\.0$"):
+        lrkit.CyclicLR(sgd(0.5, 0.5), base_lr=0.1, max_lr=[1.0, -1.0])
+    lrkit.CyclicLR(sgd(0.5, 0.5), base_lr=0.0, max_lr=[1.0, 0.0])  # zero is a valid bound
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"epochs": 2}, "total_steps=None, epochs=2, steps_per_epoch=None"),
+        ({"steps_per_epoch": 3}, "total_steps=None, epochs=None, steps_per_epoch=3"),
+        ({}, "total_steps=None, epochs=None, steps_per_epoch=None"),
+    ],
+)
+def test_one_cycle_needs_total_steps_or_both_epochs_and_steps_per_epoch_as_torch(
+    kwargs: dict[str, Any], shown: str
+) -> None:
+    expected = rf"^OneCycleLR needs total_steps, or both epochs and steps_per_epoch; got {shown}$"
+    with pytest.raises(ValueError, match=expected):
+        lrkit.OneCycleLR(sgd(), max_lr=1.0, **kwargs)
+    with pytest.raises(ValueError):
+        torch_lr.OneCycleLR(sgd(), max_lr=1.0, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["epochs", "steps_per_epoch"])
+@pytest.mark.parametrize("value", [0, -1])
+def test_one_cycle_refuses_epochs_or_steps_per_epoch_below_one_as_torch(name: str, value: int) -> None:
+    kwargs = {"epochs": -1, "steps_per_epoch": -1} if value == -1 else {"epochs": 2, "steps_per_epoch": 3, name: 0}
+    first = "epochs" if value == -1 else name  # -1 * -1 would be 1 step: each is checked on its own
+    with pytest.raises(ValueError, match=rf"^{first} must be a positive int, got {first}={value}$"):
+        lrkit.OneCycleLR(sgd(), max_lr=1.0, **kwargs)
+    with pytest.raises(ValueError):
+        torch_lr.OneCycleLR(sgd(), max_lr=1.0, **kwargs)
+    other = {"epochs": 2, "steps_per_epoch": 3, name: 1.5}
+    with pytest.raises(TypeError, match=rf"^{name} must be an int, got {name}=1\.5 \(float\)$"):
+        lrkit.OneCycleLR(sgd(), max_lr=1.0, **other)
+
+
+@pytest.mark.parametrize(("epochs", "steps_per_epoch"), [(1, 4), (4, 1)])
+def test_one_cycle_takes_one_epoch_or_one_step_per_epoch_as_torch(epochs: int, steps_per_epoch: int) -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = lrkit.OneCycleLR(ours_opt, max_lr=1.0, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    theirs = torch_lr.OneCycleLR(theirs_opt, max_lr=1.0, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    assert ours.total_steps == theirs.total_steps == 4
+    assert trace(ours, ours_opt, 3) == trace(theirs, theirs_opt, 3)
+
+
+def test_swalr_refuses_a_swa_lr_list_of_another_length_as_torch() -> None:
+    with pytest.raises(
+        ValueError, match=r"^swa_lr must have one value per param group \(1\), got 2 values: swa_lr=\[0\.1, 0\.2\]$"
+    ):
+        lrkit.SWALR(sgd(), swa_lr=[0.1, 0.2])
+    with pytest.raises(ValueError):
+        swa_utils.SWALR(sgd(), swa_lr=[0.1, 0.2])
+
+
+def test_swalr_refuses_a_negative_swa_lr_naming_its_group() -> None:
+    with pytest.raises(ValueError, match=r"^swa_lr\[1\] must be in \[0\.0, inf\), got swa_lr\[1\]=-0\.1$"):
+        lrkit.SWALR(sgd(0.5, 0.5), swa_lr=[0.1, -0.1])
+    assert lrkit.SWALR(sgd(), swa_lr=0.0).to_spec()["swa_lr"] == 0.0  # zero is a valid target
+
+
+def test_multiplicative_names_the_group_whose_lambda_returned_a_bad_factor() -> None:
+    scheduler = lrkit.MultiplicativeLR(sgd(0.5, 0.5), lr_lambda=[lambda e: 0.9, lambda e: math.nan])
+    with pytest.raises(TypeError, match=r"^lr_lambda must return a finite number, got lr_lambda\[1\]\(1\)=nan "):
+        scheduler.step()
+
+
+# --------------------------------------------------------------------------- state: torch's, composites
+
+
+def test_multistep_loads_torchs_state_with_a_repeated_milestone() -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = lrkit.MultiStepLR(ours_opt, [5], gamma=0.5)
+    theirs = torch_lr.MultiStepLR(theirs_opt, [1, 2, 2], gamma=0.5)
+    state = theirs.state_dict()
+    assert state["milestones"] == {1: 1, 2: 2}  # torch keeps a Counter
+    ours.load_state_dict(state)
+    assert ours.state_dict()["milestones"] == [1, 2, 2]
+    assert trace(ours, ours_opt, 3) == trace(theirs, theirs_opt, 3)
+
+
+def test_a_chain_entered_at_a_milestone_counts_its_steps_from_zero_as_a_new_chain() -> None:
+    opt = sgd()
+    chain = lrkit.ChainedScheduler([lrkit.StepLR(opt, 2, gamma=0.5), lrkit.ExponentialLR(opt, gamma=0.9)])
+    seq = lrkit.SequentialLR(opt, [lrkit.ConstantLR(opt, factor=0.5, total_iters=5), chain], milestones=[3])
+    fresh_opt = sgd()
+    fresh = lrkit.ChainedScheduler(
+        [lrkit.StepLR(fresh_opt, 2, gamma=0.5), lrkit.ExponentialLR(fresh_opt, gamma=0.9)]
+    )
+    for _ in range(3):
+        seq.step()
+    assert chain.last_epoch == fresh.last_epoch == 0
+    assert chain.get_last_lr() == fresh.get_last_lr()
+    for _ in range(2):
+        seq.step()
+        fresh.step()
+    assert chain.last_epoch == fresh.last_epoch == 2
+    assert chain.get_last_lr() == fresh.get_last_lr()
+
+
+def test_plateau_cannot_be_restarted() -> None:
+    scheduler = lrkit.ReduceLROnPlateau(sgd())
+    with pytest.raises(TypeError, match=r"^ReduceLROnPlateau cannot be restarted inside a composite$"):
+        scheduler._restart()

@@ -30,21 +30,22 @@ def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
     return [float(group["lr"]) for group in optimizer.param_groups]
 
 
-def momenta(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["momentum"]) for group in optimizer.param_groups]
+def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Every group's entries but its parameters: the LRs, momenta and bounds a scheduler keeps there."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
 
 
 def torch_class(name: str) -> Any:
     return swa_utils.SWALR if name == "SWALR" else getattr(torch_lr, name)
 
 
-def trace(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> list[tuple[list[float], list[float]]]:
-    """The LRs and momenta after construction and after each of ``steps`` steps."""
-    out = [(lrs(optimizer), momenta(optimizer))]
+def trace(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> list[list[dict[str, Any]]]:
+    """The groups' hyperparameters after construction and after each of ``steps`` steps."""
+    out = [hyperparameters(optimizer)]
     for _ in range(steps):
         optimizer.step()
         scheduler.step()
-        out.append((lrs(optimizer), momenta(optimizer)))
+        out.append(hyperparameters(optimizer))
     return out
 
 
@@ -100,6 +101,19 @@ SPECS: list[tuple[str, dict[str, Any], int]] = [
         6,
     ),
     ("CyclicLR", {"base_lr": 0.01, "max_lr": 1.0, "step_size_up": 0.1, "step_size_down": 0.2}, 4),
+    (
+        "CyclicLR",
+        {
+            "base_lr": 0.01,
+            "max_lr": 1.0,
+            "step_size_up": 2,
+            "mode": "exp_range",
+            "gamma": 2,
+            "scale_mode": "iterations",
+            "cycle_momentum": 1,
+        },
+        4,
+    ),
     ("CyclicLR", {"base_lr": 0.01, "max_lr": 1.0, "step_size_up": 0.7, "step_size_down": 0.1}, 4),
 ]
 
@@ -173,6 +187,7 @@ RESUMED: list[tuple[str, dict[str, Any]]] = [
     ("ExponentialLR", {"gamma": 0.5}),
     ("PolynomialLR", {"total_iters": 6, "power": 2.0}),
     ("SWALR", {"swa_lr": 0.05, "anneal_epochs": 5}),
+    ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 3}),
 ]
 
 
@@ -191,10 +206,10 @@ def test_a_scheduler_built_with_a_last_epoch_continues_from_it_as_torch(name: st
 # --------------------------------------------------------------------------- refusals, naming the argument
 
 
-@pytest.mark.parametrize("name", ["MultiStepLR", "ExponentialLR"])
+@pytest.mark.parametrize("name", ["MultiStepLR", "ExponentialLR", "CyclicLR"])
 @pytest.mark.parametrize("gamma", [0, 0.0, -0.5])
 def test_a_gamma_not_above_zero_is_refused_naming_it(name: str, gamma: float) -> None:
-    args = ([2],) if name == "MultiStepLR" else ()
+    args = {"MultiStepLR": ([2],), "ExponentialLR": (), "CyclicLR": (0.1, 1.0)}[name]
     with pytest.raises(ValueError, match=rf"^gamma must be in \(0\.0, inf\), got gamma={float(gamma)!r}$"):
         getattr(lrkit, name)(sgd(), *args, gamma=gamma)
 
@@ -229,6 +244,84 @@ def test_cyclic_refuses_a_base_lr_list_of_another_length_as_torch() -> None:
         lrkit.CyclicLR(sgd(), base_lr=[0.1, 0.2], max_lr=1.0)
     with pytest.raises(ValueError):
         torch_lr.CyclicLR(sgd(), base_lr=[0.1, 0.2], max_lr=1.0)
+
+
+@pytest.mark.parametrize("down", [0, -1.5])
+def test_cyclic_refuses_a_step_size_down_not_above_zero_naming_it(down: float) -> None:
+    with pytest.raises(
+        ValueError, match=rf"^step_size_down must be in \(0\.0, inf\), got step_size_down={float(down)!r}$"
+    ):
+        lrkit.CyclicLR(sgd(), 0.1, 1.0, step_size_up=2, step_size_down=down)
+    lrkit.CyclicLR(sgd(), 0.1, 1.0, step_size_up=2, step_size_down=1e-9)
+
+
+@pytest.mark.parametrize("name", ["base_momentum", "max_momentum"])
+def test_cyclic_refuses_a_bad_momentum_naming_it_and_its_group(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}\[1\] must be in \[0\.0, inf\), got {name}\[1\]=-0\.1$"):
+        lrkit.CyclicLR(sgd(0.5, 0.5), 0.1, 1.0, **{name: [0.85, -0.1]})
+    lrkit.CyclicLR(sgd(0.5, 0.5), 0.1, 1.0, **{name: [0.85, 0.0]})  # zero is a valid momentum
+    message = rf"^{name} must have one value per param group \(1\), got 2 values: {name}=\[0\.8, 0\.85\]$"
+    with pytest.raises(ValueError, match=message):
+        lrkit.CyclicLR(sgd(), 0.1, 1.0, **{name: [0.8, 0.85]})
+    with pytest.raises(ValueError):
+        torch_lr.CyclicLR(sgd(), 0.1, 1.0, **{name: [0.8, 0.85]})
+
+
+def test_cyclic_refuses_a_scale_fn_that_is_not_callable_naming_it() -> None:
+    with pytest.raises(TypeError, match=r"^scale_fn must be callable or None, got scale_fn=3$"):
+        lrkit.CyclicLR(sgd(), 0.1, 1.0, scale_fn=3)
+
+
+def test_cyclic_with_a_scale_fn_refuses_an_unknown_scale_mode_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"^scale_mode must be one of 'cycle', 'iterations'; got scale_mode='epoch'$"):
+        lrkit.CyclicLR(sgd(), 0.1, 1.0, scale_fn=lambda x: 1.0, scale_mode="epoch")
+
+
+def test_cyclic_with_a_scale_fn_keeps_mode_as_given_as_torch_and_its_spec_holds_the_function() -> None:
+    def halve(x: float) -> float:
+        return 0.5**x
+
+    ours_opt, theirs_opt, rebuilt_opt = sgd(), sgd(), sgd()
+    kwargs: dict[str, Any] = {"step_size_up": 2, "mode": "mine", "scale_fn": halve, "scale_mode": "iterations"}
+    ours = lrkit.CyclicLR(ours_opt, 0.1, 1.0, **kwargs)
+    theirs = torch_lr.CyclicLR(theirs_opt, 0.1, 1.0, **kwargs)
+    assert ours.mode == ours.state_dict()["mode"] == theirs.state_dict()["mode"] == "mine"
+    spec = ours.to_spec()
+    assert spec["scale_fn"] is halve
+    assert {k: spec[k] for k in ("mode", "scale_mode")} == {"mode": "mine", "scale_mode": "iterations"}
+    rebuilt = build_scheduler(spec, rebuilt_opt)
+    assert rebuilt.scale_fn_custom is halve
+    ours_trace = trace(ours, ours_opt, 5)
+    assert ours_trace == trace(theirs, theirs_opt, 5) == trace(rebuilt, rebuilt_opt, 5)
+
+
+def test_cyclic_without_momentum_cycling_saves_use_beta1_false_and_loads_into_one_with_it() -> None:
+    saved = lrkit.CyclicLR(sgd(), 0.1, 1.0, step_size_up=2, cycle_momentum=False)
+    state = json.loads(json.dumps(saved.state_dict()))
+    assert state["use_beta1"] is False
+    ours_opt, plain_opt = sgd(), sgd()
+    ours = lrkit.CyclicLR(ours_opt, 0.1, 1.0, step_size_up=2)
+    ours.load_state_dict(state)
+    assert (ours.cycle_momentum, ours.use_beta1) == (False, False)
+    plain = lrkit.CyclicLR(plain_opt, 0.1, 1.0, step_size_up=2, cycle_momentum=False)
+    assert [g["lr"] for g in ours_opt.param_groups] == [g["lr"] for g in plain_opt.param_groups]
+    for _ in range(3):
+        ours.step()
+        plain.step()
+        assert lrs(ours_opt) == lrs(plain_opt)
+
+
+class GroupsOnly:
+    """An optimizer in all but name: param_groups, no ``defaults``."""
+
+    def __init__(self) -> None:
+        self.param_groups = [{"params": [], "lr": 0.1, "momentum": 0.9}]
+
+
+def test_cyclic_reads_no_defaults_of_an_object_without_them() -> None:
+    with pytest.raises(ValueError, match=r"\(GroupsOnly has neither\); pass cycle_momentum=False$"):
+        lrkit.CyclicLR(GroupsOnly(), 0.1, 1.0)
+    lrkit.CyclicLR(GroupsOnly(), 0.1, 1.0, cycle_momentum=False)
 
 
 def test_cyclic_refuses_a_negative_max_lr_naming_its_group() -> None:

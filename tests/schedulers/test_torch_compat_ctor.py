@@ -9,15 +9,18 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_lr
 from torch.optim import swa_utils
 
 import lrkit
+from lrkit import StateError
 from lrkit.spec.registry import build_scheduler
 
 
@@ -67,6 +70,7 @@ DEFAULTS: list[tuple[str, dict[str, Any], int]] = [
     ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 2, "mode": "exp_range"}, 5),
     ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 2, "scale_fn": lambda x: 0.5**x}, 9),
     ("SWALR", {"swa_lr": 0.05}, 12),
+    ("CosineAnnealingWarmRestarts", {"T_0": 2}, 7),
 ]
 
 
@@ -101,6 +105,9 @@ SPECS: list[tuple[str, dict[str, Any], int]] = [
         6,
     ),
     ("CyclicLR", {"base_lr": 0.01, "max_lr": 1.0, "step_size_up": 0.1, "step_size_down": 0.2}, 4),
+    ("CosineAnnealingLR", {"T_max": np.int64(4), "eta_min": 0}, 6),
+    ("CosineAnnealingWarmRestarts", {"T_0": 3, "T_mult": 2, "eta_min": 0}, 8),
+    ("CosineAnnealingWarmRestarts", {"T_0": np.int64(3), "T_mult": np.int64(2), "eta_min": np.int64(0)}, 8),
     (
         "CyclicLR",
         {
@@ -118,13 +125,18 @@ SPECS: list[tuple[str, dict[str, Any], int]] = [
 ]
 
 
+def python(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """numpy's scalars as the Python numbers they stand for (torch refuses an ``np.int64`` T_0)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in kwargs.items()}
+
+
 def expected_spec(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """What the user passed, with torch's defaults for the rest (not the optimizer, last_epoch, nor a scale_fn
     of None); milestones, a multiset, sorted."""
     skip = {"optimizer", "last_epoch", "scale_fn"}
     params = inspect.signature(torch_class(name)).parameters.values()
     spec = {p.name: p.default for p in params if p.name not in skip and p.default is not inspect.Parameter.empty}
-    spec.update(kwargs)
+    spec.update(python(kwargs))
     if "milestones" in spec:
         spec["milestones"] = sorted(spec["milestones"])
     return {"type": name, **spec}
@@ -139,7 +151,7 @@ def test_the_spec_is_what_was_passed_and_rebuilds_the_schedule(name: str, kwargs
     assert as_json(spec) == as_json(expected_spec(name, kwargs))
     rebuilt = build_scheduler(spec, rebuilt_opt)
     assert as_json(rebuilt.to_spec()) == as_json(spec)
-    theirs = torch_class(name)(theirs_opt, **kwargs)
+    theirs = torch_class(name)(theirs_opt, **python(kwargs))
     ours_trace = trace(ours, ours_opt, steps)
     assert ours_trace == trace(theirs, theirs_opt, steps)
     assert trace(rebuilt, rebuilt_opt, steps) == ours_trace
@@ -188,6 +200,8 @@ RESUMED: list[tuple[str, dict[str, Any]]] = [
     ("PolynomialLR", {"total_iters": 6, "power": 2.0}),
     ("SWALR", {"swa_lr": 0.05, "anneal_epochs": 5}),
     ("CyclicLR", {"base_lr": 0.1, "max_lr": 1.0, "step_size_up": 3}),
+    ("CosineAnnealingLR", {"T_max": 4, "eta_min": 0.1}),
+    ("CosineAnnealingWarmRestarts", {"T_0": 3, "T_mult": 2, "eta_min": 0.1}),
 ]
 
 
@@ -201,6 +215,33 @@ def test_a_scheduler_built_with_a_last_epoch_continues_from_it_as_torch(name: st
     theirs = torch_class(name)(theirs_opt, last_epoch=2, **kwargs)
     assert ours.last_epoch == theirs.last_epoch == 3
     assert trace(ours, ours_opt, 4) == trace(theirs, theirs_opt, 4)
+    assert (ours.last_epoch, ours._step_count) == (theirs.last_epoch, theirs._step_count)
+
+
+def test_warm_restarts_counts_its_steps_as_torch() -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = lrkit.CosineAnnealingWarmRestarts(ours_opt, T_0=2, T_mult=2)
+    theirs = torch_lr.CosineAnnealingWarmRestarts(theirs_opt, T_0=2, T_mult=2)
+    for _ in range(5):
+        assert (ours.last_epoch, ours._step_count, ours.T_cur, ours.T_i) == (
+            theirs.last_epoch,
+            theirs._step_count,
+            theirs.T_cur,
+            theirs.T_i,
+        )
+        assert lrs(ours_opt) == lrs(theirs_opt)
+        ours_opt.step()
+        theirs_opt.step()
+        ours.step()
+        theirs.step()
+
+
+@pytest.mark.parametrize("key", ["T_cur", "eta_min"])
+def test_warm_restarts_refuses_a_stored_bool_for_a_number_naming_the_key(key: str) -> None:
+    state = lrkit.CosineAnnealingWarmRestarts(sgd(), T_0=3).state_dict()
+    scheduler = lrkit.CosineAnnealingWarmRestarts(sgd(), T_0=3)
+    with pytest.raises(StateError, match=rf"^state\['{key}'\] must be a number, got True$"):
+        scheduler.load_state_dict({**state, key: True})
 
 
 # --------------------------------------------------------------------------- refusals, naming the argument
@@ -237,6 +278,13 @@ def test_a_bad_last_epoch_is_named_before_any_other_argument(build: Callable[...
     with pytest.raises(TypeError, match=r"^last_epoch must be an int, got last_epoch=-1\.0 \(float\)$"):
         build(opt, last_epoch=-1.0)
     assert [dict(g) for g in opt.param_groups] == before
+
+
+def test_warm_restarts_names_a_bad_last_epoch_before_looking_at_the_optimizer() -> None:
+    with pytest.raises(ValueError, match=r"^last_epoch must be an int >= -1, got last_epoch=-2$"):
+        lrkit.CosineAnnealingWarmRestarts(object(), T_0=2, last_epoch=-2)
+    with pytest.raises(TypeError, match=r"^last_epoch must be an int, got last_epoch=1\.5 \(float\)$"):
+        lrkit.CosineAnnealingWarmRestarts(sgd(), T_0=2, last_epoch=1.5)
 
 
 def test_cyclic_refuses_a_base_lr_list_of_another_length_as_torch() -> None:
@@ -388,8 +436,135 @@ def test_swalr_refuses_a_negative_swa_lr_naming_its_group() -> None:
 
 def test_multiplicative_names_the_group_whose_lambda_returned_a_bad_factor() -> None:
     scheduler = lrkit.MultiplicativeLR(sgd(0.5, 0.5), lr_lambda=[lambda e: 0.9, lambda e: math.nan])
-    with pytest.raises(TypeError, match=r"^lr_lambda must return a finite number, got lr_lambda\[1\]\(1\)=nan "):
+    message = r"^lr_lambda must return a finite number, got lr_lambda\[1\]\(1\)=nan \(float\)$"
+    with pytest.raises(TypeError, match=message):
         scheduler.step()
+
+
+def test_lambda_names_the_group_whose_lambda_returned_a_bad_factor() -> None:
+    message = r"^lr_lambda must return a finite number, got lr_lambda\[1\]\(0\)=inf \(float\)$"
+    with pytest.raises(TypeError, match=message):
+        lrkit.LambdaLR(sgd(0.5, 0.5), lr_lambda=[lambda e: 0.9, lambda e: math.inf])
+
+
+class Half(float):
+    """A float of another class: not the hot path's exact float."""
+
+
+@pytest.mark.parametrize(
+    "factor",
+    [torch.tensor(0.5), np.float64(0.5), np.float32(0.5), Half(0.5), np.int64(1), 1],
+    ids=["tensor", "float64", "float32", "float-subclass", "int64", "int"],
+)
+def test_lambda_takes_any_finite_real_or_tensor_factor_as_torch(factor: Any) -> None:
+    ours_opt, theirs_opt = sgd(0.5), sgd(0.5)
+    ours = lrkit.LambdaLR(ours_opt, lambda e: factor)
+    theirs = torch_lr.LambdaLR(theirs_opt, lambda e: factor)
+    assert trace(ours, ours_opt, 2) == trace(theirs, theirs_opt, 2)
+
+
+@pytest.mark.parametrize(
+    ("factor", "shown"),
+    [
+        ("0.5", "'0.5' (str)"),
+        (None, "None (NoneType)"),
+        (True, "True (bool)"),
+        (np.float64("nan"), "np.float64(nan) (float64)"),
+        (Half("inf"), "inf (Half)"),
+        (math.nan, "nan (float)"),
+    ],
+    ids=["str", "None", "bool", "float64-nan", "float-subclass-inf", "nan"],
+)
+def test_lambda_refuses_a_factor_that_is_no_finite_number_naming_it(factor: Any, shown: str) -> None:
+    expected = f"lr_lambda must return a finite number, got lr_lambda[0](0)={shown}"
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        lrkit.LambdaLR(sgd(0.5), lambda e: factor)
+
+
+# --------------------------------------------------------------------------- a function's state and spec
+
+
+class Scaled:
+    """A callable object: its attributes are its state, as torch saves them."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.history: list[int] = []
+
+    def __call__(self, epoch: int) -> float:
+        return self.scale**epoch
+
+
+def test_lambda_spec_holds_one_function_or_one_per_group_and_rebuilds() -> None:
+    def f(e: int) -> float:
+        return 0.5**e
+
+    def g(e: int) -> float:
+        return 0.9**e
+
+    assert lrkit.LambdaLR(sgd(0.5, 0.5), [f, f]).to_spec() == {"type": "LambdaLR", "lr_lambda": f}
+    ours_opt, rebuilt_opt = sgd(0.5, 0.3), sgd(0.5, 0.3)
+    ours = lrkit.LambdaLR(ours_opt, [f, g])
+    spec = ours.to_spec()
+    assert spec == {"type": "LambdaLR", "lr_lambda": [f, g]}
+    rebuilt = build_scheduler(spec, rebuilt_opt)
+    assert trace(rebuilt, rebuilt_opt, 3) == trace(ours, ours_opt, 3)
+
+
+def test_lambda_loads_a_state_saved_without_its_functions_entries() -> None:
+    saved_opt, ours_opt = sgd(0.5), sgd(0.5)
+    saved = lrkit.LambdaLR(saved_opt, lambda e: 0.5**e)
+    for _ in range(3):
+        saved.step()
+    state = saved.state_dict()
+    del state["lr_lambdas"]  # a state saved before lrkit kept them
+    ours = lrkit.LambdaLR(ours_opt, lambda e: 0.5**e)
+    ours.load_state_dict(state)
+    assert ours.last_epoch == 3
+    assert trace(ours, ours_opt, 2)[1:] == trace(saved, saved_opt, 2)[1:]
+
+
+def test_lambda_refuses_stored_entries_that_are_not_one_per_group() -> None:
+    scheduler = lrkit.LambdaLR(sgd(0.5), Scaled(0.5))
+    state = scheduler.state_dict()
+    expected = "state['lr_lambdas'] must be a list with one entry per param group (1), got [None, None]"
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**state, "lr_lambdas": [None, None]})
+
+
+def test_lambda_refuses_attributes_with_keys_that_are_not_names() -> None:
+    scheduler = lrkit.LambdaLR(sgd(0.5), Scaled(0.5))
+    state = scheduler.state_dict()
+    expected = "state['lr_lambdas'][0] must be None or a dict of attributes, got {1: 2}"
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**state, "lr_lambdas": [{1: 2}]})
+
+
+@pytest.mark.parametrize("first", [None, {"scale": 0.5, "history": []}])
+def test_lambda_refuses_attributes_for_a_plain_function_in_any_group(first: Any) -> None:
+    def plain(e: int) -> float:
+        return 1.0
+
+    scheduler = lrkit.LambdaLR(sgd(0.5, 0.5), [Scaled(0.5), plain])
+    state = scheduler.state_dict()
+    expected = (
+        f"state['lr_lambdas'][1] holds the attributes of a callable object, but this scheduler's lr_lambda[1] is "
+        f"{plain!r}: rebuild it with the same kind of lr_lambda"
+    )
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        scheduler.load_state_dict({**state, "lr_lambdas": [first, {"scale": 0.9}]})
+    assert not hasattr(plain, "scale")
+
+
+def test_lambda_loads_a_callable_objects_attributes_as_copies() -> None:
+    saved = lrkit.LambdaLR(sgd(0.5), Scaled(0.9))
+    saved.lr_lambdas[0].history.extend([1, 2])
+    state = saved.state_dict()
+    fn = Scaled(0.5)
+    lrkit.LambdaLR(sgd(0.5), fn).load_state_dict(state)
+    assert (fn.scale, fn.history) == (0.9, [1, 2])
+    state["lr_lambdas"][0]["history"].append(3)
+    assert fn.history == [1, 2]
 
 
 # --------------------------------------------------------------------------- state: torch's, composites

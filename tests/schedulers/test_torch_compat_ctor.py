@@ -192,7 +192,13 @@ def test_cyclic_spec_after_a_load_keeps_whole_step_sizes_ints() -> None:
 # --------------------------------------------------------------------------- last_epoch: resuming as torch
 
 
+def halve(epoch: int) -> float:
+    return 0.5 if epoch % 2 else 0.9
+
+
 RESUMED: list[tuple[str, dict[str, Any]]] = [
+    ("LambdaLR", {"lr_lambda": halve}),
+    ("MultiplicativeLR", {"lr_lambda": halve}),
     ("MultiStepLR", {"milestones": [1, 3], "gamma": 0.5}),
     ("ConstantLR", {"factor": 0.5, "total_iters": 4}),
     ("LinearLR", {"start_factor": 0.5, "total_iters": 4}),
@@ -253,6 +259,42 @@ def test_a_gamma_not_above_zero_is_refused_naming_it(name: str, gamma: float) ->
     args = {"MultiStepLR": ([2],), "ExponentialLR": (), "CyclicLR": (0.1, 1.0)}[name]
     with pytest.raises(ValueError, match=rf"^gamma must be in \(0\.0, inf\), got gamma={float(gamma)!r}$"):
         getattr(lrkit, name)(sgd(), *args, gamma=gamma)
+
+
+#: The arguments before gamma of the classes whose state checks gamma (the constructor's check).
+GAMMA_ARGS: dict[str, tuple[Any, ...]] = {
+    "StepLR": (2,),
+    "MultiStepLR": ([2],),
+    "ExponentialLR": (),
+    "CyclicLR": (0.1, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(GAMMA_ARGS))
+def test_a_stored_gamma_not_above_zero_is_refused_naming_it(name: str) -> None:
+    build = getattr(lrkit, name)
+    state = build(sgd(), *GAMMA_ARGS[name], gamma=0.5).state_dict()
+    scheduler = build(sgd(), *GAMMA_ARGS[name], gamma=0.5)
+    for gamma in (0.0, -0.5):
+        message = rf"^state\['gamma'\]={gamma!r} is refused: gamma must be in \(0\.0, inf\), got gamma={gamma!r}$"
+        with pytest.raises(StateError, match=message):
+            scheduler.load_state_dict({**state, "gamma": gamma})
+    scheduler.load_state_dict({**state, "gamma": 1e-300})
+    assert scheduler.gamma == 1e-300
+
+
+@pytest.mark.parametrize("name", list(GAMMA_ARGS))
+def test_a_tensor_gammas_state_loads_back_as_torchs(name: str) -> None:
+    saved_opt, ours_opt, theirs_opt = sgd(), sgd(), sgd()
+    saved = getattr(lrkit, name)(saved_opt, *GAMMA_ARGS[name], gamma=torch.tensor(0.5))
+    ours = getattr(lrkit, name)(ours_opt, *GAMMA_ARGS[name], gamma=torch.tensor(0.8))
+    theirs = getattr(torch_lr, name)(theirs_opt, *GAMMA_ARGS[name], gamma=torch.tensor(0.5))
+    for scheduler, opt in ((saved, saved_opt), (theirs, theirs_opt)):
+        trace(scheduler, opt, 2)
+    ours.load_state_dict(json.loads(json.dumps(saved.state_dict())))
+    ours_opt.load_state_dict(saved_opt.state_dict())
+    assert isinstance(ours.gamma, torch.Tensor) and float(ours.gamma) == 0.5
+    assert trace(ours, ours_opt, 3) == trace(theirs, theirs_opt, 3)
 
 
 def test_a_gamma_just_above_zero_is_accepted_as_torch() -> None:
@@ -604,3 +646,87 @@ def test_plateau_cannot_be_restarted() -> None:
     scheduler = lrkit.ReduceLROnPlateau(sgd())
     with pytest.raises(TypeError, match=r"^ReduceLROnPlateau cannot be restarted inside a composite$"):
         scheduler._restart()
+
+
+# --------------------------------------------------------------------------- the composites' constructors and steps
+
+
+def two_children(optimizer: Any, module: Any = lrkit) -> list[Any]:
+    return [module.ConstantLR(optimizer, factor=0.5, total_iters=4), module.ExponentialLR(optimizer, gamma=0.9)]
+
+
+@pytest.mark.parametrize("milestone", [1, 2])
+def test_sequential_starts_and_counts_its_children_as_torch(milestone: int) -> None:
+    ours_opt, theirs_opt = sgd(), sgd()
+    ours = lrkit.SequentialLR(ours_opt, two_children(ours_opt), milestones=[milestone])
+    theirs = torch_lr.SequentialLR(theirs_opt, two_children(theirs_opt, torch_lr), milestones=[milestone])
+    for _ in range(4):
+        assert [c.last_epoch for c in ours._schedulers] == [c.last_epoch for c in theirs._schedulers]
+        assert (ours.last_epoch, lrs(ours_opt)) == (theirs.last_epoch, lrs(theirs_opt))
+        ours_opt.step()
+        theirs_opt.step()
+        ours.step()
+        theirs.step()
+
+
+def test_sequential_and_chain_base_lrs_are_the_groups_initial_lrs() -> None:
+    opt = sgd(0.5, 0.3)
+    seq = lrkit.SequentialLR(opt, two_children(opt), milestones=[2])
+    chain = lrkit.ChainedScheduler(two_children(opt))
+    assert seq.base_lrs == chain.base_lrs == [0.5, 0.3] == [g["initial_lr"] for g in opt.param_groups]
+    assert lrs(opt) != [0.5, 0.3]  # the children moved the LRs: base_lrs are not the LRs
+
+
+def test_chain_base_lr_of_a_group_added_after_its_children_is_its_lr() -> None:
+    opt = sgd(0.5)
+    children = two_children(opt)
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.2})
+    assert lrkit.ChainedScheduler(children).base_lrs == [0.5, 0.2]
+
+
+@pytest.mark.parametrize(("last_epoch", "error", "message"), [
+    (-2, ValueError, r"^last_epoch must be an int >= -1, got last_epoch=-2$"),
+    (1.5, TypeError, r"^last_epoch must be an int, got last_epoch=1\.5 \(float\)$"),
+])
+def test_sequential_refuses_a_bad_last_epoch_naming_it(last_epoch: Any, error: type[Exception], message: str) -> None:
+    opt = sgd()
+    with pytest.raises(error, match=message):
+        lrkit.SequentialLR(opt, two_children(opt), milestones=[2], last_epoch=last_epoch)
+
+
+@pytest.mark.parametrize("kind", ["SequentialLR", "ChainedScheduler"])
+def test_a_composite_step_takes_no_epoch(kind: str) -> None:
+    opt = sgd()
+    composite = (
+        lrkit.SequentialLR(opt, two_children(opt), milestones=[2])
+        if kind == "SequentialLR"
+        else lrkit.ChainedScheduler(two_children(opt))
+    )
+    with pytest.raises(TypeError, match=rf"^{kind}\.step\(\) takes no epoch argument$"):
+        composite.step(1)
+
+
+def test_chain_counts_its_own_steps_from_zero() -> None:
+    opt = sgd()
+    chain = lrkit.ChainedScheduler(two_children(opt))
+    assert chain.last_epoch == 0
+    for step in (1, 2, 3):
+        chain.step()
+        assert chain.last_epoch == step
+
+
+def test_sequential_refuses_a_child_state_below_its_lowest_last_epoch_naming_the_child() -> None:
+    def build() -> lrkit.SequentialLR:
+        opt = sgd()
+        return lrkit.SequentialLR(opt, two_children(opt), milestones=[2])
+
+    state = json.loads(json.dumps(build().state_dict()))
+    state["_schedulers"][1]["last_epoch"] = -3  # waiting at -1; a SequentialLR nested in another would make it -2
+    expected = (
+        "SequentialLR state['_schedulers'][1]: state['last_epoch']=-3 is refused: last_epoch must be an int >= -2, "
+        "got last_epoch=-3"
+    )
+    with pytest.raises(StateError, match=f"^{re.escape(expected)}$"):
+        build().load_state_dict(state)
+    state["_schedulers"][1]["last_epoch"] = -2
+    build().load_state_dict(state)

@@ -1299,11 +1299,6 @@ class SWALR(LRScheduler):
     ) -> None:
         check_optimizer(optimizer)
         groups = optimizer.param_groups
-        if isinstance(swa_lr, (list, tuple)) and len(swa_lr) != len(groups):
-            raise ValueError(
-                f"swa_lr must have one value per param group ({len(groups)}), got {len(swa_lr)} values: "
-                f"swa_lr={list(swa_lr)!r}"
-            )
         swa_lrs = [
             copy_value(check_real(f"swa_lr[{i}]", v, low=0.0, tensor_ok=True))
             for i, v in enumerate(check_per_group("swa_lr", swa_lr, len(groups)))

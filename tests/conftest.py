@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from lrkit.train.arguments import add_train_arguments
 from lrkit.train.checkpoint import list_checkpoints
@@ -116,3 +117,27 @@ def megatron_batch(start: int, increment: int, end: int, ramp: int, consumed: in
         return end
     num_increments = (end - start) // increment
     return start + math.floor(consumed / Fraction(ramp, num_increments)) * increment
+
+
+# ----------------------------------------------------------------------------- torch optimizers for scheduler tests
+
+
+def sgd(*lrs: Any, momentum: float = 0.0) -> torch.optim.SGD:
+    """An SGD with one one-parameter group per LR (default one group at 0.5)."""
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (lrs or (0.5,))]
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
+
+
+def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Every group's LR as a float."""
+    return [float(group["lr"]) for group in optimizer.param_groups]
+
+
+def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Every group's entries but its parameters: the LRs, momenta and bounds a scheduler keeps there."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def round_trip(scheduler: Any) -> dict[str, Any]:
+    """The scheduler's state after a JSON round trip, as a checkpoint would hold it."""
+    return json.loads(json.dumps(scheduler.state_dict()))

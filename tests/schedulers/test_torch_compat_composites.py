@@ -4,7 +4,6 @@ has the behaviour."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -14,18 +13,7 @@ from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
 from lrkit import StateError
-
-
-def sgd(*lrs: Any) -> torch.optim.SGD:
-    return torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in lrs or (0.5,)])
-
-
-def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in optimizer.param_groups]
-
-
-def round_trip(scheduler: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(scheduler.state_dict()))
+from tests.conftest import lrs, round_trip, sgd
 
 
 def sequential(lib: Any, optimizer: torch.optim.Optimizer, milestones: list[int], **kwargs: Any) -> Any:

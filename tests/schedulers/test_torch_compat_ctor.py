@@ -22,20 +22,13 @@ from torch.optim import swa_utils
 import lrkit
 from lrkit import StateError
 from lrkit.spec.registry import build_scheduler
+from tests.conftest import hyperparameters, lrs
+from tests.conftest import sgd as shared_sgd
 
 
 def sgd(*lrs: float, momentum: float = 0.9) -> torch.optim.SGD:
-    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (lrs or (0.5,))]
-    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
-
-
-def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in optimizer.param_groups]
-
-
-def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """Every group's entries but its parameters: the LRs, momenta and bounds a scheduler keeps there."""
-    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    """These tests' optimizer has momentum, so the momentum-cycling classes have something to cycle."""
+    return shared_sgd(*lrs, momentum=momentum)
 
 
 def torch_class(name: str) -> Any:
@@ -628,9 +621,7 @@ def test_a_chain_entered_at_a_milestone_counts_its_steps_from_zero_as_a_new_chai
     chain = lrkit.ChainedScheduler([lrkit.StepLR(opt, 2, gamma=0.5), lrkit.ExponentialLR(opt, gamma=0.9)])
     seq = lrkit.SequentialLR(opt, [lrkit.ConstantLR(opt, factor=0.5, total_iters=5), chain], milestones=[3])
     fresh_opt = sgd()
-    fresh = lrkit.ChainedScheduler(
-        [lrkit.StepLR(fresh_opt, 2, gamma=0.5), lrkit.ExponentialLR(fresh_opt, gamma=0.9)]
-    )
+    fresh = lrkit.ChainedScheduler([lrkit.StepLR(fresh_opt, 2, gamma=0.5), lrkit.ExponentialLR(fresh_opt, gamma=0.9)])
     for _ in range(3):
         seq.step()
     assert chain.last_epoch == fresh.last_epoch == 0
@@ -684,10 +675,13 @@ def test_chain_base_lr_of_a_group_added_after_its_children_is_its_lr() -> None:
     assert lrkit.ChainedScheduler(children).base_lrs == [0.5, 0.2]
 
 
-@pytest.mark.parametrize(("last_epoch", "error", "message"), [
-    (-2, ValueError, r"^last_epoch must be an int >= -1, got last_epoch=-2$"),
-    (1.5, TypeError, r"^last_epoch must be an int, got last_epoch=1\.5 \(float\)$"),
-])
+@pytest.mark.parametrize(
+    ("last_epoch", "error", "message"),
+    [
+        (-2, ValueError, r"^last_epoch must be an int >= -1, got last_epoch=-2$"),
+        (1.5, TypeError, r"^last_epoch must be an int, got last_epoch=1\.5 \(float\)$"),
+    ],
+)
 def test_sequential_refuses_a_bad_last_epoch_naming_it(last_epoch: Any, error: type[Exception], message: str) -> None:
     opt = sgd()
     with pytest.raises(error, match=message):

@@ -5,7 +5,6 @@ reloaded state, the refusals of a state's fields and their messages, and what ``
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -17,26 +16,7 @@ from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
 from lrkit import StateError
-
-
-def sgd(*lrs: float, momentum: float = 0.0) -> torch.optim.SGD:
-    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr} for lr in (lrs or (0.5,))]
-    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
-
-
-def lrs(optimizer: torch.optim.Optimizer) -> list[float]:
-    return [float(group["lr"]) for group in optimizer.param_groups]
-
-
-def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """Every group's entries but its parameters: the LRs and momenta a scheduler set there."""
-    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
-
-
-def round_trip(scheduler: Any) -> dict[str, Any]:
-    """The scheduler's state after a JSON round trip, as a checkpoint would hold it."""
-    return json.loads(json.dumps(scheduler.state_dict()))
-
+from tests.conftest import hyperparameters, lrs, round_trip, sgd
 
 # --------------------------------------------------------------------------- ReduceLROnPlateau
 

@@ -9,7 +9,6 @@ torch 2.13 accepts too, load and then step exactly as torch's scheduler built wi
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from torch.optim import lr_scheduler as torch_lr
 
 import lrkit
 from lrkit import StateError
+from tests.conftest import round_trip
 
 pytestmark = pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)` before:UserWarning")
 
@@ -32,11 +32,6 @@ BELOW_MINUS_ONE = math.nextafter(-1.0, -2.0)
 def sgd(groups: int = 1) -> torch.optim.SGD:
     params = [{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.5 / (i + 1)} for i in range(groups)]
     return torch.optim.SGD(params, lr=0.5, momentum=0.9)
-
-
-def round_trip(scheduler: Any) -> dict[str, Any]:
-    """The scheduler's state after a JSON round trip, as a checkpoint would hold it."""
-    return json.loads(json.dumps(scheduler.state_dict()))
 
 
 def hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:

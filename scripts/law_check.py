@@ -6,7 +6,8 @@ The evidence of issue #12, end to end on this machine, from nothing but the trai
    (``--data-order random``) under several schedules of the same peak LR, each evaluated every
    ``--eval-interval`` updates on the same held-out validation tokens (``--eval-iters`` micro-batches of
    ``--batch-size x --sequence-length`` tokens; the trainer logs the standard error of each evaluation).
-2. ``lrkit fit-law`` on two of them (constant and cosine), on the validation loss.
+2. ``lrkit fit-law`` on two of them (constant and cosine), on the validation loss (by default the annealing form
+   of Tissue et al. with its momentum decay fitted; ``--form mpl`` for the multi-power law).
 3. Predict every other schedule's validation curve from its LRs alone (:func:`lrkit.schedules.laws.predict`) and
    compare with what training measured: the final loss's relative error, the RMS relative error over the
    evaluations, and the ranking of the schedules by final loss.
@@ -15,8 +16,11 @@ The evidence of issue #12, end to end on this machine, from nothing but the trai
 The fitted runs are trained first; the held-out runs and the tuned one then train together.
 
 The goals (issue #12): a final-loss error of at most 1% on every held-out schedule, the schedules ranked as
-measured, and the tuned schedule no worse than cosine. The table is printed and written as Markdown, with the
-numbers as JSON and a plot, under ``--out``. It exits 1 when a goal is missed.
+measured, and the tuned schedule no worse than cosine. ``--noise-seeds 1,2`` trains some schedules again under
+other data seeds, reports the seed-to-seed spread of their final loss (the noise a prediction of one run is
+measured against), and judges the errors and the ranking against it too (the criterion proposed for the goals).
+The table is printed and written as Markdown, with the numbers as JSON and a plot, under ``--out``. It exits 1
+when a goal of the issue is missed.
 
 Runs that already finished under ``--out`` with the same flags are reused (``--fresh`` retrains them).
 
@@ -53,7 +57,8 @@ class Run:
     name: str
     schedule: tuple[str, ...]
     steps: int
-    role: str  # "fit", "held-out" or "tuned"
+    role: str  # "fit", "held-out", "tuned" or "noise"
+    data_seed: int | None = None  # the shuffled order's seed; None: --data-seed
 
 
 def plan(steps: int, lr: float, warmup: int, fit_on: tuple[str, ...] = ("constant", "cosine")) -> list[Run]:
@@ -87,7 +92,8 @@ def train_argv(run: Run, args: argparse.Namespace) -> list[str]:
     return [
         sys.executable, "-m", "lrkit.train", "--run-dir", str(args.out / run.name),
         "--preset", "tiny", "--batch-size", str(args.batch_size), "--sequence-length", str(args.sequence_length),
-        "--num-iterations", str(run.steps), "--data-order", "random", "--data-seed", str(args.data_seed),
+        "--num-iterations", str(run.steps), "--data-order", "random",
+        "--data-seed", str(args.data_seed if run.data_seed is None else run.data_seed),
         "--eval-interval", str(args.eval_interval), "--eval-iters", str(args.eval_iters),
         "--threads", "1", "--quiet", "--no-plot", *run.schedule,
     ]  # fmt: skip
@@ -179,9 +185,9 @@ def compare(run: Run, law: laws.Law, out: Path, fit_from: int) -> dict[str, Any]
     }
 
 
-def discordant_pairs(rows: list[dict[str, Any]]) -> list[str]:
+def discordant_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The pairs of schedules of the same length that the prediction orders otherwise than the measurement, each
-    with its measured gap and the larger of the two evaluations' standard errors (to judge it against)."""
+    with its measured and predicted gap and the larger of the two evaluations' standard errors."""
     out = []
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:
@@ -190,9 +196,59 @@ def discordant_pairs(rows: list[dict[str, Any]]) -> list[str]:
             measured, predicted = a["measured"] - b["measured"], a["predicted"] - b["predicted"]
             if measured * predicted < 0 or (measured == 0) != (predicted == 0):
                 se = max(a["measured_se"], b["measured_se"])
-                out.append(f"{a['name']} vs {b['name']}: measured gap {measured:+.4f} (s.e. {se:.4f}), "
-                           f"predicted gap {predicted:+.4f}")  # fmt: skip
+                out.append({"pair": f"{a['name']} vs {b['name']}", "measured": measured, "predicted": predicted,
+                            "se": se, "mean": (a["measured"] + b["measured"]) / 2})  # fmt: skip
     return out
+
+
+def describe(pair: dict[str, Any]) -> str:
+    return (f"{pair['pair']}: measured gap {pair['measured']:+.4f} (s.e. {pair['se']:.4f}), "
+            f"predicted gap {pair['predicted']:+.4f}")  # fmt: skip
+
+
+def noise_plan(runs: list[Run], seeds: list[int], names: tuple[str, ...]) -> list[Run]:
+    """The schedules ``names`` again under each data seed of ``seeds``, as ``seed-N/NAME`` under ``--out``."""
+    by_name = {r.name: r for r in runs}
+    unknown = sorted(set(names) - set(by_name))
+    if unknown:
+        raise SystemExit(
+            f"law-check: --noise-on {','.join(names)}: unknown {unknown}; expected names of {list(by_name)}"
+        )
+    return [
+        Run(f"seed-{seed}/{n}", by_name[n].schedule, by_name[n].steps, "noise", seed) for seed in seeds for n in names
+    ]
+
+
+def seed_noise(runs: list[Run], noise: list[Run], out: Path, data_seed: int) -> list[dict[str, Any]]:
+    """Per schedule trained under several data seeds: its final validation loss under each, their mean, and their
+    sample standard deviation (absolute and relative to the mean): how far one run's final loss is from what the
+    schedule gives on average, the noise any prediction of one run is measured against."""
+    out_rows = []
+    for run in runs:
+        seeds = [r for r in noise if r.name.rpartition("/")[2] == run.name]
+        if not seeds:
+            continue
+        finals = {data_seed: float(read_run(out / run.name, loss="val").losses[-1])}
+        finals.update({r.data_seed: float(read_run(out / r.name, loss="val").losses[-1]) for r in seeds})
+        values = np.array(list(finals.values()))
+        sd = float(values.std(ddof=1))
+        out_rows.append({"name": run.name, "finals": finals, "mean": float(values.mean()), "sd": sd,
+                         "sd_rel": sd / float(values.mean())})  # fmt: skip
+    return out_rows
+
+
+def noise_table(rows: list[dict[str, Any]]) -> str:
+    seeds = ", ".join(str(s) for s in rows[0]["finals"])
+    head = [
+        f"| schedule | final val loss, data seeds {seeds} | mean | s.d. | s.d. / mean |",
+        "|---|---|---:|---:|---:|",
+    ]
+    body = [
+        f"| {r['name']} | {', '.join(f'{v:.4f}' for v in r['finals'].values())} | {r['mean']:.4f} | {r['sd']:.4f} | "
+        f"{r['sd_rel']:.2%} |"
+        for r in rows
+    ]
+    return "\n".join(head + body)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -222,7 +278,8 @@ def plot(rows: list[dict[str, Any]], path: Path, tag: str) -> None:
         top.plot(r["points"], r["predicted_curve"], "-", color=color, label=f"{r['name']} ({r['role']})")
         bottom.plot(np.arange(1, len(r["lrs"]) + 1), r["lrs"], color=color)
     top.set_ylabel("validation loss (nats/token)")
-    top.set_title(f"dots: measured; lines: the law fitted on {tag.replace('+', ' + ')}")
+    form, _, fitted = tag.partition("-")
+    top.set_title(f"dots: measured; lines: the {form} law fitted on {fitted.replace('+', ' + ')}")
     top.legend(fontsize=8)
     top.set_ylim(min(min(r["losses"]) for r in rows) - 0.05, np.percentile([r["losses"][0] for r in rows], 50) + 0.1)
     bottom.set_ylabel("LR")
@@ -279,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         help="validation micro-batches per evaluation (default: %(default)s, i.e. 204,800 tokens at 16 x 128)",
     )  # fmt: skip
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the shuffled order (default: %(default)s)")
-    parser.add_argument("--form", choices=laws.FORMS, default="mpl", help="the law's form (default: %(default)s)")
+    parser.add_argument(
+        "--form", choices=laws.FORMS, default="annealing",
+        help="the law's form (default: %(default)s, with its decay fitted: on these runs it predicts the other\n"
+        "schedules far better than mpl; docs/loss-laws.md)",
+    )  # fmt: skip
     parser.add_argument(
         "--fit-on", default="constant,cosine",
         help="the runs the law is fitted on, by name, comma-separated (default: %(default)s); the others are held out",
@@ -292,6 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=2, help="runs trained at once, one thread each (default: %(default)s)"
     )
+    parser.add_argument(
+        "--noise-seeds", type=lambda text: [int(p) for p in text.split(",") if p.strip()], default=[],
+        metavar="SEEDS",
+        help="also train the --noise-on schedules under these data seeds (comma-separated, e.g. 1,2) and report the\n"
+        "seed-to-seed s.d. of their final loss, and the criterion proposed for the goals, judged against it",
+    )  # fmt: skip
+    parser.add_argument(
+        "--noise-on", default="constant,cosine,wsd-20%-1-sqrt",
+        help="the schedules --noise-seeds trains again (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--fresh", action="store_true", help="retrain runs that are already finished under --out")
     parser.add_argument(
         "--compare-fits", metavar="SETS",
@@ -313,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fit_names = tuple(args.fit_on.split(","))
     runs = plan(args.steps, args.lr, args.warmup, fit_names)
-    tag = "+".join(fit_names)  # the results of each fit, side by side under --out
+    tag = f"{args.form}-{'+'.join(fit_names)}"  # the results of each form and fit, side by side under --out
 
     print(f"law-check: {len(runs)} schedules of the tiny GPT-2, {args.steps} updates of "
           f"{args.batch_size} x {args.sequence_length} tokens, shuffled, into {args.out}", flush=True)  # fmt: skip
@@ -336,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     pick = dict(zip(tuned_flags[::2], tuned_flags[1::2]))
     name = f"tuned-wsd-{pick.get('--decay-steps')}-{pick.get('--decay-shape')}"  # one run per pick, reused
     tuned_run = Run(name, tuple(tuned_flags), args.steps, "tuned")
-    train_all([*[r for r in runs if r.role != "fit"], tuned_run], args)
+    noise = noise_plan(runs, args.noise_seeds, tuple(args.noise_on.split(","))) if args.noise_seeds else []
+    train_all([*[r for r in runs if r.role != "fit"], tuned_run, *noise], args)
 
     rows = [compare(run, law, args.out, args.fit_from) for run in [*runs, tuned_run]]
     held_out = [r for r in rows if r["role"] == "held-out"]
@@ -353,6 +425,18 @@ def main(argv: list[str] | None = None) -> int:
          tuned_row["measured"] <= cosine["measured"]),
     ]  # fmt: skip
     markdown = table(rows)
+    noise_rows = seed_noise(runs, noise, args.out, args.data_seed)
+    noise_md = noise_table(noise_rows) if noise_rows else ""
+    proposed: list[tuple[str, bool]] = []
+    if noise_rows:  # the criterion proposed for issue #12: errors and gaps judged against the seed-to-seed noise
+        pooled = float(np.sqrt(np.mean([r["sd_rel"] ** 2 for r in noise_rows])))
+        real = [p for p in discordant if abs(p["measured"]) > 2 * np.sqrt(2) * pooled * p["mean"]]
+        proposed = [
+            (f"(proposed) final-loss error <= 2 s.d. of the seed-to-seed noise ({2 * pooled:.2%}) on every "
+             f"held-out schedule (worst {worst:.2%})", worst <= 2 * pooled),
+            (f"(proposed) no pair out of order whose measured gap exceeds 2 s.d. of the difference of two runs "
+             f"({2 * np.sqrt(2) * pooled:.2%} of the loss): {len(real)} such pairs", not real),
+        ]  # fmt: skip
     minutes = (time.monotonic() - started) / 60
     print()
     print(markdown)
@@ -360,13 +444,19 @@ def main(argv: list[str] | None = None) -> int:
     for text, ok in goals:
         print(f"  [{'x' if ok else ' '}] {text}")
     for pair in discordant:
-        print(f"      out of order: {pair}")
+        print(f"      out of order: {describe(pair)}")
+    if noise_rows:
+        print()
+        print(noise_md)
+        print()
+        for text, ok in proposed:
+            print(f"  [{'x' if ok else ' '}] {text}")
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_minutes = (cpu.ru_utime + cpu.ru_stime) / 60
     print(f"law-check: {minutes:.1f} min wall, {cpu_minutes:.1f} min of CPU in the runs and the CLI calls "
           f"(machine load shows as wall above CPU / {args.jobs})")  # fmt: skip
     print(f"law-check: tuned schedule: {' '.join(tuned_flags)}")
-    (args.out / f"law_check-{tag}.md").write_text(markdown + "\n")
+    (args.out / f"law_check-{tag}.md").write_text(markdown + "\n" + (f"\n{noise_md}\n" if noise_md else ""))
     (args.out / f"law_check-{tag}.json").write_text(
         json.dumps(
             {
@@ -375,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rows": rows,
                 "goals": [{"goal": t, "met": ok} for t, ok in goals],
                 "discordant": discordant,
+                "noise": noise_rows,
+                "proposed": [{"goal": t, "met": ok} for t, ok in proposed],
                 "minutes": minutes,
                 "cpu_minutes": cpu_minutes,
             },

@@ -99,6 +99,57 @@ def test_fit_recovers_the_multi_power_law() -> None:
     assert all(e["rms_rel"] < 0.002 for e in fitted.fit_error.values())
 
 
+@pytest.mark.parametrize(
+    ("form", "x", "decay"),
+    [
+        ("mpl", [2.5, np.log(0.6), np.log(0.45), np.log(300.0), np.log(2.0), np.log(0.6), np.log(0.55)], None),
+        ("annealing", [2.5, np.log(0.6), np.log(0.45), np.log(150.0)], 0.99),
+        ("annealing", [2.5, np.log(0.6), np.log(0.45), np.log(150.0), np.log(80.0)], None),  # decay fitted
+    ],
+    ids=["mpl", "annealing-fixed-decay", "annealing-fitted-decay"],
+)
+def test_the_fit_jacobians_match_central_differences(form: str, x: list, decay: float | None) -> None:
+    """The analytic derivatives least_squares is given, against central differences of the law itself."""
+    lrs = wsd(400, 0.3) if form == "annealing" else cosine(400)
+    run = laws.RunCurve("run", lrs, np.arange(10, 401, 10), np.zeros(40))
+    cache = laws._MplCache(run) if form == "mpl" else laws._AnnealingCache(run, fit_decay=decay is None)
+    x0 = np.array(x)
+    jac = cache.jacobian(laws._unpack(form, x0, decay))
+    step = 1e-6
+    for j in range(x0.size):
+        up, down = x0.copy(), x0.copy()
+        up[j] += step
+        down[j] -= step
+        numeric = (cache.loss(laws._unpack(form, up, decay)) - cache.loss(laws._unpack(form, down, decay))) / (2 * step)
+        assert np.allclose(jac[:, j], numeric, rtol=1e-5, atol=1e-9), j
+        assert np.any(np.abs(numeric) > 1e-6), j  # the constant moves the loss: the check compares something
+
+
+def test_fit_recovers_the_annealing_decay() -> None:
+    """A law whose momentum forgets in 50 updates (decay 0.98), on a constant and a WSD run: the fit finds the
+    decay with the other constants and predicts a held-out schedule; fixed at the paper's 0.999 it cannot."""
+    pytest.importorskip("scipy")
+    true = laws.Law("annealing", {**ANNEALING, "C": 30.0, "decay": 0.98})
+    rng = np.random.default_rng(1)
+    runs = []
+    for name, lrs in (("constant", S.WarmupConstant(1e-3, 20)(np.arange(600))), ("wsd", wsd(600, 0.2))):
+        points = np.arange(10, 601, 5)
+        clean = laws.predict(true, lrs, points)
+        runs.append(laws.RunCurve(name, lrs, points, clean * (1 + 0.001 * rng.standard_normal(points.size))))
+    fitted = laws.fit_law(runs, "annealing", restarts=4)
+    assert fitted.constants["decay"] == pytest.approx(0.98, abs=0.002)
+    for name in ("L0", "A", "alpha", "C"):
+        assert fitted.constants[name] == pytest.approx(true.constants[name], rel=0.05), name
+    held_out = np.stack([cosine(600), S.WarmupLinear(1e-3, 20, 600)(np.arange(600)), wsd(600, 0.05)])
+    assert np.allclose(laws.predict_final(fitted, held_out), laws.predict_final(true, held_out), rtol=0.002)
+    fixed = laws.fit_law(runs, "annealing", restarts=4, decay=0.999)
+    assert fixed.constants["decay"] == 0.999
+    worst = {law.constants["decay"]: max(e["rms_rel"] for e in law.fit_error.values()) for law in (fixed, fitted)}
+    assert worst[0.999] > 2 * worst[fitted.constants["decay"]]
+    with pytest.raises(laws.LawError, match=r"decay \(lambda\) must be in \[0, 1\), got 1.0"):
+        laws.fit_law(runs, "annealing", decay=1.0)
+
+
 def test_fit_from_leaves_out_the_early_points() -> None:
     """Runs whose first 100 updates sit 5% above the law (a warmup the law does not describe): fitted from update
     100 on, the constants come back as from clean runs; fitted on every point, the early points pull them away.

@@ -67,6 +67,23 @@ def test_fit_law_writes_the_law_and_prints_the_error(runs: list[Path], tmp_path:
     assert [r["fit_from"] for r in laws.load_law(str(out)).fitted_on] == [100, 100]
 
 
+def test_fit_law_fits_the_decay_unless_told_a_value(runs: list[Path], tmp_path: Path, capsys) -> None:
+    pytest.importorskip("scipy")
+    out = tmp_path / "law.json"
+    argv = ["fit-law", *map(str, runs), "-o", str(out), "--form", "annealing", "--restarts", "2"]
+    assert cli.main([*argv, "--decay", "0.99"]) == 0
+    assert "decay  0.99  (fixed: a time scale of 100 updates)" in capsys.readouterr().out
+    assert laws.load_law(str(out)).constants["decay"] == 0.99
+    assert cli.main([*argv, "--decay", "fit"]) == 0
+    fitted = laws.load_law(str(out)).constants["decay"]
+    assert f"(fitted: a time scale of {1 / (1 - fitted):.4g} updates)" in capsys.readouterr().out
+    assert cli.main(argv) == 0  # the default: fitted
+    assert laws.load_law(str(out)).constants["decay"] == fitted
+    for bad in ("1", "-0.1", "soon"):
+        assert cli.main([*argv, "--decay", bad]) == 2
+        assert f"argument --decay: expected 'fit' or a number in [0, 1), got {bad!r}" in capsys.readouterr().err
+
+
 def test_fit_law_errors(runs: list[Path], tmp_path: Path, capsys) -> None:
     def error(*argv: str) -> str:
         assert cli.main(["fit-law", *argv, "-o", str(tmp_path / "law.json")]) == 2

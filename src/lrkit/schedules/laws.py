@@ -18,8 +18,10 @@ Two forms (``FORMS``):
       L(t) = L0 + A * S1(t)^(-alpha) - C * S2(t)
       S2(t) = sum_(i<=t) m_i,   m_i = decay * m_(i-1) + d_i
 
-  ``decay`` is the paper's momentum decay factor lambda. It is not fitted: it is fixed (default 0.999, the
-  value the paper uses) and stored with the constants. Constants: ``L0, A, alpha, C, decay``.
+  ``decay`` is the paper's momentum decay factor lambda: the drops it remembers fade over about
+  ``1 / (1 - decay)`` updates. :func:`fit_law` fits it with the other constants unless it is given a value
+  (the paper used 0.999, a time scale of 1,000 updates, on runs of tens of thousands). Constants:
+  ``L0, A, alpha, C, decay``.
 
 * ``mpl``: Luo et al., "A Multi-Power Law for Loss Curve Prediction Across Learning Rate Schedules"
   (ICLR 2025, arXiv 2503.12811)::
@@ -121,31 +123,38 @@ def drops(lrs: Any) -> np.ndarray:
     return d
 
 
-def annealing_area(lrs: Any, decay: float = DEFAULT_DECAY) -> np.ndarray:
-    """``S2`` of Tissue et al.: ``S2[..., t - 1] = sum_(i<=t) m_i``, ``m_i = decay * m_(i-1) + d_i``.
+def _momentum(x: np.ndarray, decay: float) -> np.ndarray:
+    """``m_i = decay * m_(i-1) + x_i`` (``m_0 = 0``) along the last axis, in blocks of :data:`_BLOCK` steps.
 
-    The recurrence is evaluated in blocks of :data:`_BLOCK` steps as ``m_i = decay^i * sum_(j<=i) d_j decay^(-j)``
-    within a block (cumulative sums, exact up to rounding) plus the previous block's ``m`` carried over.
+    Within a block, ``m_i = decay^i * (m_0 + sum_(j<=i) x_j decay^(-j))`` (cumulative sums, exact up to rounding),
+    ``m_0`` the previous block's last ``m``.
     """
-    if not 0.0 <= decay < 1.0:
-        raise LawError(f"decay (lambda) must be in [0, 1), got {decay!r}")
-    d = drops(lrs)
-    m = np.empty_like(d)
-    carry = np.zeros(d.shape[:-1])
-    total = d.shape[-1]
+    m = np.empty_like(x)
+    carry = np.zeros(x.shape[:-1])
+    total = x.shape[-1]
     # decay^(-block) stays below e^300 (far from float64 overflow) for any decay
     block_len = _BLOCK if decay == 0.0 else min(_BLOCK, max(1, int(300.0 / -math.log(decay))))
     for first in range(0, total, block_len):
-        block = d[..., first : first + block_len]
+        block = x[..., first : first + block_len]
         n = block.shape[-1]
         if decay == 0.0:
             m[..., first : first + n] = block
             continue
         up = decay ** np.arange(1, n + 1, dtype=np.float64)  # decay^j, j = 1..n within the block
-        # m_j = decay^j * (m_0 + sum_(l<=j) d_l decay^(-l)), m_0 the last m of the previous block
         m[..., first : first + n] = up * (carry[..., None] + np.cumsum(block / up, axis=-1))
         carry = m[..., first + n - 1]
-    return np.cumsum(m, axis=-1)
+    return m
+
+
+def _check_decay(decay: float) -> None:
+    if not 0.0 <= decay < 1.0:
+        raise LawError(f"decay (lambda) must be in [0, 1), got {decay!r}")
+
+
+def annealing_area(lrs: Any, decay: float = DEFAULT_DECAY) -> np.ndarray:
+    """``S2`` of Tissue et al.: ``S2[..., t - 1] = sum_(i<=t) m_i``, ``m_i = decay * m_(i-1) + d_i``."""
+    _check_decay(decay)
+    return np.cumsum(_momentum(drops(lrs), decay), axis=-1)
 
 
 def mpl_drop_term(lrs: Any, points: Any, C: float, beta: float, gamma: float) -> np.ndarray:
@@ -389,11 +398,13 @@ def _thin(run: RunCurve, max_points: int) -> RunCurve:
     return RunCurve(run.name, run.lrs, run.points[index], run.losses[index])
 
 
-def _unpack(form: str, x: np.ndarray, decay: float) -> dict[str, float]:
+def _unpack(form: str, x: np.ndarray, decay: float | None) -> dict[str, float]:
+    """The constants from the fit's vector: ``L0``, then the logarithms of the others; a fitted ``decay`` is last,
+    as ``v = ln(1 / (1 - decay))``, the log of the momentum's time scale in updates."""
     names = [n for n in CONSTANTS[form] if n != "decay"]
-    values = {"L0": float(x[0]), **{n: float(math.exp(v)) for n, v in zip(names[1:], x[1:])}}
+    values = {"L0": float(x[0]), **{n: float(math.exp(v)) for n, v in zip(names[1:], x[1 : len(names)])}}
     if form == "annealing":
-        values["decay"] = decay
+        values["decay"] = decay if decay is not None else float(-math.expm1(-x[len(names)]))
     return values
 
 
@@ -440,21 +451,47 @@ class _MplCache:
 
 
 class _AnnealingCache:
-    def __init__(self, run: RunCurve, decay: float) -> None:
+    """What the annealing form's residuals reuse for one run: its S1 and drops; ``S2`` for the last ``decay``."""
+
+    def __init__(self, run: RunCurve, fit_decay: bool) -> None:
         self.s1 = np.cumsum(run.lrs)[run.points - 1]
-        self.s2 = annealing_area(run.lrs, decay)[run.points - 1]
+        self.d = drops(run.lrs)
+        self.index = run.points - 1
+        self.fit_decay = fit_decay
+        self._decay = math.nan
+        self._m = self._s2 = np.zeros(0)
+
+    def s2(self, decay: float) -> np.ndarray:
+        if decay != self._decay:
+            self._decay = decay
+            self._m = _momentum(self.d, decay)
+            self._s2 = np.cumsum(self._m)[self.index]
+        return self._s2
 
     def loss(self, c: Mapping[str, float]) -> np.ndarray:
-        return c["L0"] + c["A"] * self.s1 ** (-c["alpha"]) - c["C"] * self.s2
+        return c["L0"] + c["A"] * self.s1 ** (-c["alpha"]) - c["C"] * self.s2(c["decay"])
 
     def jacobian(self, c: Mapping[str, float]) -> np.ndarray:
-        """d loss / d (L0, ln A, ln alpha, ln C) at the fit points."""
+        """d loss / d (L0, ln A, ln alpha, ln C[, v]) at the fit points, ``v = ln(1 / (1 - decay))``.
+
+        ``dm_i / d decay = m_(i-1) + decay * dm_(i-1) / d decay``: the same recurrence, driven by ``m`` shifted one
+        update; ``d decay / dv = 1 - decay``.
+        """
         power = c["A"] * self.s1 ** (-c["alpha"])
-        return np.stack([np.ones_like(power), power, -power * np.log(self.s1) * c["alpha"], -c["C"] * self.s2], 1)
+        s2 = self.s2(c["decay"])
+        columns = [np.ones_like(power), power, -power * np.log(self.s1) * c["alpha"], -c["C"] * s2]
+        if self.fit_decay:
+            shifted = np.concatenate([[0.0], self._m[:-1]])
+            ds2 = np.cumsum(_momentum(shifted, c["decay"]))[self.index]
+            columns.append(-c["C"] * ds2 * (1.0 - c["decay"]))
+        return np.stack(columns, 1)
 
 
-def _start(form: str, runs: Sequence[RunCurve], caches: Sequence[Any], rng: np.random.Generator) -> np.ndarray:
-    """A random start near the data: L0 below the lowest loss, A matching the first point, the rest log-uniform."""
+def _start(
+    form: str, runs: Sequence[RunCurve], caches: Sequence[Any], rng: np.random.Generator, decay: float
+) -> np.ndarray:
+    """A random start near the data: L0 below the lowest loss, A matching the first point, the rest log-uniform
+    (the annealing form's C from ``S2`` at ``decay``)."""
     losses = np.concatenate([r.losses for r in runs])
     low, high = float(losses.min()), float(losses.max())
     spread = max(high - low, 1e-3 * max(abs(low), 1.0))
@@ -464,7 +501,7 @@ def _start(form: str, runs: Sequence[RunCurve], caches: Sequence[Any], rng: np.r
     a = max(float(runs[i].losses[0]) - l0, 1e-6) * float(caches[i].s1[0]) ** alpha
     peak = max(float(r.lrs.max()) for r in runs)
     if form == "annealing":
-        s2 = max(float(np.abs(c.s2).max()) for c in caches) or 1.0
+        s2 = max(float(np.abs(c.s2(decay)).max()) for c in caches) or 1.0
         cc = rng.uniform(0.05, 0.5) * spread / s2
         return np.array([l0, math.log(a), math.log(alpha), math.log(cc)])
     b = rng.uniform(0.05, 0.5) * spread / peak
@@ -487,7 +524,7 @@ def fit_law(
     *,
     restarts: int = 8,
     seed: int = 0,
-    decay: float = DEFAULT_DECAY,
+    decay: float | None = None,
     max_points: int = 256,
     huber_scale: float | None = None,
     max_nfev: int = 500,
@@ -497,7 +534,10 @@ def fit_law(
 
     ``scipy.optimize.least_squares(loss="huber")`` from ``restarts`` seeded random starts; the best cost wins.
     Positive constants are fitted as logarithms. Each run's losses are thinned to ``max_points`` evenly spaced
-    points. The Huber scale is ``huber_scale`` or 1% of the median loss. The annealing form's ``decay`` is fixed.
+    points. The Huber scale is ``huber_scale`` or 1% of the median loss. The annealing form's ``decay`` (the
+    paper's lambda) is fitted with the rest when ``decay`` is None (its time scale ``1 / (1 - decay)`` between 1
+    update and 10 times the longest run), and fixed otherwise (the paper used 0.999 on runs of tens of
+    thousands of updates: a time scale of 1,000 updates).
     Losses measured after fewer than ``fit_from`` updates are left out of the fit (the early, warmup-dominated
     part of a curve that the laws describe least well); the LRs of every update still count in the areas, and
     ``fit_error`` still covers every point.
@@ -518,6 +558,8 @@ def fit_law(
         raise LawError(f"restarts must be >= 1, got {restarts}")
     if fit_from < 1:
         raise LawError(f"fit_from must be a number of updates >= 1, got {fit_from}")
+    if decay is not None:
+        _check_decay(decay)
     try:
         from scipy.optimize import least_squares
     except ImportError as err:  # pragma: no cover - depends on the environment
@@ -531,7 +573,8 @@ def fit_law(
                 f"{whole.points.size}; a run needs at least {MIN_POINTS}"
             )
     thinned = [_thin(r, max_points) for r in late]
-    caches: list[Any] = [_MplCache(r) if form == "mpl" else _AnnealingCache(r, decay) for r in thinned]
+    fit_decay = form == "annealing" and decay is None
+    caches: list[Any] = [_MplCache(r) if form == "mpl" else _AnnealingCache(r, fit_decay) for r in thinned]
     observed = np.concatenate([r.losses for r in thinned])
     f_scale = huber_scale if huber_scale is not None else 0.01 * float(np.median(np.abs(observed))) or 1e-3
 
@@ -548,7 +591,7 @@ def fit_law(
             jac = np.concatenate([cache.jacobian(c) for cache in caches])
         return np.where(np.isfinite(jac), jac, 0.0)
 
-    n = len(CONSTANTS[form]) - (1 if form == "annealing" else 0)
+    n = len(CONSTANTS[form]) - (1 if form == "annealing" and not fit_decay else 0)
     lower = np.full(n, -30.0)
     upper = np.full(n, 30.0)
     lower[0], upper[0] = -np.inf, np.inf
@@ -556,10 +599,18 @@ def fit_law(
     if form == "mpl":
         lower[5], upper[5] = math.log(0.05), math.log(5.0)  # beta
         lower[6], upper[6] = math.log(0.05), math.log(2.0)  # gamma
+    longest = max(r.lrs.size for r in thinned)
+    if fit_decay:  # v = ln(time scale): 1 update .. 10 x the longest run
+        lower[4], upper[4] = 0.0, math.log(10.0 * longest)
     rng = np.random.default_rng(seed)
     best: Any = None
     for _ in range(restarts):
-        x0 = np.clip(_start(form, thinned, caches, rng), lower + 1e-9, upper - 1e-9)
+        if fit_decay:  # time scales log-uniform from 10 updates to the longest run
+            v = rng.uniform(math.log(10.0), math.log(max(longest, 11)))
+            x0 = np.append(_start(form, thinned, caches, rng, float(-math.expm1(-v))), v)
+        else:
+            x0 = _start(form, thinned, caches, rng, DEFAULT_DECAY if decay is None else decay)
+        x0 = np.clip(x0, lower + 1e-9, upper - 1e-9)
         result = least_squares(
             residuals, x0, jac=jacobian, bounds=(lower, upper), loss="huber", f_scale=f_scale, max_nfev=max_nfev
         )

@@ -111,6 +111,19 @@ def read_run(run: str | Path, loss: str = "train") -> laws.RunCurve:
     return laws.RunCurve(str(run), np.array(lrs), np.array(points), np.array(losses))
 
 
+def _decay(text: str) -> float | None:
+    """``--decay``: ``fit`` (None) or a float in [0, 1)."""
+    if text.strip().lower() == "fit":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'fit' or a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected 'fit' or a number in [0, 1), got {text!r}")
+    return value
+
+
 def add_fit_law_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Fit a loss law (loss as a function of the LR schedule) to one or more runs' metrics.jsonl, jointly, "
@@ -141,9 +154,12 @@ def add_fit_law_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default: 0)")
     parser.add_argument(
         "--decay",
-        type=float,
-        default=laws.DEFAULT_DECAY,
-        help=f"annealing form: the momentum decay factor lambda, fixed (default: {laws.DEFAULT_DECAY})",
+        type=_decay,
+        default=None,
+        metavar="LAMBDA|fit",
+        help="annealing form: the momentum decay factor lambda, in [0, 1), fixed (the paper used "
+        f"{laws.DEFAULT_DECAY} on runs of tens of thousands of updates), or 'fit': fitted with the other constants "
+        "(default: fit)",
     )
     parser.add_argument(
         "--max-points",
@@ -198,7 +214,11 @@ def run_fit_law(args: argparse.Namespace) -> int:
     print(f"lrkit fit-law: {args.form} law on {len(runs)} run(s), {args.loss} loss ({seconds:.1f} s)")
     print("  constants:")
     for name, value in law.constants.items():
-        print(f"    {name:<6} {value:.6g}")
+        note = ""
+        if name == "decay":
+            scale = f"a time scale of {1 / (1 - value):.4g} updates"
+            note = f"  (fixed: {scale})" if args.decay is not None else f"  (fitted: {scale})"
+        print(f"    {name:<6} {value:.6g}{note}")
     print(f"  {'run':<40} {'points':>6} {'rms rel err':>12} {'final rel err':>14}")
     for name, fit in law.fit_error.items():
         print(f"  {name:<40} {fit['points']:>6} {fit['rms_rel']:>12.3%} {fit['final_rel']:>+14.3%}")

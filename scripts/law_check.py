@@ -48,6 +48,13 @@ from lrkit.tools.law import read_run
 from lrkit.train.rundir import RunDirError, RunDirLock
 
 GOAL_FINAL_REL = 0.01  # the largest final-loss error the issue accepts on a held-out schedule
+_STARTED = time.monotonic()
+
+
+def _clock() -> str:
+    """Minutes and seconds since the check started."""
+    seconds = int(time.monotonic() - _STARTED)
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ def train_all(runs: list[Run], args: argparse.Namespace) -> None:
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True)
             log = (args.out / f"{run.name}.log").open("wb")
-            print(f"  {run.name:<16} training {run.steps} updates ...", flush=True)
+            print(f"  {run.name:<16} training {run.steps} updates ... ({_clock()} into the check)", flush=True)
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((run, proc, time.monotonic(), log))
             (run_dir / "argv.json").write_text(json.dumps(argv[1:]))
@@ -149,7 +156,8 @@ def train_all(runs: list[Run], args: argparse.Namespace) -> None:
             if proc.returncode != 0:
                 tail = (args.out / f"{run.name}.log").read_text(errors="replace")[-2000:]
                 sys.exit(f"law-check: training {run.name} failed (exit {proc.returncode}):\n{tail}")
-            print(f"  {run.name:<16} done in {time.monotonic() - started:.0f} s", flush=True)
+            took = time.monotonic() - started
+            print(f"  {run.name:<16} done in {took:.0f} s ({_clock()} into the check)", flush=True)
 
 
 def lrkit_cli(*argv: str) -> str:
@@ -301,7 +309,8 @@ def compare_fits(fit_sets: list[tuple[str, ...]], args: argparse.Namespace) -> s
     body = []
     for fit_on in fit_sets:
         runs = plan(args.steps, args.lr, args.warmup, fit_on)
-        law = laws.fit_law([curves[n] for n in fit_on], form=args.form, fit_from=args.fit_from)
+        decay = None if args.decay == "fit" else float(args.decay)
+        law = laws.fit_law([curves[n] for n in fit_on], form=args.form, fit_from=args.fit_from, decay=decay)
         rows = [compare(run, law, args.out, args.fit_from) for run in runs]
         inside = ", ".join(f"{r['name']} {r['final_rel']:+.2%}" for r in rows if r["role"] == "fit")
         held = [r for r in rows if r["role"] == "held-out"]
@@ -340,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         "--form", choices=laws.FORMS, default="annealing",
         help="the law's form (default: %(default)s, with its decay fitted: on these runs it predicts the other\n"
         "schedules far better than mpl; docs/loss-laws.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decay", default="fit", metavar="LAMBDA|fit",
+        help="lrkit fit-law --decay: the annealing form's decay, fitted or fixed (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--fit-on", default="constant,cosine",
@@ -393,9 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     law_path = args.out / f"law-{tag}.json"
     fit_on = [str(args.out / r.name) for r in runs if r.role == "fit"]
     names = ", ".join(Path(f).name for f in fit_on)
-    print(f"law-check: lrkit fit-law --form {args.form} --loss val --fit-from {args.fit_from} on {names}")
+    print(f"law-check: lrkit fit-law --form {args.form} --loss val --fit-from {args.fit_from} --decay {args.decay} "
+          f"on {names}")  # fmt: skip
     lrkit_cli("fit-law", *fit_on, "--form", args.form, "--loss", "val", "--fit-from", str(args.fit_from),
-              "-o", str(law_path))  # fmt: skip
+              "--decay", args.decay, "-o", str(law_path))  # fmt: skip
     law = laws.load_law(str(law_path))
 
     print(f"law-check: lrkit tune --family wsd --budget {args.steps} (warmup fixed at {args.warmup} updates)")

@@ -48,9 +48,11 @@ align: setup
 align-layouts: setup
 	$(BIN)/lrkit align --layouts
 
-# The loss-law evidence (docs/loss-laws.md): 8 runs of the tiny GPT-2 with a shuffled sampler, a law fitted on two,
-# the other schedules predicted and the tuned one trained; prints the table (22 min from nothing on 2 idle cores;
-# exits 1 while a goal is not met). Finished runs in runs/law-check are reused.
+# The loss-law evidence (docs/loss-laws.md): 8 runs of the tiny GPT-2 with a shuffled sampler, the annealing law
+# (decay fitted) fitted on two, the other schedules predicted and the tuned one trained; prints the table (22 min
+# from nothing on 2 idle cores; exits 1 while a goal is not met). Finished runs in runs/law-check are reused.
+# The run-to-run noise and the criterion it allows: LAW_CHECK_FLAGS="--noise-seeds 1,2" (6 more runs, 15 min more).
+# The multi-power law on the same runs: LAW_CHECK_FLAGS="--form mpl".
 # Another fit of the same runs: make law-check LAW_CHECK_FLAGS="--fit-on constant,cosine,wsd-20%-1-sqrt".
 # Several fits of the same runs side by side: LAW_CHECK_FLAGS="--compare-fits 'constant,cosine;constant,wsd-20%-1-sqrt'".
 law-check: setup

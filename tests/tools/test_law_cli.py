@@ -12,6 +12,7 @@ import pytest
 from lrkit import cli
 from lrkit import schedules as S
 from lrkit.schedules import laws
+from lrkit.tools.law import read_run
 
 ANNEALING = {"L0": 2.5, "A": 0.6, "alpha": 0.45, "C": 150.0, "decay": 0.999}
 MPL = {"L0": 2.5, "A": 0.6, "alpha": 0.45, "B": 300.0, "C": 2.0, "beta": 0.6, "gamma": 0.55}
@@ -65,6 +66,15 @@ def test_fit_law_writes_the_law_and_prints_the_error(runs: list[Path], tmp_path:
     assert laws.load_law(str(out)).fitted_on[0]["points"] == TOTAL // 20
     assert cli.main([*argv[:-4], "-o", str(out), "--form", "annealing", "--fit-from", "100", "--restarts", "1"]) == 0
     assert [r["fit_from"] for r in laws.load_law(str(out)).fitted_on] == [100, 100]
+    assert "rms rel err from update 100" in capsys.readouterr().out
+    law = laws.load_law(str(out))
+    for run in runs:  # the fitted points' error apart, as a direct computation gives it
+        curve = read_run(run, "train")
+        late = curve.points >= 100
+        rel = (laws.predict(law, curve.lrs, curve.points[late]) - curve.losses[late]) / curve.losses[late]
+        error = law.fit_error[str(run)]
+        assert error["points_fitted"] == np.count_nonzero(late) < error["points"]
+        assert error["rms_rel_fitted"] == pytest.approx(float(np.sqrt(np.mean(rel**2))), rel=1e-12)
 
 
 def test_fit_law_fits_the_decay_unless_told_a_value(runs: list[Path], tmp_path: Path, capsys) -> None:

@@ -540,11 +540,13 @@ def fit_law(
     thousands of updates: a time scale of 1,000 updates).
     Losses measured after fewer than ``fit_from`` updates are left out of the fit (the early, warmup-dominated
     part of a curve that the laws describe least well); the LRs of every update still count in the areas, and
-    ``fit_error`` still covers every point.
+    ``fit_error`` covers every point, and the fitted ones apart.
 
     Returns:
-        the law, with ``fit_error[name] = {"rms_rel": ..., "final_rel": ..., "points": ...}`` per run: the RMS of
-        ``(predicted - measured) / measured`` over the run's points and that ratio at its last point.
+        the law, with ``fit_error[name] = {"rms_rel": ..., "final_rel": ..., "points": ..., "rms_rel_fitted": ...,
+        "points_fitted": ...}`` per run: the RMS of ``(predicted - measured) / measured`` over the run's points,
+        that ratio at its last point, the number of points, and the RMS over the points from ``fit_from`` on
+        (before thinning), and their number.
 
     Raises:
         LawError: an unknown form, no runs, or a run that cannot be fitted (too short, non-finite losses, ...).
@@ -622,10 +624,13 @@ def fit_law(
     for run in checked:
         pred = predict(law, run.lrs, run.points)
         rel = (pred - run.losses) / run.losses
+        fitted = run.points >= fit_from
         errors[run.name] = {
             "rms_rel": float(np.sqrt(np.mean(rel**2))),
             "final_rel": float(rel[-1]),
             "points": int(run.points.size),
+            "rms_rel_fitted": float(np.sqrt(np.mean(rel[fitted] ** 2))),
+            "points_fitted": int(np.count_nonzero(fitted)),
         }
     law.fit_error = errors
     return law

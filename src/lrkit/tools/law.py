@@ -219,9 +219,14 @@ def run_fit_law(args: argparse.Namespace) -> int:
             scale = f"a time scale of {1 / (1 - value):.4g} updates"
             note = f"  (fixed: {scale})" if args.decay is not None else f"  (fitted: {scale})"
         print(f"    {name:<6} {value:.6g}{note}")
-    print(f"  {'run':<40} {'points':>6} {'rms rel err':>12} {'final rel err':>14}")
+    late = f"from update {args.fit_from}"  # the fitted points apart, when some were left out
+    head = f"  {'run':<40} {'points':>6} {'rms rel err':>12} {'final rel err':>14}"
+    print(head + (f"  {'points ' + late:>24} {'rms rel err ' + late:>29}" if args.fit_from > 1 else ""))
     for name, fit in law.fit_error.items():
-        print(f"  {name:<40} {fit['points']:>6} {fit['rms_rel']:>12.3%} {fit['final_rel']:>+14.3%}")
+        line = f"  {name:<40} {fit['points']:>6} {fit['rms_rel']:>12.3%} {fit['final_rel']:>+14.3%}"
+        if args.fit_from > 1:
+            line += f"  {fit['points_fitted']:>24} {fit['rms_rel_fitted']:>29.3%}"
+        print(line)
     print(f"wrote {args.output}")
     return 0
 

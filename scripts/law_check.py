@@ -272,7 +272,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(head + body)
 
 
-def plot(rows: list[dict[str, Any]], path: Path, tag: str) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Measured (dots) and predicted (line) validation curves, with the LRs beneath."""
     import matplotlib
 
@@ -286,8 +286,7 @@ def plot(rows: list[dict[str, Any]], path: Path, tag: str) -> None:
         top.plot(r["points"], r["predicted_curve"], "-", color=color, label=f"{r['name']} ({r['role']})")
         bottom.plot(np.arange(1, len(r["lrs"]) + 1), r["lrs"], color=color)
     top.set_ylabel("validation loss (nats/token)")
-    form, _, fitted = tag.partition("-")
-    top.set_title(f"dots: measured; lines: the {form} law fitted on {fitted.replace('+', ' + ')}")
+    top.set_title(f"dots: measured; lines: {title}")
     top.legend(fontsize=8)
     top.set_ylim(min(min(r["losses"]) for r in rows) - 0.05, np.percentile([r["losses"][0] for r in rows], 50) + 0.1)
     bottom.set_ylabel("LR")
@@ -321,6 +320,15 @@ def compare_fits(fit_sets: list[tuple[str, ...]], args: argparse.Namespace) -> s
         body.append(f"| {' + '.join(fit_on)} | {inside} | {outside} | {worst:.2%} | {len(discordant)} of {pairs} |")
         print(body[-1], flush=True)
     return "\n".join(head + body)
+
+
+def _seeds(text: str) -> list[int]:
+    """``--noise-seeds``: comma-separated integers."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        message = f"expected data seeds as comma-separated integers, e.g. 1,2; got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "--jobs", type=int, default=2, help="runs trained at once, one thread each (default: %(default)s)"
     )
     parser.add_argument(
-        "--noise-seeds", type=lambda text: [int(p) for p in text.split(",") if p.strip()], default=[],
+        "--noise-seeds", type=_seeds, default=[],
         metavar="SEEDS",
         help="also train the --noise-on schedules under these data seeds (comma-separated, e.g. 1,2) and report the\n"
         "seed-to-seed s.d. of their final loss, and the criterion proposed for the goals, judged against it",
@@ -397,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fit_names = tuple(args.fit_on.split(","))
     runs = plan(args.steps, args.lr, args.warmup, fit_names)
-    tag = f"{args.form}-{'+'.join(fit_names)}"  # the results of each form and fit, side by side under --out
+    fixed = "" if args.decay == "fit" else f"-decay{args.decay}"
+    tag = f"{args.form}{fixed}-{'+'.join(fit_names)}"  # the results of each form and fit, side by side under --out
 
     print(f"law-check: {len(runs)} schedules of the tiny GPT-2, {args.steps} updates of "
           f"{args.batch_size} x {args.sequence_length} tokens, shuffled, into {args.out}", flush=True)  # fmt: skip
@@ -487,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             indent=1,
         )  # fmt: skip
     )
-    plot(rows, args.out / f"law_check-{tag}.png", tag)
+    decay = "" if args.form != "annealing" else " (decay fitted)" if not fixed else f" (decay {args.decay})"
+    plot(rows, args.out / f"law_check-{tag}.png", f"the {args.form} law{decay} fitted on {' + '.join(fit_names)}")
     print(f"wrote {args.out}/law_check-{tag}.md, .json and .png")
     return 0 if all(ok for _, ok in goals) else 1
 

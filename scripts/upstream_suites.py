@@ -117,8 +117,18 @@ def run_pytest(test_file: Path, workdir: Path, name: str) -> Outcome:
     """Run one test file with pytest in ``workdir``; read the outcome from its JUnit XML."""
     report = workdir / f"{name}.xml"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", f"--junitxml={report}",
-         str(test_file)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            f"--junitxml={report}",
+            str(test_file),
+        ],
         cwd=workdir,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -161,12 +171,24 @@ def run_suite(kind: str, path: Path, workdir: Path) -> tuple[Outcome, Outcome, l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--torch", type=Path, nargs="*", default=[], metavar="PATH",
-                        help="torch's test/optim/test_lrscheduler.py")
-    parser.add_argument("--transformers", type=Path, nargs="*", default=[], metavar="PATH",
-                        help="transformers' tests/optimization/test_optimization.py, test_greedy_lr.py")
-    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
-                        help="write the rewritten files and reports here instead of a temporary folder")
+    parser.add_argument(
+        "--torch", type=Path, nargs="*", default=[], metavar="PATH", help="torch's test/optim/test_lrscheduler.py"
+    )
+    parser.add_argument(
+        "--transformers",
+        type=Path,
+        nargs="*",
+        default=[],
+        metavar="PATH",
+        help="transformers' tests/optimization/test_optimization.py, test_greedy_lr.py",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write the rewritten files and reports here instead of a temporary folder",
+    )
     args = parser.parse_args(argv)
     suites = [("torch", p) for p in args.torch] + [("transformers", p) for p in args.transformers]
     if not suites:
@@ -185,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  note: {note}")
             for label, outcome in ((kind, upstream), ("lrkit", ours)):
                 total = outcome.passed + outcome.failed
-                print(f"  with {label:<12} {outcome.passed:4d}/{total} passed, {outcome.failed} failed, "
-                      f"{outcome.skipped} skipped")
+                print(
+                    f"  with {label:<12} {outcome.passed:4d}/{total} passed, {outcome.failed} failed, "
+                    f"{outcome.skipped} skipped"
+                )
             for test_id, message in sorted(ours.failures.items()):
                 if test_id in upstream.failures:
                     continue

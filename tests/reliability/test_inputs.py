@@ -95,6 +95,7 @@ def test_an_out_of_range_config_file_value_is_refused_naming_the_key(tmp_path: P
 def test_every_range_names_a_field_and_every_default_is_within_its_range() -> None:
     """The range table cannot drift from the sections: a renamed field, or a default it would refuse, fails."""
     from lrkit.train.config import _RANGES as RANGES
+
     defaults = TrainConfig()
     by_class = {cls: name for name, cls in SECTIONS.items()}
     for (cls, key), check in RANGES.items():
@@ -325,7 +326,5 @@ def test_a_schedule_its_own_checks_refuse_is_a_flag_error_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Was a raw ValueError traceback, exit 1: a warmup longer than a 2-step run leaves the cosine no decay."""
-    err = train_error_of(
-        tmp_path, "--lr-scheduler", "cosine", "--warmup-steps", "5", "--min-lr", "3e-4", capsys=capsys
-    )
+    err = train_error_of(tmp_path, "--lr-scheduler", "cosine", "--warmup-steps", "5", "--min-lr", "3e-4", capsys=capsys)
     assert "--lr-scheduler" in err and "total_steps must be > warmup_steps" in err and "warmup_steps=5" in err, err

@@ -357,9 +357,7 @@ def test_a_full_disk_during_a_save_names_path_bytes_needed_and_free(
         assert ckpt.load_checkpoint(ckpt.checkpoint_path(disk, 1))["step"] == 1  # the last good one is intact
 
 
-def test_a_write_that_runs_out_of_space_is_a_checkpoint_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_write_that_runs_out_of_space_is_a_checkpoint_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the free-space check (another writer filled the disk meanwhile): torch's own write error, translated."""
     with _tmpfs(tmp_path / "disk", "2m") as disk:
         calls = iter([10**12])  # the check before writing sees room; the error message sees the real number

@@ -359,8 +359,6 @@ def test_shutdown_is_inert_outside_the_main_thread() -> None:
 # ------------------------------------------------------------------ from outside: a real process, then resume
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_signal_from_outside_then_resume_auto_ends_identical(tmp_path: Path, sig: signal.Signals) -> None:

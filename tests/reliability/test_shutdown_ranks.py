@@ -61,8 +61,6 @@ def _torchrun(run_dir: Path, *argv: str, launcher: tuple[str, ...] = ()) -> Iter
         proc.communicate(timeout=30)
 
 
-
-
 def _workers(agent: int) -> dict[int, int]:
     """The torchrun agent's workers: rank -> pid (from each child's ``RANK`` environment variable)."""
     out = {}

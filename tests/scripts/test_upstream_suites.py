@@ -21,7 +21,7 @@ def runner():
     return module
 
 
-SOURCE = '''import torch
+SOURCE = """import torch
 from torch.optim.lr_scheduler import (
     LRScheduler,
     StepLR,
@@ -39,7 +39,7 @@ def test_classes_come_from_lrkit():
 def test_untouched():
     assert LRScheduler is torch.optim.lr_scheduler.LRScheduler
     assert AveragedModel.__module__ == "torch.optim.swa_utils"
-'''
+"""
 
 
 def test_rewrite_swaps_only_lrkit_names_and_keeps_line_numbers(runner) -> None:

@@ -150,8 +150,11 @@ def test_extend_and_cooldown_refuse_a_change_of_clock() -> None:
 
 def test_a_transformers_schedule_is_refused_on_the_token_clock():
     """transformers' schedules count optimizer steps: a Clocked spec refuses one by name."""
-    spec = {"type": "Clocked", "unit": "tokens",
-            "schedule": {"type": "HFSchedule", "name": "cosine", "num_warmup_steps": 100, "num_training_steps": 1000}}
+    spec = {
+        "type": "Clocked",
+        "unit": "tokens",
+        "schedule": {"type": "HFSchedule", "name": "cosine", "num_warmup_steps": 100, "num_training_steps": 1000},
+    }
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="got 'HFSchedule'.*count optimizer steps"):
         build_scheduler(spec, opt)

@@ -326,8 +326,13 @@ def test_a_reader_that_leaves_early_gets_no_traceback():
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first line
     try:
-        result = subprocess.run([sys.executable, "-m", "lrkit.cli", "preview", *COSINE], stdout=write_end,
-                                stderr=subprocess.PIPE, text=True, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "lrkit.cli", "preview", *COSINE],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
     finally:
         os.close(write_end)
     assert result.stderr == ""

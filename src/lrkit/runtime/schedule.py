@@ -221,8 +221,7 @@ class TrainingSchedule:
         tokens = self.tokens_per_step if tokens is None else tokens
         if tokens is None:
             raise ScheduleError(
-                "TrainingSchedule: the clocks need the tokens of each update: pass tokens_per_step= "
-                "or step(tokens=...)"
+                "TrainingSchedule: the clocks need the tokens of each update: pass tokens_per_step= or step(tokens=...)"
             )
         return {"tokens": int(tokens), "samples": int(tokens) // self.sequence_length if self.sequence_length else 0}
 

@@ -343,9 +343,7 @@ class LinearLR(LRScheduler):
     def _state_checks(self) -> dict[str, Callable[[Any], Any]]:
         return {
             **super()._state_checks(),
-            "start_factor": lambda v: check_real(
-                "start_factor", v, low=0.0, high=1.0, low_open=True, tensor_ok=True
-            ),
+            "start_factor": lambda v: check_real("start_factor", v, low=0.0, high=1.0, low_open=True, tensor_ok=True),
             "end_factor": lambda v: check_real("end_factor", v, low=0.0, high=1.0, tensor_ok=True),
             "total_iters": lambda v: check_int("total_iters", v, minimum=1),
         }
@@ -1323,9 +1321,7 @@ class SWALR(LRScheduler):
 
     def get_lr(self) -> list[float]:
         count, epochs, strategy = self._step_count, self.anneal_epochs, self.anneal_strategy
-        return [
-            F.swa_lr_recursive(g["lr"], g["swa_lr"], count, epochs, strategy) for g in self.optimizer.param_groups
-        ]
+        return [F.swa_lr_recursive(g["lr"], g["swa_lr"], count, epochs, strategy) for g in self.optimizer.param_groups]
 
     def to_spec(self) -> dict[str, Any]:
         # swa_lr lives in the param groups (as in torch), so the spec reads it from there.

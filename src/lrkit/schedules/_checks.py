@@ -62,8 +62,8 @@ def check_real(
     if below or above:
         lo = "-inf" if low is None else repr(low)
         hi = "inf" if high is None else repr(high)
-        interval = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (
-            ")" if high_open or high is None else "]"
+        interval = (
+            ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
         )
         raise ValueError(f"{name} must be in {interval}, got {name}={value!r}")
     return value

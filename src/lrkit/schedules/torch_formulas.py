@@ -155,9 +155,7 @@ def cosine_annealing_recursive(
     if step_count == 1 and e > 0:
         return [eta_min + (base_lr - eta_min) * (1 + math.cos(e * math.pi / t_max)) / 2 for base_lr in base_lrs]
     if (e - 1 - t_max) % (2 * t_max) == 0:
-        return [
-            lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2 for lr, base_lr in zip(lrs, base_lrs)
-        ]
+        return [lr + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2 for lr, base_lr in zip(lrs, base_lrs)]
     ratio = (1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max))
     return [ratio * (lr - eta_min) + eta_min for lr in lrs]
 

@@ -207,5 +207,3 @@ def move_to(scheduler: Any, clock: int, steps: int) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scheduler.step(clock)
-
-

@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 
-
 # --------------------------------------------------------------------------- PerGroup
 
 
@@ -200,8 +199,6 @@ class PerGroup(ScheduleLR):
         schedules = cls.schedules_for(peaks, group_names=_group_names(optimizer), **args)
         lambdas = [_Ratio(s, p) for s, p in zip(schedules, peaks)]
         return TorchLambdaLR(optimizer, lambdas, last_epoch=last_epoch)  # type: ignore[arg-type]
-
-
 
 
 def scale_absolute_lrs(spec: Mapping[str, Any], factors: Sequence[float], alone: bool = False) -> dict[str, Any]:

@@ -96,6 +96,7 @@ from lrkit.train.tensorboard import TensorBoardLog
 
 __all__ = ["Trainer", "save", "setup", "train", "train_step"]
 
+
 @dataclass
 class Trainer:
     """A run's components, built once by :func:`setup`; ``step`` and ``tokens`` count what is done."""
@@ -234,8 +235,14 @@ def setup(config: TrainConfig, ctx: DistContext) -> Trainer:
         schedule=schedule,
         scaler=torch.amp.GradScaler(ctx.device.type, enabled=use_scaler),
         loader=TokenLoader(
-            train_tokens, batch.batch_size, sequence_length, rank=ctx.dp_rank, world_size=ctx.dp_size,
-            accumulation=grad_accum, order=config.data.order, seed=config.data.seed,
+            train_tokens,
+            batch.batch_size,
+            sequence_length,
+            rank=ctx.dp_rank,
+            world_size=ctx.dp_size,
+            accumulation=grad_accum,
+            order=config.data.order,
+            seed=config.data.seed,
         ),  # fmt: skip
         val_tokens=val_tokens,
         step_optimizer=optimizer_step(config, pm, optimizer, schedule.hparams),

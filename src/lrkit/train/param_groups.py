@@ -21,7 +21,6 @@ __all__ = ["layer_depths", "layerwise_lr_decay", "part_groups", "scale_groups", 
 NO_DECAY_SUFFIX = "_no_decay"
 
 
-
 def _blocks_prefix(model: Any, blocks: str | None) -> tuple[str, int]:
     """The dotted name of the model's list of blocks and its length ``L``."""
     from torch import nn

@@ -212,7 +212,6 @@ def _clone(value: Any) -> Any:
     return value
 
 
-
 @dataclass
 class _InFlight:
     step: int
@@ -322,4 +321,3 @@ class ShardedSaver:
     def close(self) -> None:
         """Wait for the save in flight, if any (collective)."""
         self.wait()
-

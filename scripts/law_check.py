@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from lrkit.schedules import laws
-from lrkit.tools.law import read_run
+from lrkit.tools.law import decay_arg, read_run
 from lrkit.train.rundir import RunDirError, RunDirLock
 
 GOAL_FINAL_REL = 0.01  # the largest final-loss error the issue accepts on a held-out schedule
@@ -308,8 +308,7 @@ def compare_fits(fit_sets: list[tuple[str, ...]], args: argparse.Namespace) -> s
     body = []
     for fit_on in fit_sets:
         runs = plan(args.steps, args.lr, args.warmup, fit_on)
-        decay = None if args.decay == "fit" else float(args.decay)
-        law = laws.fit_law([curves[n] for n in fit_on], form=args.form, fit_from=args.fit_from, decay=decay)
+        law = laws.fit_law([curves[n] for n in fit_on], form=args.form, fit_from=args.fit_from, decay=args.decay)
         rows = [compare(run, law, args.out, args.fit_from) for run in runs]
         inside = ", ".join(f"{r['name']} {r['final_rel']:+.2%}" for r in rows if r["role"] == "fit")
         held = [r for r in rows if r["role"] == "held-out"]
@@ -359,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         "schedules far better than mpl; docs/loss-laws.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--decay", default="fit", metavar="LAMBDA|fit",
-        help="lrkit fit-law --decay: the annealing form's decay, fitted or fixed (default: %(default)s)",
+        "--decay", type=decay_arg, default=None, metavar="LAMBDA|fit",
+        help="lrkit fit-law --decay: the annealing form's decay, fixed, or fitted (default: fit)",
     )  # fmt: skip
     parser.add_argument(
         "--fit-on", default="constant,cosine",
@@ -405,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     fit_names = tuple(args.fit_on.split(","))
     runs = plan(args.steps, args.lr, args.warmup, fit_names)
-    fixed = "" if args.decay == "fit" else f"-decay{args.decay}"
+    decay_flag = "fit" if args.decay is None else repr(args.decay)
+    fixed = "" if args.decay is None else f"-decay{decay_flag}"
     tag = f"{args.form}{fixed}-{'+'.join(fit_names)}"  # the results of each form and fit, side by side under --out
 
     print(f"law-check: {len(runs)} schedules of the tiny GPT-2, {args.steps} updates of "
@@ -415,10 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     law_path = args.out / f"law-{tag}.json"
     fit_on = [str(args.out / r.name) for r in runs if r.role == "fit"]
     names = ", ".join(Path(f).name for f in fit_on)
-    print(f"law-check: lrkit fit-law --form {args.form} --loss val --fit-from {args.fit_from} --decay {args.decay} "
+    print(f"law-check: lrkit fit-law --form {args.form} --loss val --fit-from {args.fit_from} --decay {decay_flag} "
           f"on {names}")  # fmt: skip
     lrkit_cli("fit-law", *fit_on, "--form", args.form, "--loss", "val", "--fit-from", str(args.fit_from),
-              "--decay", args.decay, "-o", str(law_path))  # fmt: skip
+              "--decay", decay_flag, "-o", str(law_path))  # fmt: skip
     law = laws.load_law(str(law_path))
 
     print(f"law-check: lrkit tune --family wsd --budget {args.steps} (warmup fixed at {args.warmup} updates)")
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             indent=1,
         )  # fmt: skip
     )
-    decay = "" if args.form != "annealing" else " (decay fitted)" if not fixed else f" (decay {args.decay})"
+    decay = "" if args.form != "annealing" else " (decay fitted)" if not fixed else f" (decay {decay_flag})"
     plot(rows, args.out / f"law_check-{tag}.png", f"the {args.form} law{decay} fitted on {' + '.join(fit_names)}")
     print(f"wrote {args.out}/law_check-{tag}.md, .json and .png")
     return 0 if all(ok for _, ok in goals) else 1

@@ -111,8 +111,8 @@ def read_run(run: str | Path, loss: str = "train") -> laws.RunCurve:
     return laws.RunCurve(str(run), np.array(lrs), np.array(points), np.array(losses))
 
 
-def _decay(text: str) -> float | None:
-    """``--decay``: ``fit`` (None) or a float in [0, 1)."""
+def decay_arg(text: str) -> float | None:
+    """``--decay`` (of ``lrkit fit-law`` and ``make law-check``): ``fit`` (None) or a float in [0, 1)."""
     if text.strip().lower() == "fit":
         return None
     try:
@@ -154,7 +154,7 @@ def add_fit_law_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default: 0)")
     parser.add_argument(
         "--decay",
-        type=_decay,
+        type=decay_arg,
         default=None,
         metavar="LAMBDA|fit",
         help="annealing form: the momentum decay factor lambda, in [0, 1), fixed (the paper used "
